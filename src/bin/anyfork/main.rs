@@ -1,0 +1,2 @@
+//! The anyfork command-line tool.
+fn main() {}

@@ -1,0 +1,226 @@
+//! The error type of processes and forks.
+
+use std::fmt;
+use std::io;
+use std::process::ExitStatus;
+
+use crate::proto::{ChildErrorKind, ProtocolError};
+
+/// Which process an error is about, for messages: its pid when known, and
+/// how it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessName {
+    /// The pid, if it was known when the error happened.
+    pub pid: Option<u32>,
+    /// How the process was made.
+    pub origin: Origin,
+}
+
+/// How a process was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// By [`Fork::new_exec`](crate::Fork::new_exec) (a fresh `exec`).
+    Exec,
+    /// By forking a template; its pid, when known.
+    Fork {
+        /// The template's pid.
+        template: Option<u32>,
+    },
+    /// By [`early`](crate::early).
+    Early,
+    /// By [`Template::here`](crate::Template::here).
+    Here,
+    /// Received with [`Fork::new_from_fh`](crate::Fork::new_from_fh).
+    FromFh,
+}
+
+impl fmt::Display for ProcessName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "process {pid}")?,
+            None => f.write_str("process (pid not yet known)")?,
+        }
+        match self.origin {
+            Origin::Exec => f.write_str(" (new_exec)"),
+            Origin::Fork { template: Some(t) } => write!(f, " (forked from template {t})"),
+            Origin::Fork { template: None } => f.write_str(" (forked from a template)"),
+            Origin::Early => f.write_str(" (early template)"),
+            Origin::Here => f.write_str(" (Template::here)"),
+            Origin::FromFh => f.write_str(" (received with new_from_fh)"),
+        }
+    }
+}
+
+/// How a process ended, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending(pub Option<ExitStatus>);
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::unix::process::ExitStatusExt;
+        match self.0 {
+            None => Ok(()),
+            Some(status) => match (status.code(), status.signal()) {
+                (Some(crate::EXIT_SERVE_FAILED), _) => {
+                    write!(
+                        f,
+                        " (exit status {}: the serving process gave up; see its stderr)",
+                        crate::EXIT_SERVE_FAILED
+                    )
+                }
+                (Some(crate::EXIT_PANICKED), _) => {
+                    write!(f, " (exit status {}: panicked)", crate::EXIT_PANICKED)
+                }
+                (Some(code), _) => write!(f, " (exit status {code})"),
+                (_, Some(signal)) => write!(f, " (killed by signal {signal})"),
+                _ => write!(f, " ({status})"),
+            },
+        }
+    }
+}
+
+/// Everything that can go wrong creating, preparing, running and waiting for
+/// processes. Each variant names the process or function concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A fresh serving process could not be started.
+    #[error("cannot start a serving process of this executable: {source}")]
+    Spawn {
+        /// The `posix_spawn` or socket error.
+        source: io::Error,
+    },
+    /// [`early`](crate::early) or [`Template::here`](crate::Template::here)
+    /// was called in a process with more than one thread.
+    #[error(
+        "{what} must fork the program, which is unsafe with threads: this process has {threads} threads"
+    )]
+    Threaded {
+        /// Which call it was.
+        what: &'static str,
+        /// How many threads there were.
+        threads: usize,
+    },
+    /// Forking the program itself failed.
+    #[error("{what}: cannot fork this program: {source}")]
+    ForkProgram {
+        /// Which call it was.
+        what: &'static str,
+        /// The error from `fork`.
+        source: io::Error,
+    },
+    /// `run` or `eval` named a function this program has not registered.
+    #[error(
+        "no {kind} named `{name}` is registered in this program (register it with anyfork::{macro_name}!)"
+    )]
+    UnknownFunction {
+        /// "function" or "initialiser".
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The macro that registers such a function.
+        macro_name: &'static str,
+    },
+    /// A function value lives outside the main executable (in a shared
+    /// library), so it cannot be named across `exec`.
+    #[error(
+        "`{name}` cannot be sent by value: it is not in the main executable; register it and run it by name"
+    )]
+    NotInExecutable {
+        /// The function's type name.
+        name: String,
+    },
+    /// The serving process refused a command and exited (the process's
+    /// stderr has the same message).
+    #[error("{process}: {kind}: {message}")]
+    Refused {
+        /// The process.
+        process: ProcessName,
+        /// What kind of refusal.
+        kind: ChildErrorKind,
+        /// Its message.
+        message: String,
+    },
+    /// The process (or the template that was to fork it) ended before it
+    /// could do what was asked.
+    #[error("{process} ended before {doing}{ending}{}", cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
+    Ended {
+        /// The process.
+        process: ProcessName,
+        /// What the parent was doing.
+        doing: String,
+        /// How it ended, if known.
+        ending: Ending,
+        /// What the template said, if the process was never created.
+        cause: Option<String>,
+    },
+    /// Talking to the process failed.
+    #[error("{process}: {doing}: {source}")]
+    Io {
+        /// The process.
+        process: ProcessName,
+        /// What the parent was doing.
+        doing: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The process sent something that is not a valid reply.
+    #[error("{process} sent a malformed reply: {source}")]
+    Protocol {
+        /// The process.
+        process: ProcessName,
+        /// What was wrong.
+        source: ProtocolError,
+    },
+    /// A command could not be encoded (an argument over 4 GiB).
+    #[error("{process}: cannot send command: {source}")]
+    Encode {
+        /// The process.
+        process: ProcessName,
+        /// What was wrong.
+        source: ProtocolError,
+    },
+    /// An earlier builder call failed; the `Fork` is unusable.
+    #[error("{process}: an earlier call failed: {cause}")]
+    Broken {
+        /// The process.
+        process: ProcessName,
+        /// The earlier error's message.
+        cause: String,
+    },
+    /// A `Fork` made in one process was used in another (a forked copy of
+    /// the program).
+    #[error("this Fork belongs to process {owner} and cannot be used in process {current}")]
+    ForeignFork {
+        /// The process that made the `Fork`.
+        owner: u32,
+        /// The process that tried to use it.
+        current: u32,
+    },
+    /// The process is not a child of this program, so its exit status
+    /// cannot be read here.
+    #[error("process {pid} is not a child of this program; its exit status is not available here")]
+    NotAChild {
+        /// The process.
+        pid: u32,
+    },
+    /// Waiting for a process failed.
+    #[error("waiting for process {pid}: {source}")]
+    Wait {
+        /// The process.
+        pid: u32,
+        /// The error.
+        source: io::Error,
+    },
+    /// Sending a signal failed.
+    #[error("sending signal {signal} to process {pid}: {source}")]
+    Kill {
+        /// The process.
+        pid: u32,
+        /// The signal number.
+        signal: i32,
+        /// The error.
+        source: io::Error,
+    },
+}

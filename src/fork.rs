@@ -1,0 +1,990 @@
+//! The parent side: [`Fork`], a process being prepared.
+//!
+//! A `Fork` is the parent's end of one serving process's control socket,
+//! plus the commands queued for it. Preparing calls (`send_arg`, `send_fh`,
+//! `eval`, `require`) only queue; `fork`, `run`, `pid` and `to_fh` send the
+//! queue in one `sendmsg` (descriptors included), which is why preparing
+//! calls cannot fail and return the `Fork` for chaining, like
+//! `std::process::Command`. A problem found while queueing (an unknown
+//! initialiser name) is reported by the next sending call.
+//!
+//! Creating a process never waits for it: [`Fork::fork`] sends the template
+//! one socket end and returns; the commands for the new process wait in the
+//! socket until it exists. The first and usually only wait is in `run`, for
+//! the process's answer that the function is found and about to be called.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::error::{Ending, Error, Origin, ProcessName};
+use crate::process::Process;
+use crate::proto::{self, Outbox, Reply, Target};
+use crate::reaper;
+use crate::registry::{self, FunctionRef, FunctionRepr, IntoInit, IntoRun, Lookup};
+use crate::sys::spawn;
+
+/// How long to wait for a process that closed its socket to be reaped, when
+/// explaining why it is gone.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// A process being prepared: created, not yet running its function.
+///
+/// Made by [`Fork::new`] (a fork of the default template), [`Fork::new_exec`]
+/// (a fresh process), [`Fork::fork`] (a fork of a prepared template),
+/// [`early`](crate::early) and [`Template::here`](crate::Template::here)
+/// (forks of the program), or [`Fork::new_from_fh`].
+///
+/// Prepare it with [`send_arg`](Fork::send_arg), [`send_fh`](Fork::send_fh),
+/// [`eval`](Fork::eval) and [`require`](Fork::require), then either
+/// [`run`](Fork::run) a function in it, or keep it as a template and
+/// [`fork`](Fork::fork) it as often as you like: every fork starts with
+/// everything the template was sent and everything its initialisers built.
+///
+/// Dropping a `Fork` that has not run makes its process exit.
+///
+/// `Fork` is `Send` and `Sync`: a template can be forked from many threads.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// use anyfork::{Args, Fork};
+///
+/// fn shout(mut socket: UnixStream, mut args: Args) -> std::io::Result<()> {
+///     let word = args.string().map_err(std::io::Error::other)?;
+///     socket.write_all(word.to_uppercase().as_bytes())
+/// }
+///
+/// let mut socket = Fork::new()?.send_arg("hello").run(shout)?;
+/// let mut reply = String::new();
+/// socket.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "HELLO");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Fork {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    link: Mutex<Link>,
+}
+
+/// The parent's connection to one serving process.
+#[derive(Debug)]
+struct Link {
+    /// The pid of the process that made this link: only it may use the
+    /// socket.
+    owner: u32,
+    /// `None` once handed over by `run` or `to_fh`.
+    socket: Option<OwnedFd>,
+    outbox: Outbox,
+    name: ProcessName,
+    process: Option<Process>,
+    /// The template this process was forked from.
+    template: Weak<Shared>,
+    /// Names cannot be checked in the parent (libraries were loaded, or the
+    /// process came from elsewhere).
+    unchecked_names: bool,
+    /// An error found while queueing, reported by the next sending call.
+    deferred: Option<Error>,
+    /// Why this link is unusable, once an error was reported.
+    broken: Option<String>,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Link> {
+    shared.link.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Fork {
+    fn from_link(link: Link) -> Fork {
+        Fork {
+            shared: Arc::new(Shared {
+                link: Mutex::new(link),
+            }),
+        }
+    }
+
+    /// A `Fork` for a socket whose other end a serving process holds.
+    pub(crate) fn from_socket(socket: OwnedFd, pid: Option<u32>, origin: Origin) -> Fork {
+        let mut link = Link {
+            owner: std::process::id(),
+            socket: Some(socket),
+            outbox: Outbox::default(),
+            name: ProcessName { pid: None, origin },
+            process: None,
+            template: Weak::new(),
+            unchecked_names: origin == Origin::FromFh,
+            deferred: None,
+            broken: None,
+        };
+        if let Some(pid) = pid {
+            link.learn_pid(pid);
+        }
+        Fork::from_link(link)
+    }
+
+    /// Forks the process-wide default template and returns the new, empty
+    /// process.
+    ///
+    /// The default template is created on first use by
+    /// [`new_exec`](Fork::new_exec) and lives as long as the program. It is
+    /// small and single-threaded, so forking it is fast whatever the size of
+    /// the program. Safe to call from any thread, concurrently.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if the default template cannot be started; I/O
+    /// errors if it cannot be reached (a template that died is replaced
+    /// once, transparently).
+    pub fn new() -> Result<Fork, Error> {
+        crate::default_template::fork()
+    }
+
+    /// Starts a fresh process running this program's executable in serve
+    /// mode, and returns it empty.
+    ///
+    /// Slower than [`new`](Fork::new) and shares no memory with anything, but
+    /// needs no template. The program is not forked: the process is created
+    /// with `posix_spawn`, whose cost does not depend on the program's size.
+    /// If [`early`](crate::early) was called, the early template is forked
+    /// instead, which is faster still.
+    ///
+    /// ```
+    /// let fork = anyfork::Fork::new_exec()?;
+    /// assert!(fork.pid()? > 0);
+    /// # Ok::<(), anyfork::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if the process cannot be created.
+    pub fn new_exec() -> Result<Fork, Error> {
+        if let Some(forked) = crate::early::fork_early() {
+            return forked;
+        }
+        Fork::spawn()
+    }
+
+    /// `new_exec` without the early template.
+    pub(crate) fn spawn() -> Result<Fork, Error> {
+        let (ours, theirs) = socketpair().map_err(|source| Error::Spawn { source })?;
+        let marker = format!(
+            "{}={}:{}",
+            proto::SERVE_MARKER,
+            spawn::SERVE_FD,
+            proto::PROTOCOL_VERSION
+        );
+        let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
+        let pid =
+            spawn::spawn_self(theirs.as_fd(), &marker).map_err(|source| Error::Spawn { source })?;
+        drop(theirs);
+        tracing::debug!(pid, "anyfork: started a serving process");
+        Ok(Fork::from_socket(ours, Some(pid as u32), Origin::Exec))
+    }
+
+    fn link(&self) -> Result<MutexGuard<'_, Link>, Error> {
+        let link = lock(&self.shared);
+        link.check_owner()?;
+        Ok(link)
+    }
+
+    /// Takes the link out of this `Fork` (which is being consumed).
+    fn into_link(self) -> Result<Link, Error> {
+        let shared = self.shared;
+        let link = match Arc::try_unwrap(shared) {
+            Ok(shared) => shared
+                .link
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+            // Fork is not Clone, so nobody else holds it strongly; if that
+            // ever changes, take the contents out instead.
+            Err(shared) => std::mem::replace(&mut *lock(&shared), Link::detached()),
+        };
+        link.check_owner()?;
+        Ok(link)
+    }
+
+    /// Forks this process (used as a template) and returns the new process.
+    ///
+    /// The new process starts with every argument and descriptor this one was
+    /// sent, every library it loaded and every initialiser's state; they
+    /// stay in the template for its next fork. Commands queued on this `Fork`
+    /// are sent first. The call does not wait for the new process.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// fn report(mut socket: UnixStream, args: anyfork::Args) {
+    ///     use std::io::Write;
+    ///     let all: Vec<String> = args
+    ///         .map(|a| match a {
+    ///             anyfork::Arg::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+    ///             anyfork::Arg::Fd(_) => "fd".into(),
+    ///         })
+    ///         .collect();
+    ///     let _ = socket.write_all(all.join(",").as_bytes());
+    /// }
+    ///
+    /// let template = anyfork::Fork::new()?.send_arg("shared");
+    /// for i in 0..3 {
+    ///     let mut socket = template.fork()?.send_arg(i.to_string()).run(report)?;
+    ///     let mut seen = String::new();
+    ///     socket.read_to_string(&mut seen)?;
+    ///     assert_eq!(seen, format!("shared,{i}"));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ended`] if the template is gone (with its reason), an
+    /// earlier queueing error, or an I/O error.
+    pub fn fork(&self) -> Result<Fork, Error> {
+        let mut template = self.link()?;
+        template.usable()?;
+        let (ours, theirs) =
+            socketpair().map_err(|source| template.io_error("creating a socket pair", source))?;
+        template.outbox.fork(theirs);
+        template.send("forking")?;
+        let child = Link {
+            owner: template.owner,
+            socket: Some(ours),
+            outbox: Outbox::default(),
+            name: ProcessName {
+                pid: None,
+                origin: Origin::Fork {
+                    template: template.name.pid,
+                },
+            },
+            process: None,
+            template: Arc::downgrade(&self.shared),
+            unchecked_names: template.unchecked_names,
+            deferred: None,
+            broken: None,
+        };
+        Ok(Fork::from_link(child))
+    }
+
+    /// Queues a byte string for the process; the function receives it in
+    /// [`Args`](crate::Args), in send order with descriptors.
+    ///
+    /// Any bytes up to 4 GiB (the serving process's limit, 1 GiB by default,
+    /// is set with [`max_frame_len`](Fork::max_frame_len)); meant for ids and
+    /// settings rather than bulk data.
+    pub fn send_arg(self, arg: impl AsRef<[u8]>) -> Self {
+        {
+            let mut link = lock(&self.shared);
+            if let Err(source) = link.outbox.arg(arg.as_ref()) {
+                let process = link.name.clone();
+                link.defer(Error::Encode { process, source });
+            }
+        }
+        self
+    }
+
+    /// Queues several byte strings, like repeated [`send_arg`](Fork::send_arg).
+    pub fn send_args<I>(self, args: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        args.into_iter().fold(self, Fork::send_arg)
+    }
+
+    /// Queues a file descriptor for the process (any kind: file, pipe,
+    /// socket, listening socket). The parent's copy is closed once sent; pass
+    /// a [`try_clone`](std::os::fd::OwnedFd::try_clone) to keep one.
+    pub fn send_fh(self, fd: impl Into<OwnedFd>) -> Self {
+        lock(&self.shared).outbox.fd(fd.into());
+        self
+    }
+
+    /// Queues a call of an initialiser in the process, with byte-string
+    /// arguments, before anything else it is later asked to do.
+    ///
+    /// `init` is a registered name (see [`initialiser!`](crate::initialiser))
+    /// or a function value `fn(&[Vec<u8>]) -> impl Outcome`. State it builds
+    /// in statics is shared copy-on-write by every process later forked from
+    /// this one. If it fails or panics, the process exits and the next
+    /// `run`, `pid` or `fork` of it reports [`Error::Refused`] with the
+    /// message.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// static SEED: AtomicU64 = AtomicU64::new(0);
+    ///
+    /// fn set_seed(args: &[Vec<u8>]) -> Result<(), std::num::ParseIntError> {
+    ///     SEED.store(String::from_utf8_lossy(&args[0]).parse()?, Ordering::Relaxed);
+    ///     Ok(())
+    /// }
+    ///
+    /// fn show_seed(mut socket: std::os::unix::net::UnixStream, _: anyfork::Args) {
+    ///     use std::io::Write;
+    ///     let _ = write!(socket, "{}", SEED.load(Ordering::Relaxed));
+    /// }
+    ///
+    /// let template = anyfork::Fork::new()?.eval(set_seed, ["42"]);
+    /// let mut socket = template.fork()?.run(show_seed)?;
+    /// let mut seen = String::new();
+    /// std::io::Read::read_to_string(&mut socket, &mut seen)?;
+    /// assert_eq!(seen, "42");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn eval<I>(self, init: impl IntoInit, args: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let init = init.into_init();
+        {
+            let mut link = lock(&self.shared);
+            match link.target(&init, false) {
+                Ok(target) => {
+                    let args: Vec<I::Item> = args.into_iter().collect();
+                    let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+                    if let Err(source) = link.outbox.eval(&target, &args) {
+                        let process = link.name.clone();
+                        link.defer(Error::Encode { process, source });
+                    }
+                }
+                Err(e) => link.defer(e),
+            }
+        }
+        self
+    }
+
+    /// Queues loading a shared library into the process (`dlopen`), so that
+    /// every process forked from it shares the library, and its registered
+    /// functions (see [`library!`](crate::library)) can be run by name.
+    ///
+    /// After `require`, names given to `run` and `eval` are no longer checked
+    /// in the parent, which cannot see into the library; an unknown name is
+    /// then reported by the process as [`Error::Refused`].
+    pub fn require(self, path: impl AsRef<Path>) -> Self {
+        {
+            let mut link = lock(&self.shared);
+            link.unchecked_names = true;
+            if let Err(source) = link.outbox.require(path.as_ref().as_os_str().as_bytes()) {
+                let process = link.name.clone();
+                link.defer(Error::Encode { process, source });
+            }
+        }
+        self
+    }
+
+    /// Sets the largest command the process accepts from now on (default
+    /// [`DEFAULT_MAX_FRAME_LEN`](crate::DEFAULT_MAX_FRAME_LEN), 1 GiB). A
+    /// larger one makes it exit with a protocol error. Inherited by forks.
+    pub fn max_frame_len(self, bytes: u64) -> Self {
+        lock(&self.shared).outbox.limit(bytes);
+        self
+    }
+
+    /// The process's pid. Sends queued commands, and waits for the process
+    /// to exist if it was just forked.
+    ///
+    /// Every process anyfork creates is a direct child of the program, so
+    /// the pid can be waited for; [`process`](Fork::process) gives a handle
+    /// that does it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Fork::run).
+    pub fn pid(&self) -> Result<u32, Error> {
+        let mut link = self.link()?;
+        link.usable()?;
+        if let Some(pid) = link.name.pid {
+            return Ok(pid);
+        }
+        link.send("sending commands")?;
+        match link.read("waiting for the pid")? {
+            Reply::Pid(pid) => Ok(pid),
+            other => Err(link.unexpected(other)),
+        }
+    }
+
+    /// A handle to the process: pid, signals, exit status.
+    ///
+    /// # Errors
+    ///
+    /// As for [`pid`](Fork::pid).
+    pub fn process(&self) -> Result<Process, Error> {
+        self.pid()?;
+        let link = self.link()?;
+        link.process.clone().ok_or(Error::NotAChild {
+            pid: link.name.pid.unwrap_or(0),
+        })
+    }
+
+    /// Runs `function` in the process and returns the parent's end of its
+    /// socket (blocking, close-on-exec).
+    ///
+    /// `function` is a registered name (see [`function!`](crate::function))
+    /// or a function value `fn(UnixStream, Args) -> impl Outcome` that
+    /// captures nothing. It is called with the process's end of the socket
+    /// and everything sent with `send_arg`/`send_fh`, in order. When it
+    /// returns the process exits: status 0, or
+    /// [`EXIT_FAILED`](crate::EXIT_FAILED) for `Err`, or
+    /// [`EXIT_PANICKED`](crate::EXIT_PANICKED) for a panic. The parent sees
+    /// end-of-file on the socket and can read the status with
+    /// [`run_with_process`](Fork::run_with_process).
+    ///
+    /// `run` returns once the process has confirmed that it found the
+    /// function and is calling it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownFunction`] for a name this program has not
+    ///   registered, before anything is sent;
+    /// - [`Error::Refused`] if the process could not find the function or an
+    ///   earlier `eval`/`require` failed (with its message);
+    /// - [`Error::Ended`] if the process or its template died (with how);
+    /// - [`Error::Io`], [`Error::Protocol`] for a broken connection.
+    pub fn run(self, function: impl IntoRun) -> Result<UnixStream, Error> {
+        self.run_with_process(function).map(|(socket, _)| socket)
+    }
+
+    /// [`run`](Fork::run), also returning a handle to the process.
+    ///
+    /// ```
+    /// fn fail(_: std::os::unix::net::UnixStream, _: anyfork::Args) -> Result<(), String> {
+    ///     Err("no".into())
+    /// }
+    /// let (_socket, process) = anyfork::Fork::new()?.run_with_process(fail)?;
+    /// assert_eq!(process.wait()?.code(), Some(anyfork::EXIT_FAILED));
+    /// # Ok::<(), anyfork::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Fork::run).
+    pub fn run_with_process(self, function: impl IntoRun) -> Result<(UnixStream, Process), Error> {
+        let function = function.into_run();
+        let mut link = self.into_link()?;
+        link.queue_run(&function)?;
+        let doing = format!("running `{}`", function.label());
+        link.send(&doing)?;
+        loop {
+            match link.read(&doing)? {
+                Reply::Pid(_) => continue,
+                Reply::Started => return link.hand_over(),
+                other => return Err(link.unexpected(other)),
+            }
+        }
+    }
+
+    /// [`run`](Fork::run) for async programs: returns a tokio `UnixStream`
+    /// (non-blocking) and does not block the runtime while the process
+    /// starts.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// fn hello(mut socket: std::os::unix::net::UnixStream, _: anyfork::Args) -> std::io::Result<()> {
+    ///     std::io::Write::write_all(&mut socket, b"hi")
+    /// }
+    ///
+    /// let mut socket = anyfork::Fork::new()?.run_async(hello).await?;
+    /// let mut seen = String::new();
+    /// socket.read_to_string(&mut seen).await?;
+    /// assert_eq!(seen, "hi");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Fork::run).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled.
+    #[cfg(feature = "tokio")]
+    pub async fn run_async(self, function: impl IntoRun) -> Result<tokio::net::UnixStream, Error> {
+        self.run_async_with_process(function)
+            .await
+            .map(|(socket, _)| socket)
+    }
+
+    /// [`run_async`](Fork::run_async), also returning a handle to the
+    /// process.
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Fork::run).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled.
+    #[cfg(feature = "tokio")]
+    pub async fn run_async_with_process(
+        self,
+        function: impl IntoRun,
+    ) -> Result<(tokio::net::UnixStream, Process), Error> {
+        let function = function.into_run();
+        let mut link = self.into_link()?;
+        link.queue_run(&function)?;
+        let doing = format!("running `{}`", function.label());
+        let Some(socket) = link.socket.take() else {
+            return Err(link.broken_error());
+        };
+        let socket = UnixStream::from(socket);
+        let stream = socket
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(socket));
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => return Err(link.io_error(&doing, e)),
+        };
+        let outcome = async_exchange(&mut link, &mut stream, &doing).await;
+        // Give the socket back to the link, so that errors can be explained
+        // and a failed process is reaped like any other.
+        match outcome {
+            Ok(()) => {
+                let process = link.process.clone().ok_or_else(|| link.no_pid())?;
+                Ok((stream, process))
+            }
+            Err(AsyncFailure::Error(e)) => {
+                link.socket = stream.into_std().ok().map(OwnedFd::from);
+                Err(e)
+            }
+            Err(AsyncFailure::Closed) => {
+                link.socket = stream.into_std().ok().map(|s| {
+                    let _ = s.set_nonblocking(false);
+                    OwnedFd::from(s)
+                });
+                Err(link.explain_end(&doing))
+            }
+        }
+    }
+
+    /// Sends all queued commands and returns the control socket, to hand the
+    /// unrun process to another program, which continues with
+    /// [`new_from_fh`](Fork::new_from_fh). *Experimental, as in the Perl
+    /// module.*
+    ///
+    /// This program stays the process's parent: it reaps it when it exits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`pid`](Fork::pid).
+    pub fn to_fh(self) -> Result<OwnedFd, Error> {
+        // Learn the pid first, so the receiving program does not get our
+        // `P` frame and this program can reap the process.
+        self.pid()?;
+        let mut link = self.into_link()?;
+        link.send("sending commands")?;
+        link.socket.take().ok_or_else(|| link.broken_error())
+    }
+
+    /// Continues preparing a process received from another program (which
+    /// called [`to_fh`](Fork::to_fh)). The process keeps everything it was
+    /// sent. *Experimental, as in the Perl module.*
+    ///
+    /// Function names cannot be checked here (the process may run another
+    /// executable), and its exit status belongs to the program that created
+    /// it: [`Process::wait`] reports [`Error::NotAChild`].
+    pub fn new_from_fh(fd: impl Into<OwnedFd>) -> Fork {
+        Fork::from_socket(fd.into(), None, Origin::FromFh)
+    }
+
+    /// Sends raw bytes on the control socket, for tests of the serving
+    /// process's input checks.
+    #[doc(hidden)]
+    pub fn __send_raw(&self, bytes: &[u8]) -> Result<(), Error> {
+        let mut link = self.link()?;
+        link.outbox.raw(bytes);
+        link.send("sending raw bytes")
+    }
+
+    /// Shuts down the sending side of the control socket, for tests of
+    /// truncated command streams.
+    #[doc(hidden)]
+    pub fn __shutdown_write(&self) -> Result<(), Error> {
+        let link = self.link()?;
+        if let Some(socket) = &link.socket {
+            rustix::net::shutdown(socket, rustix::net::Shutdown::Write)
+                .map_err(|e| link.io_error("shutting down", e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tokio")]
+enum AsyncFailure {
+    Error(Error),
+    /// The process closed the socket before answering.
+    Closed,
+}
+
+/// Sends the queued commands and reads the answer to `run`, asynchronously.
+#[cfg(feature = "tokio")]
+async fn async_exchange(
+    link: &mut Link,
+    stream: &mut tokio::net::UnixStream,
+    doing: &str,
+) -> Result<(), AsyncFailure> {
+    use tokio::io::{AsyncReadExt, Interest};
+
+    loop {
+        let sent = stream
+            .async_io(Interest::WRITABLE, || {
+                link.outbox.send_some(stream.as_fd(), true)
+            })
+            .await;
+        match sent {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
+            Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
+        }
+    }
+    loop {
+        let mut header = [0u8; proto::HEADER_LEN];
+        match stream.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || is_peer_gone(&e) => {
+                return Err(AsyncFailure::Closed);
+            }
+            Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
+        }
+        let (tag, len) = proto::parse_header(header, proto::MAX_REPLY_LEN)
+            .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
+        let mut payload = vec![0u8; len as usize];
+        match stream.read_exact(&mut payload).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(AsyncFailure::Closed),
+            Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
+        }
+        let reply = proto::decode_reply(tag, &payload)
+            .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
+        match reply {
+            Reply::Pid(pid) => link.learn_pid(pid),
+            Reply::Started => return Ok(()),
+            other => return Err(AsyncFailure::Error(link.unexpected(other))),
+        }
+    }
+}
+
+fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// True for errors meaning the other end has gone.
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
+impl Link {
+    /// An empty link that owns nothing.
+    fn detached() -> Link {
+        Link {
+            owner: std::process::id(),
+            socket: None,
+            outbox: Outbox::default(),
+            name: ProcessName {
+                pid: None,
+                origin: Origin::FromFh,
+            },
+            process: None,
+            template: Weak::new(),
+            unchecked_names: true,
+            deferred: None,
+            broken: Some("the Fork was taken apart".into()),
+        }
+    }
+
+    fn check_owner(&self) -> Result<(), Error> {
+        let current = std::process::id();
+        if self.owner == current {
+            Ok(())
+        } else {
+            Err(Error::ForeignFork {
+                owner: self.owner,
+                current,
+            })
+        }
+    }
+
+    fn learn_pid(&mut self, pid: u32) {
+        if self.name.pid.is_none() {
+            self.name.pid = Some(pid);
+            self.process = Some(Process::open(pid));
+        }
+    }
+
+    fn defer(&mut self, error: Error) {
+        if self.deferred.is_none() && self.broken.is_none() {
+            self.deferred = Some(error);
+        }
+    }
+
+    fn broken_error(&self) -> Error {
+        Error::Broken {
+            process: self.name.clone(),
+            cause: self
+                .broken
+                .clone()
+                .unwrap_or_else(|| "the process was handed over".into()),
+        }
+    }
+
+    /// Reports a deferred error once, then stays broken.
+    fn usable(&mut self) -> Result<(), Error> {
+        if let Some(error) = self.deferred.take() {
+            self.broken = Some(error.to_string());
+            return Err(error);
+        }
+        if self.broken.is_some() || self.socket.is_none() {
+            return Err(self.broken_error());
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, doing: &str, source: io::Error) -> Error {
+        Error::Io {
+            process: self.name.clone(),
+            doing: doing.to_owned(),
+            source,
+        }
+    }
+
+    fn protocol_error(&self, source: proto::ProtocolError) -> Error {
+        Error::Protocol {
+            process: self.name.clone(),
+            source,
+        }
+    }
+
+    fn no_pid(&self) -> Error {
+        self.protocol_error(proto::ProtocolError::Malformed {
+            tag: proto::Tag(proto::tag::STARTED),
+            what: "the process started without saying its pid first",
+        })
+    }
+
+    /// A reply that has no place here (or an error reply).
+    fn unexpected(&mut self, reply: Reply) -> Error {
+        match reply {
+            Reply::Error { kind, message } => {
+                self.broken = Some(format!("{kind}: {message}"));
+                Error::Refused {
+                    process: self.name.clone(),
+                    kind,
+                    message,
+                }
+            }
+            Reply::Pid(_) => self.protocol_error(proto::ProtocolError::Malformed {
+                tag: proto::Tag(proto::tag::PID_REPLY),
+                what: "the process sent its pid twice",
+            }),
+            Reply::Started => self.protocol_error(proto::ProtocolError::Malformed {
+                tag: proto::Tag(proto::tag::STARTED),
+                what: "the process started a function nobody asked for",
+            }),
+        }
+    }
+
+    /// The wire form of `function`, checked against this program's registry
+    /// where that is meaningful.
+    fn target(&self, function: &FunctionRef, run: bool) -> Result<Target, Error> {
+        let (kind, macro_name) = if run {
+            ("function", "function")
+        } else {
+            ("initialiser", "initialiser")
+        };
+        if let FunctionRepr::Name(name) = &function.repr {
+            if !self.unchecked_names {
+                let found = if run {
+                    registry::lookup_run(name).map(|_| ())
+                } else {
+                    registry::lookup_init(name).map(|_| ())
+                };
+                if !matches!(found, Lookup::Found(())) {
+                    return Err(Error::UnknownFunction {
+                        kind,
+                        name: name.clone(),
+                        macro_name,
+                    });
+                }
+            }
+        }
+        function.target().ok_or_else(|| Error::NotInExecutable {
+            name: function.label().to_owned(),
+        })
+    }
+
+    fn queue_run(&mut self, function: &FunctionRef) -> Result<(), Error> {
+        self.usable()?;
+        let target = self.target(function, true)?;
+        self.outbox.run(&target).map_err(|source| Error::Encode {
+            process: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Sends everything queued.
+    fn send(&mut self, doing: &str) -> Result<(), Error> {
+        self.usable()?;
+        let Some(socket) = &self.socket else {
+            return Err(self.broken_error());
+        };
+        match self.outbox.send_all(socket.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(e) if is_peer_gone(&e) => Err(self.explain_end(doing)),
+            Err(e) => Err(self.io_error(doing, e)),
+        }
+    }
+
+    /// Reads one reply, learning the pid on the way.
+    fn read(&mut self, doing: &str) -> Result<Reply, Error> {
+        let Some(socket) = &self.socket else {
+            return Err(self.broken_error());
+        };
+        match proto::read_reply(socket.as_fd()) {
+            Ok(Some(Reply::Pid(pid))) => {
+                let first = self.name.pid.is_none();
+                self.learn_pid(pid);
+                if first {
+                    Ok(Reply::Pid(pid))
+                } else {
+                    // A process we knew the pid of (new_exec) announces it
+                    // anyway; not an answer to anything.
+                    self.read(doing)
+                }
+            }
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(self.explain_end(doing)),
+            Err(proto::ReadError::Io(e)) if is_peer_gone(&e) => Err(self.explain_end(doing)),
+            Err(proto::ReadError::Io(e)) => Err(self.io_error(doing, e)),
+            Err(proto::ReadError::Protocol(e)) => {
+                let error = self.protocol_error(e);
+                self.broken = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// The process closed its socket while `doing`: find out why.
+    fn explain_end(&mut self, doing: &str) -> Error {
+        // What did it say before it went?
+        while let Some(socket) = &self.socket {
+            match proto::read_reply(socket.as_fd()) {
+                Ok(Some(Reply::Pid(pid))) => self.learn_pid(pid),
+                Ok(Some(reply @ Reply::Error { .. })) => return self.unexpected(reply),
+                _ => break,
+            }
+        }
+        self.broken = Some(format!("the process ended before {doing}"));
+        let ending = Ending(
+            self.process
+                .as_ref()
+                .and_then(|p| p.wait_timeout(EXIT_GRACE)),
+        );
+        let cause = if self.name.pid.is_none() {
+            self.template.upgrade().and_then(|t| lock(&t).death_note())
+        } else {
+            None
+        };
+        Error::Ended {
+            process: self.name.clone(),
+            doing: doing.to_owned(),
+            ending,
+            cause,
+        }
+    }
+
+    /// If this (template) process has ended, why; `None` while it lives.
+    fn death_note(&mut self) -> Option<String> {
+        let readable = {
+            let socket = self.socket.as_ref()?;
+            let mut fds = [rustix::event::PollFd::new(
+                socket,
+                rustix::event::PollFlags::IN,
+            )];
+            let zero = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+        };
+        if !readable {
+            return self.broken.clone();
+        }
+        let mut said = None;
+        while let Some(socket) = &self.socket {
+            match proto::read_reply(socket.as_fd()) {
+                Ok(Some(Reply::Pid(pid))) => self.learn_pid(pid),
+                Ok(Some(Reply::Error { kind, message })) => {
+                    said = Some(format!("{kind}: {message}"))
+                }
+                Ok(Some(Reply::Started)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let ending = Ending(
+            self.process
+                .as_ref()
+                .and_then(|p| p.wait_timeout(EXIT_GRACE)),
+        );
+        let who = ProcessName {
+            pid: self.name.pid,
+            origin: self.name.origin,
+        };
+        let note = match said {
+            Some(said) => format!("its template, {who}, refused a command: {said}"),
+            None => format!("its template, {who}, exited{ending}"),
+        };
+        self.broken = Some(note.clone());
+        Some(note)
+    }
+
+    /// After `S`: the socket is the caller's now.
+    fn hand_over(mut self) -> Result<(UnixStream, Process), Error> {
+        let process = self.process.clone().ok_or_else(|| self.no_pid())?;
+        let socket = self.socket.take().ok_or_else(|| self.broken_error())?;
+        Ok((UnixStream::from(socket), process))
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let Some(socket) = self.socket.take() else {
+            return;
+        };
+        if self.owner != std::process::id() {
+            // A copy inherited through a fork of the program: the descriptor
+            // number may mean something else here. Leave it alone.
+            std::mem::forget(socket);
+            return;
+        }
+        if self.name.pid.is_some() || self.name.origin == Origin::FromFh {
+            // Closing makes the process exit; its `Process` reaps it.
+            return;
+        }
+        // The pid is on its way: the process sends it before it exits. Let
+        // the reaper read it and wait.
+        let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Write);
+        reaper::adopt_unnamed(socket);
+    }
+}

@@ -1,0 +1,176 @@
+//! # anyfork: everything you wanted to use `fork()` for, but couldn't
+//!
+//! anyfork creates worker processes without forking your program. A small,
+//! clean, single-threaded *template* process does the forking; you pass the
+//! new process file descriptors and byte strings, and tell it which function
+//! to run, with a socket connected back to you. It is
+//! [AnyEvent::Fork](https://metacpan.org/pod/AnyEvent::Fork) for Rust.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::os::unix::net::UnixStream;
+//! use anyfork::{Args, Fork};
+//!
+//! fn worker(mut socket: UnixStream, mut args: Args) -> std::io::Result<()> {
+//!     let name = args.string().map_err(std::io::Error::other)?;
+//!     write!(socket, "hello, {name}, from process {}", std::process::id())
+//! }
+//!
+//! let mut socket = Fork::new()?.send_arg("world").run(worker)?;
+//! let mut answer = String::new();
+//! socket.read_to_string(&mut answer)?;
+//! assert!(answer.starts_with("hello, world, from process "));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Why not just fork?
+//!
+//! There are two classic ways to get a worker process, and both hurt in a
+//! big program:
+//!
+//! - **`fork` is slow when the program is big.** It copies the page tables
+//!   of every page the program has touched: about 36 µs per MB on the
+//!   machines this crate was measured on, so a 2000 MB server manages about
+//!   13 forks a second. A 1.5 MB template manages thousands, whatever the
+//!   size of the program that asks it.
+//! - **`fork` shares too much.** The child gets a copy of everything: caches
+//!   the parent will free (the child keeps them alive), listening sockets,
+//!   database connections, event loops and runtimes whose threads did not
+//!   come along. With anyfork you decide what a worker starts with.
+//! - **`fork` in a threaded program is unsafe.** Another thread may hold
+//!   the allocator's lock at that moment; the child then deadlocks on its
+//!   first allocation. A tokio program is always threaded. anyfork forks
+//!   only in its single-threaded template, so `Fork::new` is safe from any
+//!   thread, concurrently.
+//! - **`fork` + `exec` starts from nothing.** Everything must be loaded again,
+//!   for every process, and shares nothing. A template can load and build
+//!   state once ([`Fork::eval`], [`Fork::require`]) and every fork shares
+//!   it copy-on-write.
+//!
+//! ## How
+//!
+//! A template is this very program's executable, started with a marker in
+//! its environment so that it serves commands on a socket instead of running
+//! `main` (nothing to write in `main` for that; see [`init`]). There are
+//! three ways to get a process:
+//!
+//! 1. **[`Fork::new`]** forks the process-wide *default template*, created
+//!    on first use. Ideal for one-off workers.
+//! 2. **A template of your own**: prepare a process, then
+//!    [`fork`](Fork::fork) it as often as you like. Everything it was sent
+//!    and everything its initialisers built is in every fork:
+//!
+//!    ```
+//!    # use std::os::unix::net::UnixStream;
+//!    # fn worker(_: UnixStream, _: anyfork::Args) {}
+//!    let template = anyfork::Fork::new()?.send_arg("shared setting");
+//!    for id in 1..=3 {
+//!        template.fork()?.send_arg(id.to_string()).run(worker)?;
+//!    }
+//!    // keep `template` to fork more later, or drop it: it exits.
+//!    # Ok::<(), anyfork::Error>(())
+//!    ```
+//! 3. **[`Fork::new_exec`]** starts a fresh process (with `posix_spawn`,
+//!    never by forking the program). Slower, shares nothing, needs no
+//!    template.
+//!
+//! And two ways to make the program itself the template, for programs that
+//! must not rely on running their executable again, or want to share what
+//! they built before starting: [`early`] (first thing in `main`: `new_exec`
+//! then forks this early copy) and [`Template::here`] (fork the program
+//! as it is now, before any thread starts).
+//!
+//! Each process is then prepared by queueing commands, which chain:
+//!
+//! | method | does |
+//! |---|---|
+//! | [`send_arg`](Fork::send_arg) | a byte string for the function's [`Args`] |
+//! | [`send_fh`](Fork::send_fh) | a file descriptor for the function's [`Args`] (`SCM_RIGHTS`) |
+//! | [`eval`](Fork::eval) | call an initialiser in the process now |
+//! | [`require`](Fork::require) | `dlopen` a shared library into the process |
+//! | [`fork`](Fork::fork) | a new process from this one |
+//! | [`run`](Fork::run) | call a function with the socket and the arguments; returns your end |
+//!
+//! ## Naming functions
+//!
+//! Rust has no `eval`: the child runs a function its executable contains,
+//! named either by value (a function item, or a closure that captures
+//! nothing) or by a name registered with [`function!`] (and [`initialiser!`]
+//! for `eval`), like Perl's `"My::Module::run"`. See [`registry`].
+//!
+//! ## Processes
+//!
+//! Every process anyfork creates, also the ones a template forks, is a direct
+//! child of your program, with a [`Process`] handle: pid, [`kill`](Process::kill),
+//! [`wait`](Process::wait) (blocking or async) and the exit status. Nothing
+//! needs to be waited for: processes nobody waits for are reaped in the
+//! background, so no zombie is left behind. When your program dies, even by
+//! `SIGKILL`, templates and processes that have not run yet see end-of-file
+//! on their sockets and exit.
+//!
+//! ## Async
+//!
+//! With the default `tokio` feature, [`Fork::run_async`] returns a
+//! `tokio::net::UnixStream` and [`Process::wait_async`] waits on the
+//! process's pidfd. `Fork::new` and `fork` never wait for the new process, so
+//! they are fine to call from async code.
+//!
+//! ## The protocol
+//!
+//! [`proto`] describes the bytes on a control socket; [`serve`] what a
+//! serving process does with them and the exit statuses it uses.
+//!
+//! ## Typical problems
+//!
+//! - **Templates made from the program copy more than memory.** [`early`]
+//!   and [`Template::here`] copy the program as it is. anyfork closes every
+//!   descriptor but stdin, stdout, stderr and the control socket in the copy
+//!   (a worker gets exactly what you send it), but objects that stand for
+//!   something outside the process (a connection, a GUI toolkit's state) are
+//!   copied as they are, and threads are not copied at all. Call `early`
+//!   before such things exist, build only plain data before `here`, or prefer
+//!   [`Fork::new`].
+//! - **Exiting runs no destructors.** A process anyfork created ends with
+//!   `_exit` after flushing stdout: no `atexit` handlers, no destructors of
+//!   statics. That protects what the program shares with its copies (an X
+//!   connection, a temporary directory); put cleanup that matters in your
+//!   function.
+//! - **A function value must be in the executable.** Passing a function
+//!   that lives in a shared library by value is refused
+//!   ([`Error::NotInExecutable`]); register it and run it by name.
+//! - **Only one program may use a template.** A `Fork` made in one process
+//!   does not work in another (a copy made with `Template::here`): it
+//!   reports [`Error::ForeignFork`]. Hand processes over with
+//!   [`Fork::to_fh`] instead.
+
+#![warn(missing_docs)]
+
+mod args;
+mod default_template;
+mod early;
+mod error;
+mod fork;
+mod process;
+pub mod proto;
+mod reaper;
+pub mod registry;
+pub mod serve;
+mod sys;
+mod template;
+
+pub use args::{Arg, ArgError, Args};
+pub use early::early;
+pub use error::{Ending, Error, Origin, ProcessName};
+pub use fork::Fork;
+pub use process::{Process, Signal};
+pub use proto::{ChildErrorKind, DEFAULT_MAX_FRAME_LEN, ProtocolError, Tag};
+pub use registry::{FunctionRef, IntoInit, IntoRun, Outcome};
+pub use serve::{EXIT_FAILED, EXIT_PANICKED, EXIT_SERVE_FAILED, init};
+pub use template::Template;
+
+/// What the registration macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{Entry, LibraryCall, REGISTRY, library_dispatch};
+    pub use linkme;
+}

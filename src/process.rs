@@ -1,0 +1,299 @@
+//! Handles to the processes anyfork creates: pid, signals, exit status.
+//!
+//! Every process anyfork creates in a program is that program's direct child,
+//! also the ones a template forks (templates fork with `CLONE_PARENT`, see
+//! [`crate::sys::clone`]). A [`Process`] holds a pidfd for it, so signalling
+//! never hits a recycled pid, and [`wait`](Process::wait) returns the same
+//! [`ExitStatus`] type `std::process` uses.
+//!
+//! Nothing needs to be waited for: when the last handle to a process that has
+//! not been waited for goes away, a background reaper thread waits for it, so
+//! no zombie is left behind. The reaper is started on first need and holds
+//! one pidfd per process it watches.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustix::process::{Pid, PidfdFlags, WaitIdOptions, WaitIdStatus};
+
+use crate::error::Error;
+use crate::reaper;
+
+/// A signal to send with [`Process::kill`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signal(i32);
+
+impl Signal {
+    /// `SIGTERM`: please exit.
+    pub const TERM: Signal = Signal(libc::SIGTERM);
+    /// `SIGKILL`: exit now.
+    pub const KILL: Signal = Signal(libc::SIGKILL);
+    /// `SIGINT`: interrupted.
+    pub const INT: Signal = Signal(libc::SIGINT);
+    /// `SIGHUP`: hang up.
+    pub const HUP: Signal = Signal(libc::SIGHUP);
+    /// `SIGUSR1`.
+    pub const USR1: Signal = Signal(libc::SIGUSR1);
+    /// `SIGUSR2`.
+    pub const USR2: Signal = Signal(libc::SIGUSR2);
+    /// `SIGSTOP`: stop (cannot be caught).
+    pub const STOP: Signal = Signal(libc::SIGSTOP);
+    /// `SIGCONT`: continue after a stop.
+    pub const CONT: Signal = Signal(libc::SIGCONT);
+
+    /// Any signal by number; `None` unless `1 <= signal <= SIGRTMAX`.
+    pub fn from_raw(signal: i32) -> Option<Signal> {
+        (1..=libc::SIGRTMAX())
+            .contains(&signal)
+            .then_some(Signal(signal))
+    }
+
+    /// The signal's number.
+    pub fn as_raw(self) -> i32 {
+        self.0
+    }
+}
+
+/// A process created by anyfork.
+///
+/// Cheap to clone; all clones refer to the same process and share its exit
+/// status once known.
+///
+/// ```
+/// use anyfork::{Fork, Signal};
+///
+/// fn sleeper(_socket: std::os::unix::net::UnixStream, _args: anyfork::Args) {
+///     std::thread::sleep(std::time::Duration::from_secs(60));
+/// }
+///
+/// let (_socket, process) = Fork::new()?.run_with_process(sleeper)?;
+/// process.kill(Signal::TERM)?;
+/// let status = process.wait()?;
+/// assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
+/// # Ok::<(), anyfork::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Process {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pid: u32,
+    /// `None` when the process could not be opened (it was already gone).
+    pidfd: Option<OwnedFd>,
+    /// Whether this program is the process's parent (and so can wait).
+    child: bool,
+    status: Mutex<Option<ExitStatus>>,
+}
+
+fn to_exit_status(status: &WaitIdStatus) -> ExitStatus {
+    // Rebuild the classic wait status word that ExitStatus wraps.
+    let raw = if let Some(code) = status.exit_status() {
+        (code & 0xff) << 8
+    } else if let Some(signal) = status.terminating_signal() {
+        signal | if status.dumped() { 0x80 } else { 0 }
+    } else {
+        0
+    };
+    ExitStatus::from_raw(raw)
+}
+
+impl Process {
+    /// Opens a handle to `pid`. Whether it is our child is found out by
+    /// asking the kernel, so handles made from pids another program reported
+    /// work too, without wait.
+    pub(crate) fn open(pid: u32) -> Process {
+        let pidfd = i32::try_from(pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
+        let child = pidfd.as_ref().is_some_and(|fd| {
+            // A child can be waited for; WNOWAIT leaves its status in place.
+            let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            rustix::process::waitid(rustix::process::WaitId::PidFd(fd.as_fd()), opts).is_ok()
+        });
+        Process {
+            inner: Arc::new(Inner {
+                pid,
+                pidfd,
+                child,
+                status: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// True if this program is the process's parent, so that
+    /// [`wait`](Process::wait) can report its exit status. True for every
+    /// process this program created; false for processes received with
+    /// [`Fork::new_from_fh`](crate::Fork::new_from_fh) from another program.
+    pub fn is_child(&self) -> bool {
+        self.inner.child
+    }
+
+    /// Sends `signal` through the pidfd (no pid-reuse race). Signalling a
+    /// process that has already exited does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Kill`] if the kernel refuses (for example `EPERM`).
+    pub fn kill(&self, signal: Signal) -> Result<(), Error> {
+        let Some(pidfd) = &self.inner.pidfd else {
+            return Ok(());
+        };
+        // SAFETY: Signal only holds numbers in 1..=SIGRTMAX.
+        let sig = unsafe { rustix::process::Signal::from_raw_unchecked(signal.0) };
+        match rustix::process::pidfd_send_signal(pidfd, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::Kill {
+                pid: self.inner.pid,
+                signal: signal.0,
+                source: e.into(),
+            }),
+        }
+    }
+
+    fn waitid(&self, options: WaitIdOptions) -> Result<Option<ExitStatus>, Error> {
+        let pid = self.inner.pid;
+        if !self.inner.child {
+            return Err(Error::NotAChild { pid });
+        }
+        let mut cached = self
+            .inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(status) = *cached {
+            return Ok(Some(status));
+        }
+        let Some(pidfd) = &self.inner.pidfd else {
+            return Err(Error::NotAChild { pid });
+        };
+        loop {
+            match rustix::process::waitid(rustix::process::WaitId::PidFd(pidfd.as_fd()), options) {
+                Ok(Some(status)) => {
+                    let status = to_exit_status(&status);
+                    *cached = Some(status);
+                    return Ok(Some(status));
+                }
+                Ok(None) => return Ok(None),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => {
+                    return Err(Error::Wait {
+                        pid,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits until the process exits and returns its exit status. Can be
+    /// called any number of times, from any clone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotAChild`] for a process this program is not the parent of;
+    /// [`Error::Wait`] if another part of the program already reaped it
+    /// (with `waitpid(-1)` or by ignoring `SIGCHLD`).
+    pub fn wait(&self) -> Result<ExitStatus, Error> {
+        match self.waitid(WaitIdOptions::EXITED)? {
+            Some(status) => Ok(status),
+            None => Err(Error::Wait {
+                pid: self.inner.pid,
+                source: std::io::Error::other("waitid returned no status"),
+            }),
+        }
+    }
+
+    /// The exit status if the process has exited, without blocking.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait`](Process::wait).
+    pub fn try_wait(&self) -> Result<Option<ExitStatus>, Error> {
+        self.waitid(WaitIdOptions::EXITED | WaitIdOptions::NOHANG)
+    }
+
+    /// Waits at most `timeout` for the exit status; `None` if the process
+    /// is still running then (or cannot be waited for).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.try_wait() {
+            return Some(status);
+        }
+        let pidfd = self.inner.pidfd.as_ref()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = rustix::event::Timespec::try_from(left).ok()?;
+            let mut fds = [rustix::event::PollFd::new(
+                pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, Some(&left)) {
+                Ok(0) => return self.try_wait().ok().flatten(),
+                Ok(_) => return self.try_wait().ok().flatten(),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Waits asynchronously (on tokio) until the process exits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait`](Process::wait), and [`Error::Wait`] if the pidfd
+    /// cannot be registered with the runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled, like every tokio I/O type.
+    #[cfg(feature = "tokio")]
+    pub async fn wait_async(&self) -> Result<ExitStatus, Error> {
+        use tokio::io::unix::AsyncFd;
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        let pid = self.inner.pid;
+        let Some(pidfd) = &self.inner.pidfd else {
+            return Err(Error::NotAChild { pid });
+        };
+        let wait_error = |e: std::io::Error| Error::Wait { pid, source: e };
+        let borrowed = pidfd.try_clone().map_err(wait_error)?;
+        // SAFETY: `borrowed` is an OwnedFd the AsyncFd owns: it stays open
+        // and the same descriptor until the AsyncFd is dropped.
+        let watched =
+            unsafe { AsyncFd::register_with_interest(borrowed, tokio::io::Interest::READABLE) }
+                .map_err(|e| wait_error(e.into()))?;
+        loop {
+            let mut ready = watched.readable().await.map_err(wait_error)?;
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            ready.clear_ready();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let waited = self
+            .status
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if self.child && !waited {
+            if let Some(pidfd) = self.pidfd.take() {
+                reaper::adopt(self.pid, pidfd);
+            }
+        }
+    }
+}

@@ -1,0 +1,876 @@
+//! The command protocol between a parent and a serving process.
+//!
+//! Every process anyfork creates starts by *serving*: it reads commands from
+//! its control socket (a unix stream socket whose other end the parent holds)
+//! and carries them out, until a `run` command hands the socket over to a user
+//! function. This module owns the bytes on that socket.
+//!
+//! # Frames
+//!
+//! Both directions use the same frame:
+//!
+//! ```text
+//!  0        1                 5
+//! +--------+-----------------+---------------------------+
+//! |  tag   | length (u32 BE) | payload (length bytes)    |
+//! +--------+-----------------+---------------------------+
+//! ```
+//!
+//! Parent → serving process:
+//!
+//! | tag | command      | payload                                                      |
+//! |-----|--------------|--------------------------------------------------------------|
+//! | `a` | send_arg     | the bytes                                                    |
+//! | `h` | send_fh      | one marker byte `!`; the descriptor is attached (SCM_RIGHTS) |
+//! | `e` | eval         | target: u32 len + target; count: u32; each arg: u32 len + bytes |
+//! | `r` | require      | the library path                                             |
+//! | `f` | fork         | one marker byte `!`; the new process's socket is attached    |
+//! | `l` | limit        | u64: the largest frame the process accepts from now on       |
+//! | `x` | run          | target (below); answered by `S`, then the socket is the function's |
+//!
+//! A target (what `eval` and `run` call) is either `0` followed by the
+//! function's registered name, or `1`, a u64 offset of the function's
+//! trampoline in the executable, four u64 identifying the executable file,
+//! then the function's type name (for error messages).
+//!
+//! Serving process → parent:
+//!
+//! | tag | reply   | payload                                    |
+//! |-----|---------|--------------------------------------------|
+//! | `P` | pid     | u32 pid                                    |
+//! | `S` | started | empty: the function is about to be called; every later byte is the function's |
+//! | `E` | error   | u8 [`ChildErrorKind`], then a UTF-8 message; the process exits |
+//!
+//! `P` is always a process's first frame. It is sent unasked, before the
+//! process first waits for a command, runs an initialiser, loads a library,
+//! forks, replies or exits — in the common case in the same `send` as `S`,
+//! so it costs no extra wake-up. The parent thus learns the pid of every
+//! process it must reap, even of one that fails before it runs anything.
+//! (The only frame that does not follow `P` is a template's `E` written into
+//! the socket of a process it could not fork: there is no process.)
+//!
+//! # Descriptors
+//!
+//! A descriptor travels with the bytes of the frame that names it, as in
+//! IO::FDPass: the sender attaches a batch of descriptors (at most
+//! [`MAX_FDS_PER_SEND`](crate::sys::fdpass::MAX_FDS_PER_SEND)) to one
+//! `sendmsg` whose bytes contain their marker bytes, and the reader keeps
+//! received descriptors in arrival order and takes one for each `h` or `f`
+//! frame it parses. A marker frame whose descriptor has not arrived is an
+//! error ([`ProtocolError::MissingFd`]), never a hang.
+//!
+//! # Never reading past `run`
+//!
+//! The parent may queue its own data right behind the run command (an RPC
+//! client does). The serving process therefore reads exactly one frame at a
+//! time — header, then payload — and never buffers ahead: when the run
+//! command has been read, every later byte is still in the socket for the
+//! function.
+//!
+//! # Bounds
+//!
+//! A length prefix is checked against the receiver's limit before anything is
+//! allocated, and a payload buffer grows only as data arrives, so a huge
+//! prefix followed by nothing costs nothing. Errors name the frame's tag.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::sys::fdpass::{self, MAX_FDS_PER_SEND};
+
+/// The environment variable that starts serve mode; its value is
+/// `FD:VERSION`.
+pub(crate) const SERVE_MARKER: &str = "ANYFORK_SERVE";
+
+/// The protocol version carried in the serve marker.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Length of a frame header: tag and u32 length.
+pub(crate) const HEADER_LEN: usize = 5;
+
+/// The byte that carries a descriptor.
+pub(crate) const FD_MARKER: u8 = b'!';
+
+/// The largest frame a serving process accepts unless told otherwise: 1 GiB.
+pub const DEFAULT_MAX_FRAME_LEN: u64 = 1 << 30;
+
+/// The largest reply frame a parent accepts (pid or error message).
+pub(crate) const MAX_REPLY_LEN: u64 = 64 * 1024;
+
+/// Frame tags.
+pub(crate) mod tag {
+    pub(crate) const ARG: u8 = b'a';
+    pub(crate) const FD: u8 = b'h';
+    pub(crate) const EVAL: u8 = b'e';
+    pub(crate) const REQUIRE: u8 = b'r';
+    pub(crate) const FORK: u8 = b'f';
+    pub(crate) const LIMIT: u8 = b'l';
+    pub(crate) const RUN: u8 = b'x';
+    pub(crate) const PID_REPLY: u8 = b'P';
+    pub(crate) const STARTED: u8 = b'S';
+    pub(crate) const ERROR: u8 = b'E';
+}
+
+/// A frame tag, printed the way the protocol tables write it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Tag(pub u8);
+
+impl fmt::Debug for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_ascii_graphic() {
+            write!(f, "'{}'", self.0 as char)
+        } else {
+            write!(f, "0x{:02x}", self.0)
+        }
+    }
+}
+
+/// What was wrong with the bytes on a control socket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The stream ended inside a frame.
+    #[error("truncated frame {tag}: expected {expected} bytes, the stream ended after {got}")]
+    Truncated {
+        /// The frame's tag (0 if the header itself was cut short).
+        tag: Tag,
+        /// Bytes the frame needed.
+        expected: u64,
+        /// Bytes that arrived.
+        got: u64,
+    },
+    /// A length prefix exceeds the receiver's limit.
+    #[error("frame {tag} announces {len} bytes, more than the limit of {limit}")]
+    TooLong {
+        /// The frame's tag.
+        tag: Tag,
+        /// The announced length.
+        len: u64,
+        /// The receiver's limit.
+        limit: u64,
+    },
+    /// The tag is not one this side understands.
+    #[error("unknown frame tag {0}")]
+    UnknownTag(Tag),
+    /// A descriptor frame arrived without its descriptor.
+    #[error("frame {tag} should carry a file descriptor, but none arrived with it")]
+    MissingFd {
+        /// The frame's tag.
+        tag: Tag,
+    },
+    /// A descriptor arrived where none was announced.
+    #[error("a file descriptor arrived that no frame announced")]
+    UnexpectedFd,
+    /// A payload did not have the documented layout.
+    #[error("malformed frame {tag}: {what}")]
+    Malformed {
+        /// The frame's tag.
+        tag: Tag,
+        /// What was wrong.
+        what: &'static str,
+    },
+}
+
+/// Why a serving process refused a command, as sent in an `E` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChildErrorKind {
+    /// `run` or `eval` named a function the process does not have.
+    UnknownFunction,
+    /// An initialiser given to `eval` failed or panicked.
+    InitialiserFailed,
+    /// `require` could not load a library.
+    RequireFailed,
+    /// The command stream was malformed.
+    Protocol,
+    /// A template could not fork.
+    ForkFailed,
+    /// A function value was sent to a process running another executable.
+    WrongExecutable,
+    /// Anything else (the message says what).
+    Other,
+}
+
+impl ChildErrorKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::UnknownFunction => 1,
+            Self::InitialiserFailed => 2,
+            Self::RequireFailed => 3,
+            Self::Protocol => 4,
+            Self::ForkFailed => 5,
+            Self::WrongExecutable => 6,
+            Self::Other => 7,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Self {
+        match code {
+            1 => Self::UnknownFunction,
+            2 => Self::InitialiserFailed,
+            3 => Self::RequireFailed,
+            4 => Self::Protocol,
+            5 => Self::ForkFailed,
+            6 => Self::WrongExecutable,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for ChildErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnknownFunction => "unknown function",
+            Self::InitialiserFailed => "initialiser failed",
+            Self::RequireFailed => "library could not be loaded",
+            Self::Protocol => "protocol error",
+            Self::ForkFailed => "fork failed",
+            Self::WrongExecutable => "different executable",
+            Self::Other => "error",
+        })
+    }
+}
+
+/// What `run` should call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A function registered under this name.
+    Name(String),
+    /// A trampoline at this offset in the executable identified by `exe`.
+    Offset {
+        offset: u64,
+        exe: [u64; 4],
+        label: String,
+    },
+}
+
+impl Target {
+    /// How the target is named in messages.
+    pub(crate) fn label(&self) -> &str {
+        match self {
+            Self::Name(name) => name,
+            Self::Offset { label, .. } => label,
+        }
+    }
+}
+
+/// One decoded command, as the serving process sees it.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Arg(Vec<u8>),
+    Fd(OwnedFd),
+    Eval { target: Target, args: Vec<Vec<u8>> },
+    Require(Vec<u8>),
+    Fork(OwnedFd),
+    Limit(u64),
+    Run(Target),
+}
+
+/// One decoded reply, as the parent sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    Pid(u32),
+    Started,
+    Error {
+        kind: ChildErrorKind,
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Encoding (parent side)
+
+/// Commands queued by a parent, with their descriptors, until they are sent
+/// in as few `sendmsg` calls as possible.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    data: Vec<u8>,
+    /// Descriptors not yet sent, each with the offset just past its marker.
+    fds: VecDeque<(usize, OwnedFd)>,
+    /// Bytes of `data` already sent.
+    sent: usize,
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), ProtocolError> {
+    let len = u32::try_from(len).map_err(|_| ProtocolError::TooLong {
+        tag: Tag(0),
+        len: len as u64,
+        limit: u32::MAX as u64,
+    })?;
+    put_u32(out, len);
+    Ok(())
+}
+
+fn encode_target(target: &Target) -> Vec<u8> {
+    let mut out = Vec::new();
+    match target {
+        Target::Name(name) => {
+            out.push(0);
+            out.extend_from_slice(name.as_bytes());
+        }
+        Target::Offset { offset, exe, label } => {
+            out.push(1);
+            out.extend_from_slice(&offset.to_be_bytes());
+            for part in exe {
+                out.extend_from_slice(&part.to_be_bytes());
+            }
+            out.extend_from_slice(label.as_bytes());
+        }
+    }
+    out
+}
+
+fn decode_target(tag: u8, bytes: &[u8]) -> Result<Target, ProtocolError> {
+    let mut c = Cursor { tag, rest: bytes };
+    match c.take(1, "missing target kind")?[0] {
+        0 => {
+            let n = c.rest.len();
+            Ok(Target::Name(c.string(n, "function name is not UTF-8")?))
+        }
+        1 => {
+            let offset = c.u64("missing function offset")?;
+            let mut exe = [0u64; 4];
+            for part in &mut exe {
+                *part = c.u64("missing executable identity")?;
+            }
+            let n = c.rest.len();
+            let label = c.string(n, "function type name is not UTF-8")?;
+            Ok(Target::Offset { offset, exe, label })
+        }
+        _ => Err(ProtocolError::Malformed {
+            tag: Tag(tag),
+            what: "unknown target kind",
+        }),
+    }
+}
+
+impl Outbox {
+    /// True when nothing is waiting to be sent.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent == self.data.len() && self.fds.is_empty()
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) -> Result<(), ProtocolError> {
+        let len = u32::try_from(payload.len()).map_err(|_| ProtocolError::TooLong {
+            tag: Tag(tag),
+            len: payload.len() as u64,
+            limit: u32::MAX as u64,
+        })?;
+        self.data.push(tag);
+        put_u32(&mut self.data, len);
+        self.data.extend_from_slice(payload);
+        Ok(())
+    }
+
+    fn fd_frame(&mut self, tag: u8, fd: OwnedFd) {
+        self.data.push(tag);
+        put_u32(&mut self.data, 1);
+        self.data.push(FD_MARKER);
+        self.fds.push_back((self.data.len(), fd));
+    }
+
+    pub(crate) fn arg(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
+        self.frame(tag::ARG, bytes)
+    }
+
+    pub(crate) fn fd(&mut self, fd: OwnedFd) {
+        self.fd_frame(tag::FD, fd);
+    }
+
+    pub(crate) fn fork(&mut self, socket: OwnedFd) {
+        self.fd_frame(tag::FORK, socket);
+    }
+
+    pub(crate) fn eval(&mut self, target: &Target, args: &[&[u8]]) -> Result<(), ProtocolError> {
+        let mut payload = Vec::new();
+        let target = encode_target(target);
+        put_len(&mut payload, target.len())?;
+        payload.extend_from_slice(&target);
+        put_len(&mut payload, args.len())?;
+        for arg in args {
+            put_len(&mut payload, arg.len())?;
+            payload.extend_from_slice(arg);
+        }
+        self.frame(tag::EVAL, &payload)
+    }
+
+    pub(crate) fn require(&mut self, path: &[u8]) -> Result<(), ProtocolError> {
+        self.frame(tag::REQUIRE, path)
+    }
+
+    pub(crate) fn limit(&mut self, limit: u64) {
+        self.data.push(tag::LIMIT);
+        put_u32(&mut self.data, 8);
+        self.data.extend_from_slice(&limit.to_be_bytes());
+    }
+
+    pub(crate) fn run(&mut self, target: &Target) -> Result<(), ProtocolError> {
+        self.frame(tag::RUN, &encode_target(target))
+    }
+
+    /// Appends raw bytes (tests use this to corrupt a stream on purpose).
+    #[doc(hidden)]
+    pub(crate) fn raw(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Sends the next part of the queue with one `sendmsg`. Returns `true`
+    /// when everything has been sent. A nonblocking send that would block is
+    /// `ErrorKind::WouldBlock`.
+    pub(crate) fn send_some(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        nonblocking: bool,
+    ) -> io::Result<bool> {
+        if self.is_empty() {
+            self.clear();
+            return Ok(true);
+        }
+        let batch = self.fds.len().min(MAX_FDS_PER_SEND);
+        // Send up to the marker of the last descriptor in this batch, or
+        // everything when no descriptor follows.
+        let end = if self.fds.len() > batch {
+            self.fds[batch - 1].0
+        } else {
+            self.data.len()
+        };
+        let fds: Vec<BorrowedFd<'_>> = self
+            .fds
+            .iter()
+            .take(batch)
+            .map(|(_, fd)| fd.as_fd())
+            .collect();
+        let sent = fdpass::send_with_fds(socket, &self.data[self.sent..end], &fds, nonblocking)?;
+        drop(fds);
+        // The descriptors went with the first byte of this send.
+        self.fds.drain(..batch);
+        self.sent += sent;
+        if self.is_empty() {
+            self.clear();
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Sends everything on a blocking socket.
+    pub(crate) fn send_all(&mut self, socket: BorrowedFd<'_>) -> io::Result<()> {
+        loop {
+            match self.send_some(socket, false) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.sent = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding (both sides)
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// A frame as read from the socket.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) tag: u8,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) fd: Option<OwnedFd>,
+}
+
+/// Parses a frame header, checking the length against `limit`.
+pub(crate) fn parse_header(
+    header: [u8; HEADER_LEN],
+    limit: u64,
+) -> Result<(u8, u64), ProtocolError> {
+    let tag = header[0];
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as u64;
+    if len > limit {
+        return Err(ProtocolError::TooLong {
+            tag: Tag(tag),
+            len,
+            limit,
+        });
+    }
+    Ok((tag, len))
+}
+
+fn carries_fd(tag: u8) -> bool {
+    tag == tag::FD || tag == tag::FORK
+}
+
+/// Reads frames one at a time from a blocking socket, never past the end of
+/// the frame asked for, keeping received descriptors in order.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    fds: VecDeque<OwnedFd>,
+}
+
+impl FrameReader {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Descriptors that arrived but whose frames were not read yet.
+    pub(crate) fn pending_fds(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Fills `buf`; returns how many bytes arrived before end of stream.
+    fn fill(&mut self, socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match fdpass::recv_with_fds(socket, &mut buf[got..], &mut self.fds, false) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
+    }
+
+    /// Reads one frame. `Ok(None)` is end of stream at a frame boundary.
+    pub(crate) fn read_frame(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        limit: u64,
+    ) -> Result<Option<Frame>, ReadError> {
+        let mut header = [0u8; HEADER_LEN];
+        let got = self.fill(socket, &mut header)?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < HEADER_LEN {
+            return Err(ProtocolError::Truncated {
+                tag: Tag(header[0]),
+                expected: HEADER_LEN as u64,
+                got: got as u64,
+            }
+            .into());
+        }
+        let (tag, len) = parse_header(header, limit)?;
+        let payload = self.read_payload(socket, tag, len)?;
+        let fd = if carries_fd(tag) {
+            if payload != [FD_MARKER] {
+                return Err(ProtocolError::Malformed {
+                    tag: Tag(tag),
+                    what: "a descriptor frame's payload must be the single marker byte '!'",
+                }
+                .into());
+            }
+            Some(
+                self.fds
+                    .pop_front()
+                    .ok_or(ProtocolError::MissingFd { tag: Tag(tag) })?,
+            )
+        } else {
+            None
+        };
+        Ok(Some(Frame { tag, payload, fd }))
+    }
+
+    /// Reads `len` payload bytes, growing the buffer only as data arrives.
+    fn read_payload(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        tag: u8,
+        len: u64,
+    ) -> Result<Vec<u8>, ReadError> {
+        const FIRST_CHUNK: u64 = 64 * 1024;
+        let len_usize = usize::try_from(len).map_err(|_| ProtocolError::TooLong {
+            tag: Tag(tag),
+            len,
+            limit: usize::MAX as u64,
+        })?;
+        let mut payload = Vec::with_capacity(len.min(FIRST_CHUNK) as usize);
+        while payload.len() < len_usize {
+            let have = payload.len();
+            let want = len_usize
+                .min(have.max(FIRST_CHUNK as usize) * 2)
+                .max(have + 1);
+            payload.resize(want, 0);
+            let got = self.fill(socket, &mut payload[have..want])?;
+            payload.truncate(have + got);
+            if have + got < want {
+                return Err(ProtocolError::Truncated {
+                    tag: Tag(tag),
+                    expected: HEADER_LEN as u64 + len,
+                    got: (HEADER_LEN + have + got) as u64,
+                }
+                .into());
+            }
+        }
+        Ok(payload)
+    }
+}
+
+/// Takes bytes off the front of a payload.
+struct Cursor<'a> {
+    tag: u8,
+    rest: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ProtocolError> {
+        if self.rest.len() < n {
+            return Err(ProtocolError::Malformed {
+                tag: Tag(self.tag),
+                what,
+            });
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, ProtocolError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, ProtocolError> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn string(&mut self, n: usize, what: &'static str) -> Result<String, ProtocolError> {
+        String::from_utf8(self.take(n, what)?.to_vec()).map_err(|_| ProtocolError::Malformed {
+            tag: Tag(self.tag),
+            what,
+        })
+    }
+
+    fn finish(&self, what: &'static str) -> Result<(), ProtocolError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Malformed {
+                tag: Tag(self.tag),
+                what,
+            })
+        }
+    }
+}
+
+/// Decodes a command frame (serving-process side).
+pub(crate) fn decode_command(frame: Frame) -> Result<Command, ProtocolError> {
+    let Frame { tag, payload, fd } = frame;
+    let mut c = Cursor {
+        tag,
+        rest: &payload,
+    };
+    let command = match tag {
+        tag::ARG => return Ok(Command::Arg(payload)),
+        tag::FD => Command::Fd(fd.ok_or(ProtocolError::MissingFd { tag: Tag(tag) })?),
+        tag::FORK => Command::Fork(fd.ok_or(ProtocolError::MissingFd { tag: Tag(tag) })?),
+        tag::EVAL => {
+            let n = c.u32("eval: missing target length")? as usize;
+            let target = decode_target(tag, c.take(n, "eval: target is cut short")?)?;
+            let count = c.u32("eval: missing argument count")?;
+            let mut args = Vec::new();
+            for _ in 0..count {
+                let n = c.u32("eval: missing argument length")? as usize;
+                args.push(c.take(n, "eval: argument is cut short")?.to_vec());
+            }
+            c.finish("eval: bytes after the last argument")?;
+            Command::Eval { target, args }
+        }
+        tag::REQUIRE => return Ok(Command::Require(payload)),
+        tag::LIMIT => {
+            let limit = c.u64("limit: payload must be a u64")?;
+            c.finish("limit: payload must be a u64")?;
+            Command::Limit(limit)
+        }
+        tag::RUN => Command::Run(decode_target(tag, &payload)?),
+        other => return Err(ProtocolError::UnknownTag(Tag(other))),
+    };
+    Ok(command)
+}
+
+/// Encodes a reply frame (serving-process side).
+pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
+    let (tag, payload) = match reply {
+        Reply::Pid(pid) => (tag::PID_REPLY, pid.to_be_bytes().to_vec()),
+        Reply::Started => (tag::STARTED, Vec::new()),
+        Reply::Error { kind, message } => {
+            let mut p = vec![kind.code()];
+            // Keep within what the parent accepts, on a character boundary.
+            let mut end = message.len().min(MAX_REPLY_LEN as usize - 1);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            p.extend_from_slice(&message.as_bytes()[..end]);
+            (tag::ERROR, p)
+        }
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.push(tag);
+    put_u32(&mut out, payload.len() as u32);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes a reply frame (parent side).
+pub(crate) fn decode_reply(tag: u8, payload: &[u8]) -> Result<Reply, ProtocolError> {
+    let mut c = Cursor { tag, rest: payload };
+    match tag {
+        tag::PID_REPLY => {
+            let pid = c.u32("pid: payload must be a u32")?;
+            c.finish("pid: payload must be a u32")?;
+            Ok(Reply::Pid(pid))
+        }
+        tag::STARTED => {
+            c.finish("started: payload must be empty")?;
+            Ok(Reply::Started)
+        }
+        tag::ERROR => {
+            let kind = ChildErrorKind::from_code(c.take(1, "error: missing kind")?[0]);
+            let message = String::from_utf8_lossy(c.rest).into_owned();
+            Ok(Reply::Error { kind, message })
+        }
+        other => Err(ProtocolError::UnknownTag(Tag(other))),
+    }
+}
+
+/// Reads one reply frame from a blocking socket (parent side).
+pub(crate) fn read_reply(socket: BorrowedFd<'_>) -> Result<Option<Reply>, ReadError> {
+    let mut reader = FrameReader::new();
+    let frame = reader.read_frame(socket, MAX_REPLY_LEN)?;
+    if reader.pending_fds() > 0 {
+        return Err(ProtocolError::UnexpectedFd.into());
+    }
+    match frame {
+        None => Ok(None),
+        Some(frame) => Ok(Some(decode_reply(frame.tag, &frame.payload)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn header_limit_is_checked_before_allocation() {
+        let err = parse_header([b'a', 0xff, 0xff, 0xff, 0xff], 1024).unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::TooLong {
+                tag: Tag(b'a'),
+                len: u32::MAX as u64,
+                limit: 1024
+            }
+        );
+    }
+
+    #[test]
+    fn commands_round_trip_with_fds_in_order() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut out = Outbox::default();
+        out.arg(b"one").unwrap();
+        let (p1, _p1b) = UnixStream::pair().unwrap();
+        out.fd(p1.into());
+        out.eval(&Target::Name("init".into()), &[b"x", b""])
+            .unwrap();
+        out.limit(99);
+        out.run(&Target::Name("m::f".into())).unwrap();
+        out.send_all(a.as_fd()).unwrap();
+        let mut reader = FrameReader::new();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let frame = reader.read_frame(b.as_fd(), 1 << 20).unwrap().unwrap();
+            seen.push(decode_command(frame).unwrap());
+        }
+        assert!(matches!(&seen[0], Command::Arg(v) if v == b"one"));
+        assert!(matches!(&seen[1], Command::Fd(_)));
+        assert!(
+            matches!(&seen[2], Command::Eval { target: Target::Name(n), args } if n == "init" && args == &[b"x".to_vec(), vec![]])
+        );
+        assert!(matches!(&seen[3], Command::Limit(99)));
+        assert!(matches!(&seen[4], Command::Run(Target::Name(n)) if n == "m::f"));
+    }
+
+    #[test]
+    fn reader_stops_at_frame_end() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut out = Outbox::default();
+        out.run(&Target::Name("f".into())).unwrap();
+        out.send_all(a.as_fd()).unwrap();
+        a.write_all(b"user data").unwrap();
+        let mut reader = FrameReader::new();
+        reader.read_frame(b.as_fd(), 1024).unwrap().unwrap();
+        let mut rest = [0u8; 9];
+        std::io::Read::read_exact(&mut &b, &mut rest).unwrap();
+        assert_eq!(&rest, b"user data");
+    }
+
+    #[test]
+    fn truncated_and_fdless_frames_are_errors() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&[b'a', 0, 0, 0, 10, 1, 2, 3]).unwrap();
+        drop(a);
+        let err = FrameReader::new().read_frame(b.as_fd(), 1024).unwrap_err();
+        assert!(matches!(
+            err,
+            ReadError::Protocol(ProtocolError::Truncated {
+                expected: 15,
+                got: 8,
+                ..
+            })
+        ));
+
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(&[b'h', 0, 0, 0, 1, b'!']).unwrap();
+        let err = FrameReader::new().read_frame(b.as_fd(), 1024).unwrap_err();
+        assert!(matches!(
+            err,
+            ReadError::Protocol(ProtocolError::MissingFd { .. })
+        ));
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for reply in [
+            Reply::Pid(7),
+            Reply::Started,
+            Reply::Error {
+                kind: ChildErrorKind::UnknownFunction,
+                message: "no such thing".into(),
+            },
+        ] {
+            let bytes = encode_reply(&reply);
+            let (tag, len) = parse_header(bytes[..5].try_into().unwrap(), MAX_REPLY_LEN).unwrap();
+            assert_eq!(len as usize, bytes.len() - 5);
+            assert_eq!(decode_reply(tag, &bytes[5..]).unwrap(), reply);
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The child side: serve mode and the serving loop.
+//!
+//! # Serve mode
+//!
+//! A program that links anyfork and is started with the serve marker in its
+//! environment (`ANYFORK_SERVE=FD:VERSION`, naming an inherited unix stream
+//! socket) does not run its `main`. A function in the ELF `.init_array`
+//! section, which the loader calls before `main`, sees the marker, removes it
+//! from the environment (so programs the child later `exec`s do not inherit
+//! it), checks the descriptor, closes every other descriptor above stderr,
+//! and enters the serving loop. This works in any binary, test harness or
+//! example without a line in `main`; [`init`](crate::init) does the same for
+//! programs that prefer to say so.
+//!
+//! Serving starts before Rust's runtime has set anything up, so the process
+//! stays as small as the executable allows: no threads, no runtime, no
+//! buffers kept between commands.
+//!
+//! # The loop
+//!
+//! The serving process reads one command at a time (see [`crate::proto`])
+//! and keeps what it is sent: byte strings and descriptors, in order,
+//! libraries, and whatever state initialisers build. `fork` clones the whole
+//! process with `clone(CLONE_PARENT)`: the copy adopts the socket that came
+//! with the command as its control socket and continues the same loop with
+//! everything the template had been sent; the template closes that socket and
+//! reads on. `run` resolves the function, answers `S` with the pid, and calls
+//! it with the socket and the arguments; when it returns the process flushes
+//! its output and exits.
+//!
+//! # Exit statuses
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | the function returned `()`/`Ok`, or a template's parent went away |
+//! | [`EXIT_FAILED`](crate::EXIT_FAILED) | the function returned `Err` (message on stderr) |
+//! | [`EXIT_PANICKED`](crate::EXIT_PANICKED) | the function panicked (message on stderr) |
+//! | [`EXIT_SERVE_FAILED`](crate::EXIT_SERVE_FAILED) | the serving process gave up: bad command, unknown function, failed initialiser, bad marker. It said why on stderr and, where it could, in an `E` frame to the parent |
+
+use std::ffi::CStr;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::args::{Arg, Args};
+use crate::proto::{self, ChildErrorKind, Command, FrameReader, ReadError, Reply, Target};
+use crate::registry::{self, InitFn, Library, Lookup, RunFn};
+use crate::sys::clone::{self, Forked};
+use crate::sys::fds::{self, NotAControlSocket};
+
+/// Exit status of a child whose function returned an error.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit status of a child whose function panicked (as for Rust's `main`).
+pub const EXIT_PANICKED: i32 = 101;
+/// Exit status of a serving process that gave up before running a function.
+pub const EXIT_SERVE_FAILED: i32 = 125;
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static SERVE_BEFORE_MAIN: extern "C" fn() = serve_before_main;
+
+/// Called by the loader before `main` in every program that links anyfork.
+extern "C" fn serve_before_main() {
+    serve_if_marked();
+}
+
+/// Enters serve mode if this process was started as a serving process;
+/// otherwise returns at once.
+///
+/// anyfork calls this itself before `main` (through the ELF `.init_array`),
+/// so calling it is never required. Programs that want the hand-over to be
+/// visible in `main` may call it first thing; it is cheap (one `getenv`).
+///
+/// ```
+/// anyfork::init(); // first thing in main; never returns in a serving process
+/// // ... the program
+/// ```
+pub fn init() {
+    serve_if_marked();
+}
+
+fn serve_if_marked() {
+    let name = c"ANYFORK_SERVE";
+    // SAFETY: before main the process has one thread, so nothing modifies
+    // the environment concurrently; afterwards callers accept the usual
+    // getenv rules (std's env lock is not involved in reading a pointer).
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: getenv returned a valid C string.
+    let value = unsafe { CStr::from_ptr(value) }.to_bytes().to_vec();
+    // SAFETY: as above: single-threaded here, and the marker must not reach
+    // programs the child execs.
+    unsafe { libc::unsetenv(name.as_ptr()) };
+    serve_marked(&value)
+}
+
+fn parse_marker(value: &[u8]) -> Result<i32, String> {
+    let text = std::str::from_utf8(value).map_err(|_| "marker is not UTF-8".to_owned())?;
+    let (fd, version) = text
+        .split_once(':')
+        .ok_or_else(|| format!("marker {text:?} is not FD:VERSION"))?;
+    let version: u32 = version
+        .parse()
+        .map_err(|_| format!("marker {text:?} has no version number"))?;
+    if version != proto::PROTOCOL_VERSION {
+        return Err(format!(
+            "marker {text:?} asks for protocol {version}, this program speaks {}",
+            proto::PROTOCOL_VERSION
+        ));
+    }
+    let fd: i32 = fd
+        .parse()
+        .map_err(|_| format!("marker {text:?} does not name a descriptor"))?;
+    if fd < 0 {
+        return Err(format!("marker {text:?} names a negative descriptor"));
+    }
+    Ok(fd)
+}
+
+/// Serve mode for an exec'd process: check the marker, clean the descriptor
+/// table, serve.
+fn serve_marked(value: &[u8]) -> ! {
+    let fd = match parse_marker(value) {
+        Ok(fd) => fd,
+        Err(why) => give_up_early(&format!("bad serve marker: {why}")),
+    };
+    // SAFETY: only borrowed for the checks; ownership is taken below once
+    // the descriptor is known to be open.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    match fds::check_unix_stream(borrowed) {
+        Ok(()) => {}
+        Err(NotAControlSocket::NotOpen) => {
+            give_up_early(&format!("bad serve marker: descriptor {fd} is not open"))
+        }
+        Err(NotAControlSocket::WrongKind) => give_up_early(&format!(
+            "bad serve marker: descriptor {fd} is not a unix stream socket"
+        )),
+    }
+    // SAFETY: the descriptor is open and nothing else in this fresh process
+    // owns it.
+    let control = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Whatever else leaked in through exec is not ours to keep.
+    let _ = fds::close_all_except(fd);
+    let _ = fds::set_cloexec(&control);
+    // Like Rust's runtime before main: writes to a closed pipe are errors,
+    // not deaths.
+    // SAFETY: setting a signal disposition in a single-threaded process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    Server::new(control).serve()
+}
+
+/// Serving in a process forked from a running program
+/// ([`early`](crate::early), [`Template::here`](crate::Template::here)).
+pub(crate) fn serve_forked(control: OwnedFd) -> ! {
+    // Nothing may unwind out of here into the program's code.
+    let Err(panic) = catch_unwind(AssertUnwindSafe(|| Server::new(control).serve()));
+    log(&format!(
+        "serving loop panicked: {}",
+        registry::panic_message(&*panic)
+    ));
+    exit(EXIT_SERVE_FAILED)
+}
+
+fn give_up_early(why: &str) -> ! {
+    log(why);
+    exit(EXIT_SERVE_FAILED)
+}
+
+fn log(message: &str) {
+    let pid = std::process::id();
+    let _ = writeln!(
+        std::io::stderr(),
+        "anyfork: serving process {pid}: {message}"
+    );
+}
+
+/// Flushes output and ends the process without running the program's exit
+/// handlers (which belong to the program a template was forked from).
+pub(crate) fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    // SAFETY: fflush(NULL) flushes C stdio streams; _exit ends the process
+    // at once. Neither returns control to any other code.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(code)
+    }
+}
+
+/// A serving process's state.
+struct Server {
+    control: OwnedFd,
+    reader: FrameReader,
+    /// Everything sent so far, in order.
+    items: Vec<Arg>,
+    libraries: Vec<Library>,
+    limit: u64,
+    /// Whether this process has sent its `P` frame.
+    pid_sent: bool,
+}
+
+impl Server {
+    fn new(control: OwnedFd) -> Self {
+        Self {
+            control,
+            reader: FrameReader::new(),
+            items: Vec::new(),
+            libraries: Vec::new(),
+            limit: proto::DEFAULT_MAX_FRAME_LEN,
+            pid_sent: false,
+        }
+    }
+
+    /// Sends `reply`, preceded by this process's pid if not sent yet.
+    fn say(&mut self, reply: Option<&Reply>) {
+        let mut bytes = Vec::new();
+        if !self.pid_sent {
+            bytes = proto::encode_reply(&Reply::Pid(std::process::id()));
+            self.pid_sent = true;
+        }
+        if let Some(reply) = reply {
+            bytes.extend_from_slice(&proto::encode_reply(reply));
+        }
+        send_all(self.control.as_fd(), &bytes);
+    }
+
+    /// Sends the pid before anything that may take time or end the process.
+    fn announce(&mut self) {
+        if !self.pid_sent {
+            self.say(None);
+        }
+    }
+
+    /// True if a command (or end of stream) is waiting to be read.
+    fn command_waiting(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        !matches!(
+            rustix::net::recv(self.control.as_fd(), &mut byte, flags),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+
+    /// Tells the parent why this process gives up, and exits.
+    fn fail(&mut self, kind: ChildErrorKind, message: String) -> ! {
+        log(&format!("{kind}: {message}"));
+        self.say(Some(&Reply::Error { kind, message }));
+        exit(EXIT_SERVE_FAILED)
+    }
+
+    fn serve(mut self) -> ! {
+        loop {
+            if !self.pid_sent && !self.command_waiting() {
+                self.announce();
+            }
+            let frame = match self.reader.read_frame(self.control.as_fd(), self.limit) {
+                Ok(Some(frame)) => frame,
+                // The parent dropped its end (or died): nothing left to do.
+                // A reset is the same news: the parent closed its end
+                // without reading what this process last sent.
+                Ok(None) => {
+                    self.announce();
+                    exit(0)
+                }
+                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => exit(0),
+                Err(ReadError::Io(e)) => {
+                    self.fail(ChildErrorKind::Protocol, format!("reading commands: {e}"))
+                }
+                Err(ReadError::Protocol(e)) => self.fail(ChildErrorKind::Protocol, e.to_string()),
+            };
+            let command = match proto::decode_command(frame) {
+                Ok(command) => command,
+                Err(e) => self.fail(ChildErrorKind::Protocol, e.to_string()),
+            };
+            match command {
+                Command::Arg(bytes) => self.items.push(Arg::Bytes(bytes)),
+                Command::Fd(fd) => self.items.push(Arg::Fd(fd)),
+                Command::Limit(limit) => self.limit = limit,
+                Command::Require(path) => {
+                    self.announce();
+                    match Library::load(&path) {
+                        Ok(library) => self.libraries.push(library),
+                        Err(e) => self.fail(
+                            ChildErrorKind::RequireFailed,
+                            format!("{}: {e}", String::from_utf8_lossy(&path)),
+                        ),
+                    }
+                }
+                Command::Eval { target, args } => {
+                    self.announce();
+                    self.eval(&target, &args)
+                }
+                Command::Fork(socket) => {
+                    self.announce();
+                    self.fork(socket)
+                }
+                Command::Run(target) => self.run(target),
+            }
+        }
+    }
+
+    fn eval(&mut self, target: &Target, args: &[Vec<u8>]) {
+        let label = target.label();
+        let failure = match self.resolve(target, false) {
+            Resolved::Here(addr) => {
+                let f = init_fn_at(addr);
+                catch_unwind(AssertUnwindSafe(|| f(args))).unwrap_or_else(|panic| {
+                    Some(format!("panicked: {}", registry::panic_message(&*panic)))
+                })
+            }
+            Resolved::InLibrary(i) => self.libraries[i].init(label, args),
+        };
+        if let Some(message) = failure {
+            self.fail(
+                ChildErrorKind::InitialiserFailed,
+                format!("`{label}`: {message}"),
+            );
+        }
+    }
+
+    /// Finds a run function (`run`) or an initialiser; gives up if there is
+    /// none.
+    fn resolve(&mut self, target: &Target, run: bool) -> Resolved {
+        let what = if run { "function" } else { "initialiser" };
+        match target {
+            Target::Name(name) => {
+                let found = if run {
+                    registry::lookup_run(name).map(|f| f as usize)
+                } else {
+                    registry::lookup_init(name).map(|f| f as usize)
+                };
+                match found {
+                    Lookup::Found(addr) => Resolved::Here(addr),
+                    Lookup::Ambiguous => self.fail(
+                        ChildErrorKind::UnknownFunction,
+                        format!("more than one {what} is registered as `{name}`"),
+                    ),
+                    Lookup::Missing => match self.libraries.iter().position(|l| l.has(name, run)) {
+                        Some(i) => Resolved::InLibrary(i),
+                        None => self.fail(
+                            ChildErrorKind::UnknownFunction,
+                            format!("no {what} named `{name}`"),
+                        ),
+                    },
+                }
+            }
+            Target::Offset { offset, exe, label } => match registry::resolve_offset(*offset, *exe) {
+                Some(addr) => Resolved::Here(addr),
+                None => self.fail(
+                    ChildErrorKind::WrongExecutable,
+                    format!(
+                        "cannot call `{label}` by value: this process runs a different executable"
+                    ),
+                ),
+            },
+        }
+    }
+
+    fn fork(&mut self, socket: OwnedFd) {
+        // SAFETY: a serving process is single-threaded, and the child
+        // continues in this loop, never in the caller's code.
+        match unsafe { clone::clone_sibling() } {
+            Ok(Forked::Child) => {
+                // Become the new process: the socket that came with the
+                // command is ours; the template's socket and anything the
+                // template received but has not read yet are the template's.
+                let template_control = std::mem::replace(&mut self.control, socket);
+                drop(template_control);
+                self.reader = FrameReader::new();
+                self.pid_sent = false;
+            }
+            Ok(Forked::Parent(_)) => drop(socket),
+            Err(e) => {
+                // The parent learns this on the new process's socket.
+                let message = format!("template {} could not fork: {e}", std::process::id());
+                log(&message);
+                let kind = ChildErrorKind::ForkFailed;
+                send_all(
+                    socket.as_fd(),
+                    &proto::encode_reply(&Reply::Error { kind, message }),
+                );
+            }
+        }
+    }
+
+    fn run(mut self, target: Target) -> ! {
+        let resolved = self.resolve(&target, true);
+        if self.reader.pending_fds() > 0 {
+            self.fail(
+                ChildErrorKind::Protocol,
+                proto::ProtocolError::UnexpectedFd.to_string(),
+            );
+        }
+        self.say(Some(&Reply::Started));
+        let socket = UnixStream::from(self.control);
+        let args = Args::from(std::mem::take(&mut self.items));
+        let label = target.label().to_owned();
+        let outcome = catch_unwind(AssertUnwindSafe(|| match resolved {
+            Resolved::Here(addr) => run_fn_at(addr)(socket, args),
+            Resolved::InLibrary(i) => self.libraries[i].run(&label, socket, args),
+        }));
+        match outcome {
+            Ok(None) => exit(0),
+            Ok(Some(message)) => {
+                log(&format!("`{label}` failed: {message}"));
+                exit(EXIT_FAILED)
+            }
+            // The panic hook has already printed the message.
+            Err(_) => exit(EXIT_PANICKED),
+        }
+    }
+}
+
+/// Where a function was found: its address in this executable (a
+/// [`RunFn`] or [`InitFn`], as asked), or the index of the library that has it.
+enum Resolved {
+    Here(usize),
+    InLibrary(usize),
+}
+
+fn run_fn_at(addr: usize) -> RunFn {
+    // SAFETY: `resolve(_, true)` only yields addresses of `RunFn`s: a
+    // registry entry's run trampoline, or a run trampoline whose offset the
+    // parent computed in this same executable file (identity checked).
+    unsafe { std::mem::transmute::<usize, RunFn>(addr) }
+}
+
+fn init_fn_at(addr: usize) -> InitFn {
+    // SAFETY: as for `run_fn_at`, with `resolve(_, false)` and `InitFn`.
+    unsafe { std::mem::transmute::<usize, InitFn>(addr) }
+}
+
+/// Writes reply bytes; errors are ignored (the parent may be gone, and then
+/// there is nobody to tell).
+fn send_all(socket: BorrowedFd<'_>, bytes: &[u8]) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match rustix::net::send(socket, &bytes[sent..], rustix::net::SendFlags::NOSIGNAL) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_checked() {
+        assert_eq!(parse_marker(b"3:1"), Ok(3));
+        assert!(parse_marker(b"3").is_err());
+        assert!(parse_marker(b"x:1").is_err());
+        assert!(parse_marker(b"3:99").unwrap_err().contains("protocol 99"));
+        assert!(parse_marker(b"-1:1").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! The operating-system layer: every raw syscall anyfork makes lives here.
+//!
+//! The parent-facing types ([`Fork`](crate::Fork), [`Process`](crate::Process))
+//! never call `fork`, `clone`, `posix_spawn` or `sendmsg` themselves; they use
+//! the small functions below, each of which names the system call it wraps and
+//! links its manual page. Reading this directory is enough to audit what
+//! anyfork does to a process.
+//!
+//! - [`clone`]: creating processes (`clone(CLONE_PARENT)` in templates, `fork`
+//!   for [`early`](crate::early) and [`Template::here`](crate::Template::here)).
+//! - [`spawn`]: starting a fresh serving process with `posix_spawn`.
+//! - [`fdpass`]: byte streams with file descriptors attached (`SCM_RIGHTS`).
+//! - [`fds`]: descriptor hygiene (closing leaked descriptors, checking the
+//!   serve marker's descriptor, counting threads).
+//! - [`exe`]: where code lives in the executable, so a function value can be
+//!   named across `exec`.
+
+pub(crate) mod clone;
+pub(crate) mod exe;
+pub(crate) mod fdpass;
+pub(crate) mod fds;
+pub(crate) mod spawn;
