@@ -436,9 +436,11 @@ pub enum LibraryOp {
     HasRun = 0,
     /// Is there an initialiser of this name? Returns 1 or 0.
     HasInit = 1,
-    /// Call the run function. Returns 0, or 1 with a message.
+    /// Call the run function. Returns 0, 1 with a failure message, or 2
+    /// with a panic message.
     Run = 2,
-    /// Call the initialiser. Returns 0, or 1 with a message.
+    /// Call the initialiser. Returns 0, 1 with a failure message, or 2 with
+    /// a panic message.
     Init = 3,
 }
 
@@ -572,16 +574,16 @@ pub unsafe fn library_dispatch(call: *mut LibraryCall) -> i32 {
             other => Err(format!("unknown library operation {other}")),
         }
     }));
-    let message = match outcome {
+    let (code, message) = match outcome {
         Ok(Ok(code)) => return code,
-        Ok(Err(message)) => message,
-        Err(panic) => format!("panicked: {}", panic_message(&*panic)),
+        Ok(Err(message)) => (1, message),
+        Err(panic) => (2, panic_message(&*panic)),
     };
     let n = message.len().min(call.message_cap);
     // SAFETY: `message` is valid for `message_cap` bytes (caller's contract).
     unsafe { std::ptr::copy_nonoverlapping(message.as_ptr(), call.message, n) };
     call.message_len = n;
-    1
+    code
 }
 
 /// Rebuilds arguments from their raw form.
@@ -676,9 +678,13 @@ impl Library {
         match ret {
             0 | 1 if matches!(op, LibraryOp::HasRun | LibraryOp::HasInit) => Ok(ret),
             0 => Ok(0),
-            1 => {
+            1 | 2 => {
                 message.truncate(call.message_len);
-                Err(String::from_utf8_lossy(&message).into_owned())
+                let message = String::from_utf8_lossy(&message).into_owned();
+                if ret == 2 {
+                    std::panic::resume_unwind(Box::new(message));
+                }
+                Err(message)
             }
             other => Err(format!(
                 "library {} refused the call (code {other})",

@@ -310,7 +310,12 @@ impl Server {
                     Some(format!("panicked: {}", registry::panic_message(&*panic)))
                 })
             }
-            Resolved::InLibrary(i) => self.libraries[i].init(label, args),
+            Resolved::InLibrary(i) => {
+                catch_unwind(AssertUnwindSafe(|| self.libraries[i].init(label, args)))
+                    .unwrap_or_else(|panic| {
+                        Some(format!("panicked: {}", registry::panic_message(&*panic)))
+                    })
+            }
         };
         if let Some(message) = failure {
             self.fail(

@@ -1,0 +1,149 @@
+//! Helpers shared by the integration tests: reading sockets, and looking at
+//! processes and descriptors through /proc.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// Reads the socket to end-of-file.
+pub fn read_all(mut socket: UnixStream) -> String {
+    let mut out = String::new();
+    socket
+        .read_to_string(&mut out)
+        .expect("read to end of file");
+    out
+}
+
+/// The fields of /proc/PID/stat after the command name: state is [0],
+/// ppid is [1].
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The state letter of a process (R, S, Z, ...), or None if it is gone.
+pub fn state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// True if the process no longer runs (gone, or a zombie).
+pub fn has_ended(pid: u32) -> bool {
+    matches!(state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Every process whose parent is `parent`, with its state.
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(fields) = stat_fields(pid) {
+            if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+                out.push((pid, fields[0].chars().next().unwrap_or('?')));
+            }
+        }
+    }
+    out
+}
+
+/// Zombie children of `parent`.
+pub fn zombies_of(parent: u32) -> Vec<u32> {
+    children_of(parent)
+        .into_iter()
+        .filter(|(_, s)| *s == 'Z')
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it
+/// held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A field (in kB) of /proc/PID/smaps_rollup, e.g. "Pss" or "Rss".
+pub fn smaps_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no {field} in smaps_rollup of {pid}"))
+}
+
+/// The descriptors the calling process has open above stderr, as
+/// "fd -> target" strings (for the child side of hygiene tests).
+pub fn own_fds_above_stderr() -> Vec<String> {
+    let mut out = Vec::new();
+    let dir = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(fd) = name.parse::<i32>() else {
+            continue;
+        };
+        if fd <= 2 {
+            continue;
+        }
+        // read_dir's own descriptor shows up as a directory that is gone
+        // once we are done; skip it.
+        let target = std::fs::read_link(entry.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if target.starts_with("/proc/") && target.ends_with("/fd") {
+            continue;
+        }
+        out.push(format!("{fd} -> {target}"));
+    }
+    out.sort();
+    out
+}
+
+/// Builds the test plugin (a cdylib) and returns the path of its library.
+pub fn build_test_plugin() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "anyfork-test-plugin",
+            "--message-format=json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo build for the test plugin");
+    assert!(
+        output.status.success(),
+        "building the test plugin failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\""))
+    {
+        for piece in line.split('"') {
+            if piece.ends_with("libanyfork_test_plugin.so") {
+                return piece.into();
+            }
+        }
+    }
+    panic!("cargo did not report libanyfork_test_plugin.so:\n{stdout}");
+}
