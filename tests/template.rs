@@ -115,7 +115,7 @@ fn the_seeds_example_str1_str2_fh1_fh2_str3() {
             .send_arg("str3")
             .run(some_function)
             .unwrap();
-        write!(socket, "hi #{i}\n").unwrap();
+        writeln!(socket, "hi #{i}").unwrap();
         socket.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(read_all(socket), format!("str1 str2 str3: hi #{i}\n"));
     }
