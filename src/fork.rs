@@ -91,6 +91,8 @@ struct Link {
     /// Names cannot be checked in the parent (libraries were loaded, or the
     /// process came from elsewhere).
     unchecked_names: bool,
+    /// Whether the process's `P` frame has been read.
+    pid_frame_seen: bool,
     /// An error found while queueing, reported by the next sending call.
     deferred: Option<Error>,
     /// Why this link is unusable, once an error was reported.
@@ -120,6 +122,7 @@ impl Fork {
             process: None,
             template: Weak::new(),
             unchecked_names: origin == Origin::FromFh,
+            pid_frame_seen: false,
             deferred: None,
             broken: None,
         };
@@ -173,13 +176,19 @@ impl Fork {
 
     /// `new_exec` without the early template.
     pub(crate) fn spawn() -> Result<Fork, Error> {
+        Fork::spawn_with_marker(&format!("{}:{}", spawn::SERVE_FD, proto::PROTOCOL_VERSION))
+    }
+
+    /// `new_exec` with any serve marker value, for tests of the serving
+    /// process's checks.
+    #[doc(hidden)]
+    pub fn __spawn_with_marker(value: &str) -> Result<Fork, Error> {
+        Fork::spawn_with_marker(value)
+    }
+
+    fn spawn_with_marker(value: &str) -> Result<Fork, Error> {
         let (ours, theirs) = socketpair().map_err(|source| Error::Spawn { source })?;
-        let marker = format!(
-            "{}={}:{}",
-            proto::SERVE_MARKER,
-            spawn::SERVE_FD,
-            proto::PROTOCOL_VERSION
-        );
+        let marker = format!("{}={value}", proto::SERVE_MARKER);
         let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
@@ -268,6 +277,7 @@ impl Fork {
             process: None,
             template: Arc::downgrade(&self.shared),
             unchecked_names: template.unchecked_names,
+            pid_frame_seen: false,
             deferred: None,
             broken: None,
         };
@@ -476,7 +486,7 @@ impl Fork {
         loop {
             match link.read(&doing)? {
                 Reply::Pid(_) => continue,
-                Reply::Started => return link.hand_over(),
+                Reply::Started(_) => return link.hand_over(),
                 other => return Err(link.unexpected(other)),
             }
         }
@@ -659,7 +669,7 @@ async fn async_exchange(
             }
             Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
         }
-        let (tag, len) = proto::parse_header(header, proto::MAX_REPLY_LEN)
+        let (tag, len) = proto::parse_header(header, proto::REPLY_TAGS, proto::MAX_REPLY_LEN)
             .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
         let mut payload = vec![0u8; len as usize];
         match stream.read_exact(&mut payload).await {
@@ -669,9 +679,9 @@ async fn async_exchange(
         }
         let reply = proto::decode_reply(tag, &payload)
             .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
-        match reply {
-            Reply::Pid(pid) => link.learn_pid(pid),
-            Reply::Started => return Ok(()),
+        match link.note(reply).map_err(AsyncFailure::Error)? {
+            Reply::Pid(_) => {}
+            Reply::Started(_) => return Ok(()),
             other => return Err(AsyncFailure::Error(link.unexpected(other))),
         }
     }
@@ -709,6 +719,7 @@ impl Link {
             process: None,
             template: Weak::new(),
             unchecked_names: true,
+            pid_frame_seen: false,
             deferred: None,
             broken: Some("the Fork was taken apart".into()),
         }
@@ -798,7 +809,7 @@ impl Link {
                 tag: proto::Tag(proto::tag::PID_REPLY),
                 what: "the process sent its pid twice",
             }),
-            Reply::Started => self.protocol_error(proto::ProtocolError::Malformed {
+            Reply::Started(_) => self.protocol_error(proto::ProtocolError::Malformed {
                 tag: proto::Tag(proto::tag::STARTED),
                 what: "the process started a function nobody asked for",
             }),
@@ -862,18 +873,7 @@ impl Link {
             return Err(self.broken_error());
         };
         match proto::read_reply(socket.as_fd()) {
-            Ok(Some(Reply::Pid(pid))) => {
-                let first = self.name.pid.is_none();
-                self.learn_pid(pid);
-                if first {
-                    Ok(Reply::Pid(pid))
-                } else {
-                    // A process we knew the pid of (new_exec) announces it
-                    // anyway; not an answer to anything.
-                    self.read(doing)
-                }
-            }
-            Ok(Some(reply)) => Ok(reply),
+            Ok(Some(reply)) => self.note(reply),
             Ok(None) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) if is_peer_gone(&e) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) => Err(self.io_error(doing, e)),
@@ -885,14 +885,42 @@ impl Link {
         }
     }
 
+    /// Keeps track of the pid frames in replies: the first `P` names the
+    /// process, a second is a protocol error; `S` repeats the pid.
+    fn note(&mut self, reply: Reply) -> Result<Reply, Error> {
+        match reply {
+            Reply::Pid(pid) if !self.pid_frame_seen => {
+                self.pid_frame_seen = true;
+                self.learn_pid(pid);
+                Ok(reply)
+            }
+            Reply::Started(pid) => {
+                self.learn_pid(pid);
+                Ok(reply)
+            }
+            Reply::Pid(_) => {
+                let error = self.unexpected(reply);
+                self.broken = Some(error.to_string());
+                Err(error)
+            }
+            Reply::Error { .. } => Ok(reply),
+        }
+    }
+
     /// The process closed its socket while `doing`: find out why.
     fn explain_end(&mut self, doing: &str) -> Error {
         // What did it say before it went?
         while let Some(socket) = &self.socket {
             match proto::read_reply(socket.as_fd()) {
-                Ok(Some(Reply::Pid(pid))) => self.learn_pid(pid),
-                Ok(Some(reply @ Reply::Error { .. })) => return self.unexpected(reply),
-                _ => break,
+                Ok(Some(reply)) => match self.note(reply) {
+                    Ok(reply @ (Reply::Error { .. } | Reply::Started(_))) => {
+                        return self.unexpected(reply);
+                    }
+                    Ok(Reply::Pid(_)) => {}
+                    Err(error) => return error,
+                },
+                Err(proto::ReadError::Protocol(e)) => return self.protocol_error(e),
+                Ok(None) | Err(proto::ReadError::Io(_)) => break,
             }
         }
         self.broken = Some(format!("the process ended before {doing}"));
@@ -938,7 +966,7 @@ impl Link {
                 Ok(Some(Reply::Error { kind, message })) => {
                     said = Some(format!("{kind}: {message}"))
                 }
-                Ok(Some(Reply::Started)) => {}
+                Ok(Some(Reply::Started(_))) => {}
                 Ok(None) | Err(_) => break,
             }
         }

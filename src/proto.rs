@@ -38,10 +38,11 @@
 //! | tag | reply   | payload                                    |
 //! |-----|---------|--------------------------------------------|
 //! | `P` | pid     | u32 pid                                    |
-//! | `S` | started | empty: the function is about to be called; every later byte is the function's |
+//! | `S` | started | u32 pid: the function is about to be called; every later byte is the function's |
 //! | `E` | error   | u8 [`ChildErrorKind`], then a UTF-8 message; the process exits |
 //!
-//! `P` is always a process's first frame. It is sent unasked, before the
+//! `P` is always a process's first frame (`S` repeats the pid for a parent
+//! that received the process with `new_from_fh`, after `P` was read). It is sent unasked, before the
 //! process first waits for a command, runs an initialiser, loads a library,
 //! forks, replies or exits — in the common case in the same `send` as `S`,
 //! so it costs no extra wake-up. The parent thus learns the pid of every
@@ -278,7 +279,7 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
     Pid(u32),
-    Started,
+    Started(u32),
     Error {
         kind: ChildErrorKind,
         message: String,
@@ -503,12 +504,31 @@ pub(crate) struct Frame {
     pub(crate) fd: Option<OwnedFd>,
 }
 
-/// Parses a frame header, checking the length against `limit`.
+/// Tags a serving process accepts.
+pub(crate) const COMMAND_TAGS: &[u8] = &[
+    tag::ARG,
+    tag::FD,
+    tag::EVAL,
+    tag::REQUIRE,
+    tag::FORK,
+    tag::LIMIT,
+    tag::RUN,
+];
+
+/// Tags a parent accepts.
+pub(crate) const REPLY_TAGS: &[u8] = &[tag::PID_REPLY, tag::STARTED, tag::ERROR];
+
+/// Parses a frame header: the tag must be one of `tags` (checked first, so
+/// that garbage is reported as such), the length at most `limit`.
 pub(crate) fn parse_header(
     header: [u8; HEADER_LEN],
+    tags: &[u8],
     limit: u64,
 ) -> Result<(u8, u64), ProtocolError> {
     let tag = header[0];
+    if !tags.contains(&tag) {
+        return Err(ProtocolError::UnknownTag(Tag(tag)));
+    }
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as u64;
     if len > limit {
         return Err(ProtocolError::TooLong {
@@ -556,9 +576,11 @@ impl FrameReader {
     }
 
     /// Reads one frame. `Ok(None)` is end of stream at a frame boundary.
+    /// Reads one frame whose tag is one of `tags`.
     pub(crate) fn read_frame(
         &mut self,
         socket: BorrowedFd<'_>,
+        tags: &[u8],
         limit: u64,
     ) -> Result<Option<Frame>, ReadError> {
         let mut header = [0u8; HEADER_LEN];
@@ -574,7 +596,7 @@ impl FrameReader {
             }
             .into());
         }
-        let (tag, len) = parse_header(header, limit)?;
+        let (tag, len) = parse_header(header, tags, limit)?;
         let payload = self.read_payload(socket, tag, len)?;
         let fd = if carries_fd(tag) {
             if payload != [FD_MARKER] {
@@ -719,7 +741,7 @@ pub(crate) fn decode_command(frame: Frame) -> Result<Command, ProtocolError> {
 pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
     let (tag, payload) = match reply {
         Reply::Pid(pid) => (tag::PID_REPLY, pid.to_be_bytes().to_vec()),
-        Reply::Started => (tag::STARTED, Vec::new()),
+        Reply::Started(pid) => (tag::STARTED, pid.to_be_bytes().to_vec()),
         Reply::Error { kind, message } => {
             let mut p = vec![kind.code()];
             // Keep within what the parent accepts, on a character boundary.
@@ -742,14 +764,14 @@ pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
 pub(crate) fn decode_reply(tag: u8, payload: &[u8]) -> Result<Reply, ProtocolError> {
     let mut c = Cursor { tag, rest: payload };
     match tag {
-        tag::PID_REPLY => {
-            let pid = c.u32("pid: payload must be a u32")?;
-            c.finish("pid: payload must be a u32")?;
-            Ok(Reply::Pid(pid))
-        }
-        tag::STARTED => {
-            c.finish("started: payload must be empty")?;
-            Ok(Reply::Started)
+        tag::PID_REPLY | tag::STARTED => {
+            let pid = c.u32("payload must be a u32 pid")?;
+            c.finish("payload must be a u32 pid")?;
+            Ok(if tag == tag::PID_REPLY {
+                Reply::Pid(pid)
+            } else {
+                Reply::Started(pid)
+            })
         }
         tag::ERROR => {
             let kind = ChildErrorKind::from_code(c.take(1, "error: missing kind")?[0]);
@@ -763,7 +785,7 @@ pub(crate) fn decode_reply(tag: u8, payload: &[u8]) -> Result<Reply, ProtocolErr
 /// Reads one reply frame from a blocking socket (parent side).
 pub(crate) fn read_reply(socket: BorrowedFd<'_>) -> Result<Option<Reply>, ReadError> {
     let mut reader = FrameReader::new();
-    let frame = reader.read_frame(socket, MAX_REPLY_LEN)?;
+    let frame = reader.read_frame(socket, REPLY_TAGS, MAX_REPLY_LEN)?;
     if reader.pending_fds() > 0 {
         return Err(ProtocolError::UnexpectedFd.into());
     }
@@ -781,7 +803,7 @@ mod tests {
 
     #[test]
     fn header_limit_is_checked_before_allocation() {
-        let err = parse_header([b'a', 0xff, 0xff, 0xff, 0xff], 1024).unwrap_err();
+        let err = parse_header([b'a', 0xff, 0xff, 0xff, 0xff], COMMAND_TAGS, 1024).unwrap_err();
         assert_eq!(
             err,
             ProtocolError::TooLong {
@@ -807,7 +829,10 @@ mod tests {
         let mut reader = FrameReader::new();
         let mut seen = Vec::new();
         for _ in 0..5 {
-            let frame = reader.read_frame(b.as_fd(), 1 << 20).unwrap().unwrap();
+            let frame = reader
+                .read_frame(b.as_fd(), COMMAND_TAGS, 1 << 20)
+                .unwrap()
+                .unwrap();
             seen.push(decode_command(frame).unwrap());
         }
         assert!(matches!(&seen[0], Command::Arg(v) if v == b"one"));
@@ -827,7 +852,10 @@ mod tests {
         out.send_all(a.as_fd()).unwrap();
         a.write_all(b"user data").unwrap();
         let mut reader = FrameReader::new();
-        reader.read_frame(b.as_fd(), 1024).unwrap().unwrap();
+        reader
+            .read_frame(b.as_fd(), COMMAND_TAGS, 1024)
+            .unwrap()
+            .unwrap();
         let mut rest = [0u8; 9];
         std::io::Read::read_exact(&mut &b, &mut rest).unwrap();
         assert_eq!(&rest, b"user data");
@@ -838,7 +866,9 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(&[b'a', 0, 0, 0, 10, 1, 2, 3]).unwrap();
         drop(a);
-        let err = FrameReader::new().read_frame(b.as_fd(), 1024).unwrap_err();
+        let err = FrameReader::new()
+            .read_frame(b.as_fd(), COMMAND_TAGS, 1024)
+            .unwrap_err();
         assert!(matches!(
             err,
             ReadError::Protocol(ProtocolError::Truncated {
@@ -850,7 +880,9 @@ mod tests {
 
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(&[b'h', 0, 0, 0, 1, b'!']).unwrap();
-        let err = FrameReader::new().read_frame(b.as_fd(), 1024).unwrap_err();
+        let err = FrameReader::new()
+            .read_frame(b.as_fd(), COMMAND_TAGS, 1024)
+            .unwrap_err();
         assert!(matches!(
             err,
             ReadError::Protocol(ProtocolError::MissingFd { .. })
@@ -861,14 +893,15 @@ mod tests {
     fn replies_round_trip() {
         for reply in [
             Reply::Pid(7),
-            Reply::Started,
+            Reply::Started(u32::MAX),
             Reply::Error {
                 kind: ChildErrorKind::UnknownFunction,
                 message: "no such thing".into(),
             },
         ] {
             let bytes = encode_reply(&reply);
-            let (tag, len) = parse_header(bytes[..5].try_into().unwrap(), MAX_REPLY_LEN).unwrap();
+            let (tag, len) =
+                parse_header(bytes[..5].try_into().unwrap(), REPLY_TAGS, MAX_REPLY_LEN).unwrap();
             assert_eq!(len as usize, bytes.len() - 5);
             assert_eq!(decode_reply(tag, &bytes[5..]).unwrap(), reply);
         }

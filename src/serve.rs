@@ -97,34 +97,36 @@ fn serve_if_marked() {
     serve_marked(&value)
 }
 
-fn parse_marker(value: &[u8]) -> Result<i32, String> {
+/// Splits a marker `FD:VERSION` into the descriptor and the version check's
+/// verdict (a marker whose descriptor is good but whose version is wrong can
+/// still be answered on that descriptor).
+fn parse_marker(value: &[u8]) -> Result<(i32, Result<(), String>), String> {
     let text = std::str::from_utf8(value).map_err(|_| "marker is not UTF-8".to_owned())?;
     let (fd, version) = text
         .split_once(':')
         .ok_or_else(|| format!("marker {text:?} is not FD:VERSION"))?;
-    let version: u32 = version
-        .parse()
-        .map_err(|_| format!("marker {text:?} has no version number"))?;
-    if version != proto::PROTOCOL_VERSION {
-        return Err(format!(
-            "marker {text:?} asks for protocol {version}, this program speaks {}",
-            proto::PROTOCOL_VERSION
-        ));
-    }
     let fd: i32 = fd
         .parse()
         .map_err(|_| format!("marker {text:?} does not name a descriptor"))?;
     if fd < 0 {
         return Err(format!("marker {text:?} names a negative descriptor"));
     }
-    Ok(fd)
+    let version = match version.parse::<u32>() {
+        Ok(v) if v == proto::PROTOCOL_VERSION => Ok(()),
+        Ok(v) => Err(format!(
+            "marker {text:?} asks for protocol {v}, this program speaks {}",
+            proto::PROTOCOL_VERSION
+        )),
+        Err(_) => Err(format!("marker {text:?} has no version number")),
+    };
+    Ok((fd, version))
 }
 
 /// Serve mode for an exec'd process: check the marker, clean the descriptor
 /// table, serve.
 fn serve_marked(value: &[u8]) -> ! {
-    let fd = match parse_marker(value) {
-        Ok(fd) => fd,
+    let (fd, version) = match parse_marker(value) {
+        Ok(parsed) => parsed,
         Err(why) => give_up_early(&format!("bad serve marker: {why}")),
     };
     // SAFETY: only borrowed for the checks; ownership is taken below once
@@ -149,7 +151,12 @@ fn serve_marked(value: &[u8]) -> ! {
     // not deaths.
     // SAFETY: setting a signal disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    Server::new(control).serve()
+    let mut server = Server::new(control);
+    if let Err(why) = version {
+        // The descriptor is good: tell the parent, not just stderr.
+        server.fail(ChildErrorKind::Protocol, format!("bad serve marker: {why}"));
+    }
+    server.serve()
 }
 
 /// Serving in a process forked from a running program
@@ -255,21 +262,29 @@ impl Server {
             if !self.pid_sent && !self.command_waiting() {
                 self.announce();
             }
-            let frame = match self.reader.read_frame(self.control.as_fd(), self.limit) {
-                Ok(Some(frame)) => frame,
-                // The parent dropped its end (or died): nothing left to do.
-                // A reset is the same news: the parent closed its end
-                // without reading what this process last sent.
-                Ok(None) => {
-                    self.announce();
-                    exit(0)
-                }
-                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => exit(0),
-                Err(ReadError::Io(e)) => {
-                    self.fail(ChildErrorKind::Protocol, format!("reading commands: {e}"))
-                }
-                Err(ReadError::Protocol(e)) => self.fail(ChildErrorKind::Protocol, e.to_string()),
-            };
+            let frame =
+                match self
+                    .reader
+                    .read_frame(self.control.as_fd(), proto::COMMAND_TAGS, self.limit)
+                {
+                    Ok(Some(frame)) => frame,
+                    // The parent dropped its end (or died): nothing left to do.
+                    // A reset is the same news: the parent closed its end
+                    // without reading what this process last sent.
+                    Ok(None) => {
+                        self.announce();
+                        exit(0)
+                    }
+                    Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        exit(0)
+                    }
+                    Err(ReadError::Io(e)) => {
+                        self.fail(ChildErrorKind::Protocol, format!("reading commands: {e}"))
+                    }
+                    Err(ReadError::Protocol(e)) => {
+                        self.fail(ChildErrorKind::Protocol, e.to_string())
+                    }
+                };
             let command = match proto::decode_command(frame) {
                 Ok(command) => command,
                 Err(e) => self.fail(ChildErrorKind::Protocol, e.to_string()),
@@ -398,7 +413,7 @@ impl Server {
                 proto::ProtocolError::UnexpectedFd.to_string(),
             );
         }
-        self.say(Some(&Reply::Started));
+        self.say(Some(&Reply::Started(std::process::id())));
         let socket = UnixStream::from(self.control);
         let args = Args::from(std::mem::take(&mut self.items));
         let label = target.label().to_owned();
@@ -456,10 +471,17 @@ mod tests {
 
     #[test]
     fn markers_are_checked() {
-        assert_eq!(parse_marker(b"3:1"), Ok(3));
+        assert_eq!(parse_marker(b"3:1"), Ok((3, Ok(()))));
         assert!(parse_marker(b"3").is_err());
         assert!(parse_marker(b"x:1").is_err());
-        assert!(parse_marker(b"3:99").unwrap_err().contains("protocol 99"));
+        assert!(
+            parse_marker(b"3:99")
+                .unwrap()
+                .1
+                .unwrap_err()
+                .contains("protocol 99")
+        );
+        assert!(parse_marker(b"3:v").unwrap().1.is_err());
         assert!(parse_marker(b"-1:1").is_err());
     }
 }
