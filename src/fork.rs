@@ -422,6 +422,16 @@ impl Fork {
         }
     }
 
+    /// The pid of the template this process was forked from, if it was
+    /// forked from a template whose pid is known (the default template's
+    /// always is).
+    pub fn template_pid(&self) -> Option<u32> {
+        match lock(&self.shared).name.origin {
+            Origin::Fork { template } => template,
+            _ => None,
+        }
+    }
+
     /// A handle to the process: pid, signals, exit status.
     ///
     /// # Errors
