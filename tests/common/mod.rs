@@ -116,34 +116,48 @@ pub fn own_fds_above_stderr() -> Vec<String> {
     out
 }
 
-/// Builds the test plugin (a cdylib) and returns the path of its library.
-pub fn build_test_plugin() -> std::path::PathBuf {
+/// Runs `cargo build` with `args` in this workspace and returns the paths
+/// of the files it reports as built (cargo does not hold its lock while
+/// tests run, so a test can build what it needs).
+pub fn cargo_build(args: &[&str]) -> Vec<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "anyfork-test-plugin",
-            "--message-format=json",
-        ])
+        .arg("build")
+        .args(args)
+        .arg("--message-format=json")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .expect("run cargo build for the test plugin");
+        .expect("run cargo build");
     assert!(
         output.status.success(),
-        "building the test plugin failed:\n{}",
+        "cargo build {args:?} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut built = Vec::new();
     for line in stdout
         .lines()
         .filter(|l| l.contains("\"compiler-artifact\""))
     {
-        for piece in line.split('"') {
-            if piece.ends_with("libanyfork_test_plugin.so") {
-                return piece.into();
-            }
+        // "executable":"/path" for binaries; "filenames":["/path", ...] for
+        // libraries.
+        if let Some((_, rest)) = line.split_once("\"executable\":\"") {
+            built.extend(rest.split('"').next().map(std::path::PathBuf::from));
+        } else if let Some((_, rest)) = line.split_once("\"filenames\":[") {
+            let list = rest.split(']').next().unwrap_or_default();
+            built.extend(
+                list.split(',')
+                    .map(|p| std::path::PathBuf::from(p.trim_matches('"'))),
+            );
         }
     }
-    panic!("cargo did not report libanyfork_test_plugin.so:\n{stdout}");
+    built
+}
+
+/// Builds the test plugin (a cdylib) and returns the path of its library.
+pub fn build_test_plugin() -> std::path::PathBuf {
+    cargo_build(&["-p", "anyfork-test-plugin"])
+        .into_iter()
+        .find(|p| p.ends_with("libanyfork_test_plugin.so"))
+        .expect("cargo reports libanyfork_test_plugin.so")
 }
