@@ -1,2 +1,127 @@
-//! The anyfork command-line tool.
-fn main() {}
+//! `anyfork`: what the library does, shown and measured.
+//!
+//! ```text
+//! anyfork                 the tour, then `bench --quick`
+//! anyfork tour            the seed manual's scenarios, each saying what happened
+//! anyfork bench [--quick] [--json] [--pin] [--no-perl]
+//!                         processes per second and memory, side by side
+//! anyfork help
+//! ```
+
+mod bench;
+mod json;
+mod memory;
+mod perl;
+mod tour;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: anyfork [tour | bench [--quick] [--json] [--pin] [--no-perl] | help]
+
+  (no command)  the tour, then bench --quick
+  tour          the scenarios of the AnyEvent::Fork manual, each saying what happened
+  bench         processes per second for plain fork, Fork::new, new_exec and
+                template forks with this process grown to 5, 20, 200 and 2000 MB,
+                and the memory of a template and of an idle child
+      --quick   one short round (under 30 seconds)
+      --json    print the figures as one JSON object on stdout
+      --pin     pin to CPU 0 (like taskset -c 0)
+      --no-perl do not measure Perl's AnyEvent::Fork even if it is installed
+";
+
+/// What the command line asked for.
+#[derive(Debug)]
+enum Command {
+    Default,
+    Tour,
+    Bench(bench::Options),
+    Help,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("unknown argument {argument:?}\n\n{USAGE}")]
+    UnknownArgument { argument: String },
+    #[error("tour: {0}")]
+    Tour(#[from] tour::TourError),
+    #[error("bench: {0}")]
+    Bench(#[from] bench::BenchError),
+}
+
+fn parse(args: &[String]) -> Result<Command, CliError> {
+    let unknown = |a: &String| CliError::UnknownArgument {
+        argument: a.clone(),
+    };
+    match args.split_first() {
+        None => Ok(Command::Default),
+        Some((first, rest)) => match first.as_str() {
+            "tour" => match rest.first() {
+                None => Ok(Command::Tour),
+                Some(a) => Err(unknown(a)),
+            },
+            "help" | "--help" | "-h" => Ok(Command::Help),
+            "bench" => {
+                let mut options = bench::Options {
+                    quick: false,
+                    json: false,
+                    pin: false,
+                    perl: true,
+                };
+                for arg in rest {
+                    match arg.as_str() {
+                        "--quick" => options.quick = true,
+                        "--json" => options.json = true,
+                        "--pin" => options.pin = true,
+                        "--no-perl" => options.perl = false,
+                        _ => return Err(unknown(arg)),
+                    }
+                }
+                Ok(Command::Bench(options))
+            }
+            _ => Err(unknown(first)),
+        },
+    }
+}
+
+fn bench(options: bench::Options) -> Result<(), CliError> {
+    let report = bench::run(options)?;
+    if options.json {
+        println!("{}", bench::render_json(&report));
+    } else {
+        println!("{}", bench::render_table(&report));
+    }
+    Ok(())
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Help => print!("{USAGE}"),
+        Command::Tour => tour::run()?,
+        Command::Bench(options) => bench(options)?,
+        Command::Default => {
+            tour::run()?;
+            println!(
+                "8. How fast: anyfork bench --quick (run `anyfork bench` for the full, 3-round version)\n"
+            );
+            bench(bench::Options {
+                quick: true,
+                json: false,
+                pin: false,
+                perl: true,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args).and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("anyfork: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
