@@ -93,6 +93,8 @@ struct Link {
     unchecked_names: bool,
     /// Whether the process's `P` frame has been read.
     pid_frame_seen: bool,
+    /// Reply bytes read but not yet taken.
+    replies: proto::ReplyBuffer,
     /// An error found while queueing, reported by the next sending call.
     deferred: Option<Error>,
     /// Why this link is unusable, once an error was reported.
@@ -123,6 +125,7 @@ impl Fork {
             template: Weak::new(),
             unchecked_names: origin == Origin::FromFh,
             pid_frame_seen: false,
+            replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
         };
@@ -278,6 +281,7 @@ impl Fork {
             template: Arc::downgrade(&self.shared),
             unchecked_names: template.unchecked_names,
             pid_frame_seen: false,
+            replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
         };
@@ -619,6 +623,13 @@ impl Fork {
         Fork::from_socket(fd.into(), None, Origin::FromFh)
     }
 
+    /// Whether an idle process (a spare kept by the default template) is
+    /// still alive, without waiting: reads its pid if it has sent it, then
+    /// looks for end-of-file behind it.
+    pub(crate) fn is_spare_alive(&self) -> bool {
+        lock(&self.shared).is_idle_alive()
+    }
+
     /// Sends raw bytes on the control socket, for tests of the serving
     /// process's input checks.
     #[doc(hidden)]
@@ -671,28 +682,32 @@ async fn async_exchange(
         }
     }
     loop {
-        let mut header = [0u8; proto::HEADER_LEN];
-        match stream.read_exact(&mut header).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || is_peer_gone(&e) => {
+        let taken = link
+            .replies
+            .take()
+            .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
+        if let Some(reply) = taken {
+            match link.note(reply).map_err(AsyncFailure::Error)? {
+                Reply::Pid(_) => continue,
+                Reply::Started(_) => return Ok(()),
+                other => return Err(AsyncFailure::Error(link.unexpected(other))),
+            }
+        }
+        let wanted = link
+            .replies
+            .wanted(link.reply_budget())
+            .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
+        let mut chunk = vec![0u8; wanted];
+        match stream.read(&mut chunk).await {
+            Ok(0) => {
+                link.replies
+                    .at_end()
+                    .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
                 return Err(AsyncFailure::Closed);
             }
+            Ok(n) => link.replies.extend(&chunk[..n]),
+            Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
             Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
-        }
-        let (tag, len) = proto::parse_header(header, proto::REPLY_TAGS, proto::MAX_REPLY_LEN)
-            .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
-        let mut payload = vec![0u8; len as usize];
-        match stream.read_exact(&mut payload).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(AsyncFailure::Closed),
-            Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
-        }
-        let reply = proto::decode_reply(tag, &payload)
-            .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
-        match link.note(reply).map_err(AsyncFailure::Error)? {
-            Reply::Pid(_) => {}
-            Reply::Started(_) => return Ok(()),
-            other => return Err(AsyncFailure::Error(link.unexpected(other))),
         }
     }
 }
@@ -730,6 +745,7 @@ impl Link {
             template: Weak::new(),
             unchecked_names: true,
             pid_frame_seen: false,
+            replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: Some("the Fork was taken apart".into()),
         }
@@ -750,7 +766,11 @@ impl Link {
     fn learn_pid(&mut self, pid: u32) {
         if self.name.pid.is_none() {
             self.name.pid = Some(pid);
-            self.process = Some(Process::open(pid));
+            self.process = Some(if self.name.origin == Origin::FromFh {
+                Process::open(pid)
+            } else {
+                Process::child(pid)
+            });
         }
     }
 
@@ -882,7 +902,8 @@ impl Link {
         let Some(socket) = &self.socket else {
             return Err(self.broken_error());
         };
-        match proto::read_reply(socket.as_fd()) {
+        let budget = self.reply_budget();
+        match self.replies.next_from(socket.as_fd(), budget) {
             Ok(Some(reply)) => self.note(reply),
             Ok(None) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) if is_peer_gone(&e) => Err(self.explain_end(doing)),
@@ -892,6 +913,55 @@ impl Link {
                 self.broken = Some(error.to_string());
                 Err(error)
             }
+        }
+    }
+
+    /// See [`Fork::is_spare_alive`]. Only for a process that was sent
+    /// nothing: then its only possible frame is `P`.
+    fn is_idle_alive(&mut self) -> bool {
+        use rustix::net::RecvFlags;
+        if !self.pid_frame_seen {
+            let Some(socket) = &self.socket else {
+                return false;
+            };
+            let mut frame = [0u8; proto::PID_FRAME_LEN];
+            match rustix::net::recv(socket, &mut frame, RecvFlags::DONTWAIT) {
+                // Not announced yet: still starting.
+                Err(rustix::io::Errno::AGAIN) => return true,
+                Ok((0, _)) | Err(_) => return false,
+                Ok((n, _)) => {
+                    self.replies.extend(&frame[..n]);
+                    match self.replies.take() {
+                        Ok(Some(reply @ Reply::Pid(_))) => {
+                            if self.note(reply).is_err() {
+                                return false;
+                            }
+                        }
+                        // Part of a frame: let `run` read the rest.
+                        Ok(None) => return true,
+                        Ok(Some(_)) | Err(_) => return false,
+                    }
+                }
+            }
+        }
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        matches!(
+            rustix::net::recv(socket, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+
+    /// How far ahead of a frame boundary a read may go: both `P` and `S`
+    /// while `P` is certainly still to come, else one of them (a process
+    /// received with `new_from_fh` may have had its `P` read elsewhere).
+    fn reply_budget(&self) -> usize {
+        if self.pid_frame_seen || self.name.origin == Origin::FromFh {
+            proto::PID_FRAME_LEN
+        } else {
+            2 * proto::PID_FRAME_LEN
         }
     }
 
@@ -921,7 +991,8 @@ impl Link {
     fn explain_end(&mut self, doing: &str) -> Error {
         // What did it say before it went?
         while let Some(socket) = &self.socket {
-            match proto::read_reply(socket.as_fd()) {
+            let budget = self.reply_budget();
+            match self.replies.next_from(socket.as_fd(), budget) {
                 Ok(Some(reply)) => match self.note(reply) {
                     Ok(reply @ (Reply::Error { .. } | Reply::Started(_))) => {
                         return self.unexpected(reply);
@@ -971,7 +1042,8 @@ impl Link {
         }
         let mut said = None;
         while let Some(socket) = &self.socket {
-            match proto::read_reply(socket.as_fd()) {
+            let budget = self.reply_budget();
+            match self.replies.next_from(socket.as_fd(), budget) {
                 Ok(Some(Reply::Pid(pid))) => self.learn_pid(pid),
                 Ok(Some(Reply::Error { kind, message })) => {
                     said = Some(format!("{kind}: {message}"))

@@ -2,21 +2,22 @@
 //!
 //! Every process anyfork creates in a program is that program's direct child,
 //! also the ones a template forks (templates fork with `CLONE_PARENT`, see
-//! [`crate::sys::clone`]). A [`Process`] holds a pidfd for it, so signalling
-//! never hits a recycled pid, and [`wait`](Process::wait) returns the same
-//! [`ExitStatus`] type `std::process` uses.
+//! [`crate::sys::clone`]). Signalling through a [`Process`] never hits a
+//! recycled pid: a child's pid stays its own until this program reads its
+//! exit status, and other processes are named by pidfd.
+//! [`wait`](Process::wait) returns the same [`ExitStatus`] type
+//! `std::process` uses.
 //!
 //! Nothing needs to be waited for: when the last handle to a process that has
 //! not been waited for goes away, a background reaper thread waits for it, so
-//! no zombie is left behind. The reaper is started on first need and holds
-//! one pidfd per process it watches.
+//! no zombie is left behind (see [`crate::reaper`]).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use rustix::process::{Pid, PidfdFlags, WaitIdOptions, WaitIdStatus};
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
 
 use crate::error::Error;
 use crate::reaper;
@@ -82,14 +83,16 @@ pub struct Process {
 #[derive(Debug)]
 struct Inner {
     pid: u32,
-    /// `None` when the process could not be opened (it was already gone).
-    pidfd: Option<OwnedFd>,
     /// Whether this program is the process's parent (and so can wait).
     child: bool,
+    /// A pidfd, opened when first needed (a child is named safely by its pid
+    /// until this program reaps it; other processes need the pidfd). `None`
+    /// inside when it could not be opened: the process is gone.
+    pidfd: OnceLock<Option<OwnedFd>>,
     status: Mutex<Option<ExitStatus>>,
 }
 
-fn to_exit_status(status: &WaitIdStatus) -> ExitStatus {
+pub(crate) fn to_exit_status(status: &WaitIdStatus) -> ExitStatus {
     // Rebuild the classic wait status word that ExitStatus wraps.
     let raw = if let Some(code) = status.exit_status() {
         (code & 0xff) << 8
@@ -101,28 +104,53 @@ fn to_exit_status(status: &WaitIdStatus) -> ExitStatus {
     ExitStatus::from_raw(raw)
 }
 
+fn raw_pid(pid: u32) -> Option<Pid> {
+    i32::try_from(pid).ok().and_then(Pid::from_raw)
+}
+
+pub(crate) fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    rustix::process::pidfd_open(raw_pid(pid)?, PidfdFlags::empty()).ok()
+}
+
 impl Process {
-    /// Opens a handle to `pid`. Whether it is our child is found out by
-    /// asking the kernel, so handles made from pids another program reported
-    /// work too, without wait.
-    pub(crate) fn open(pid: u32) -> Process {
-        let pidfd = i32::try_from(pid)
-            .ok()
-            .and_then(Pid::from_raw)
-            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
-        let child = pidfd.as_ref().is_some_and(|fd| {
-            // A child can be waited for; WNOWAIT leaves its status in place.
-            let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-            rustix::process::waitid(rustix::process::WaitId::PidFd(fd.as_fd()), opts).is_ok()
-        });
+    fn new(pid: u32, child: bool, pidfd: Option<Option<OwnedFd>>) -> Process {
+        let cell = OnceLock::new();
+        if let Some(pidfd) = pidfd {
+            let _ = cell.set(pidfd);
+        }
         Process {
             inner: Arc::new(Inner {
                 pid,
-                pidfd,
                 child,
+                pidfd: cell,
                 status: Mutex::new(None),
             }),
         }
+    }
+
+    /// A handle to a process this program created (so its child).
+    pub(crate) fn child(pid: u32) -> Process {
+        Process::new(pid, true, None)
+    }
+
+    /// A handle to a process some other program may have created: whether
+    /// it is our child is asked of the kernel, and it is named by pidfd.
+    pub(crate) fn open(pid: u32) -> Process {
+        let pidfd = open_pidfd(pid);
+        let child = pidfd.as_ref().is_some_and(|fd| {
+            // A child can be waited for; WNOWAIT leaves its status in place.
+            let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts).is_ok()
+        });
+        Process::new(pid, child, Some(pidfd))
+    }
+
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner
+            .pidfd
+            .get_or_init(|| open_pidfd(self.inner.pid))
+            .as_ref()
+            .map(|fd| fd.as_fd())
     }
 
     /// The process id.
@@ -138,19 +166,37 @@ impl Process {
         self.inner.child
     }
 
-    /// Sends `signal` through the pidfd (no pid-reuse race). Signalling a
-    /// process that has already exited does nothing.
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Option<ExitStatus>> {
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `signal`. A child is signalled by pid, which cannot have been
+    /// reused while its exit status is unread; any other process through a
+    /// pidfd. Signalling a process that has already exited does nothing.
     ///
     /// # Errors
     ///
     /// [`Error::Kill`] if the kernel refuses (for example `EPERM`).
     pub fn kill(&self, signal: Signal) -> Result<(), Error> {
-        let Some(pidfd) = &self.inner.pidfd else {
-            return Ok(());
-        };
         // SAFETY: Signal only holds numbers in 1..=SIGRTMAX.
         let sig = unsafe { rustix::process::Signal::from_raw_unchecked(signal.0) };
-        match rustix::process::pidfd_send_signal(pidfd, sig) {
+        let sent = if self.inner.child {
+            // Hold the status lock: no wait can reap the process meanwhile.
+            let status = self.lock_status();
+            match (status.is_some(), raw_pid(self.inner.pid)) {
+                (false, Some(pid)) => rustix::process::kill_process(pid, sig),
+                _ => Ok(()),
+            }
+        } else {
+            match self.pidfd() {
+                Some(pidfd) => rustix::process::pidfd_send_signal(pidfd, sig),
+                None => Ok(()),
+            }
+        };
+        match sent {
             Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
             Err(e) => Err(Error::Kill {
                 pid: self.inner.pid,
@@ -162,22 +208,15 @@ impl Process {
 
     fn waitid(&self, options: WaitIdOptions) -> Result<Option<ExitStatus>, Error> {
         let pid = self.inner.pid;
-        if !self.inner.child {
+        let (true, Some(raw)) = (self.inner.child, raw_pid(pid)) else {
             return Err(Error::NotAChild { pid });
-        }
-        let mut cached = self
-            .inner
-            .status
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        };
+        let mut cached = self.lock_status();
         if let Some(status) = *cached {
             return Ok(Some(status));
         }
-        let Some(pidfd) = &self.inner.pidfd else {
-            return Err(Error::NotAChild { pid });
-        };
         loop {
-            match rustix::process::waitid(rustix::process::WaitId::PidFd(pidfd.as_fd()), options) {
+            match rustix::process::waitid(WaitId::Pid(raw), options) {
                 Ok(Some(status)) => {
                     let status = to_exit_status(&status);
                     *cached = Some(status);
@@ -228,17 +267,16 @@ impl Process {
         if let Ok(Some(status)) = self.try_wait() {
             return Some(status);
         }
-        let pidfd = self.inner.pidfd.as_ref()?;
+        let pidfd = self.pidfd()?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let left = rustix::event::Timespec::try_from(left).ok()?;
-            let mut fds = [rustix::event::PollFd::new(
+            let mut fds = [rustix::event::PollFd::from_borrowed_fd(
                 pidfd,
                 rustix::event::PollFlags::IN,
             )];
             match rustix::event::poll(&mut fds, Some(&left)) {
-                Ok(0) => return self.try_wait().ok().flatten(),
                 Ok(_) => return self.try_wait().ok().flatten(),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(_) => return None,
@@ -263,15 +301,16 @@ impl Process {
             return Ok(status);
         }
         let pid = self.inner.pid;
-        let Some(pidfd) = &self.inner.pidfd else {
-            return Err(Error::NotAChild { pid });
-        };
         let wait_error = |e: std::io::Error| Error::Wait { pid, source: e };
-        let borrowed = pidfd.try_clone().map_err(wait_error)?;
-        // SAFETY: `borrowed` is an OwnedFd the AsyncFd owns: it stays open
-        // and the same descriptor until the AsyncFd is dropped.
+        let Some(pidfd) = self.pidfd() else {
+            // Gone without a status we could read.
+            return self.wait();
+        };
+        let owned = pidfd.try_clone_to_owned().map_err(wait_error)?;
+        // SAFETY: `owned` is an OwnedFd the AsyncFd owns: it stays open and
+        // the same descriptor until the AsyncFd is dropped.
         let watched =
-            unsafe { AsyncFd::register_with_interest(borrowed, tokio::io::Interest::READABLE) }
+            unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
                 .map_err(|e| wait_error(e.into()))?;
         loop {
             let mut ready = watched.readable().await.map_err(wait_error)?;
@@ -291,9 +330,8 @@ impl Drop for Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .is_some();
         if self.child && !waited {
-            if let Some(pidfd) = self.pidfd.take() {
-                reaper::adopt(self.pid, pidfd);
-            }
+            let pidfd = self.pidfd.take().flatten();
+            reaper::adopt(self.pid, pidfd);
         }
     }
 }

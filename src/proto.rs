@@ -544,11 +544,22 @@ fn carries_fd(tag: u8) -> bool {
     tag == tag::FD || tag == tag::FORK
 }
 
-/// Reads frames one at a time from a blocking socket, never past the end of
-/// the frame asked for, keeping received descriptors in order.
+/// How many bytes a serving process looks at at once.
+const PEEK_LEN: usize = 8 * 1024;
+
+/// Reads frames from a blocking socket, never past the end of a `run`
+/// frame, keeping received descriptors in order (serving-process side).
+///
+/// It peeks at what is waiting (a peek without room for control messages
+/// installs no descriptors), takes every complete frame up to and including
+/// a `run` frame with one `recvmsg`, and hands them out one by one: a batch
+/// of commands costs two system calls. A frame larger than the peek is read
+/// on its own, header then payload, its buffer growing only as data arrives.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
     fds: VecDeque<OwnedFd>,
+    ready: VecDeque<Frame>,
+    peeked: Vec<u8>,
 }
 
 impl FrameReader {
@@ -556,7 +567,7 @@ impl FrameReader {
         Self::default()
     }
 
-    /// Descriptors that arrived but whose frames were not read yet.
+    /// Descriptors that arrived but whose frames were not handed out yet.
     pub(crate) fn pending_fds(&self) -> usize {
         self.fds.len()
     }
@@ -575,9 +586,104 @@ impl FrameReader {
         Ok(got)
     }
 
-    /// Reads one frame. `Ok(None)` is end of stream at a frame boundary.
-    /// Reads one frame whose tag is one of `tags`.
+    /// Peeks at what is waiting. Tries without blocking first; if nothing is
+    /// there, calls `before_wait` and then waits.
+    fn peek(&mut self, socket: BorrowedFd<'_>, before_wait: &mut dyn FnMut()) -> io::Result<usize> {
+        use rustix::net::RecvFlags;
+        if self.peeked.len() < PEEK_LEN {
+            self.peeked.resize(PEEK_LEN, 0);
+        }
+        let mut flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        loop {
+            match rustix::net::recv(socket, &mut self.peeked[..], flags) {
+                Ok((n, _)) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => {
+                    before_wait();
+                    flags = RecvFlags::PEEK;
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads one frame whose tag is one of `tags` and whose length is at
+    /// most `limit`. `before_wait` is called if the reader has to wait for
+    /// data. `Ok(None)` is end of stream at a frame boundary.
     pub(crate) fn read_frame(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        tags: &[u8],
+        limit: u64,
+        before_wait: &mut dyn FnMut(),
+    ) -> Result<Option<Frame>, ReadError> {
+        if let Some(frame) = self.ready.pop_front() {
+            return Ok(Some(frame));
+        }
+        let available = self.peek(socket, before_wait)?;
+        if available == 0 {
+            return Ok(None);
+        }
+        // The complete frames in what is waiting, stopping after `run`.
+        let mut end = 0;
+        let mut bounds = Vec::new();
+        while available - end >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&self.peeked[end..end + HEADER_LEN]);
+            let (tag, len) = parse_header(header, tags, limit)?;
+            let frame_end = end + HEADER_LEN + len as usize;
+            if frame_end > available {
+                break;
+            }
+            bounds.push((tag, end + HEADER_LEN, frame_end));
+            end = frame_end;
+            if tag == tag::RUN {
+                break;
+            }
+        }
+        if bounds.is_empty() {
+            return self.read_one(socket, tags, limit);
+        }
+        let mut batch = vec![0u8; end];
+        let got = self.fill(socket, &mut batch)?;
+        if got < end {
+            // The peeked bytes are gone: someone else reads this socket.
+            return Err(ProtocolError::Truncated {
+                tag: Tag(batch[0]),
+                expected: end as u64,
+                got: got as u64,
+            }
+            .into());
+        }
+        for (tag, start, stop) in bounds {
+            let frame = self.frame(tag, batch[start..stop].to_vec())?;
+            self.ready.push_back(frame);
+        }
+        Ok(self.ready.pop_front())
+    }
+
+    /// Attaches the descriptor a frame carries.
+    fn frame(&mut self, tag: u8, payload: Vec<u8>) -> Result<Frame, ProtocolError> {
+        let fd = if carries_fd(tag) {
+            if payload != [FD_MARKER] {
+                return Err(ProtocolError::Malformed {
+                    tag: Tag(tag),
+                    what: "a descriptor frame's payload must be the single marker byte '!'",
+                });
+            }
+            Some(
+                self.fds
+                    .pop_front()
+                    .ok_or(ProtocolError::MissingFd { tag: Tag(tag) })?,
+            )
+        } else {
+            None
+        };
+        Ok(Frame { tag, payload, fd })
+    }
+
+    /// Reads one frame exactly: header, then payload.
+    fn read_one(
         &mut self,
         socket: BorrowedFd<'_>,
         tags: &[u8],
@@ -598,23 +704,7 @@ impl FrameReader {
         }
         let (tag, len) = parse_header(header, tags, limit)?;
         let payload = self.read_payload(socket, tag, len)?;
-        let fd = if carries_fd(tag) {
-            if payload != [FD_MARKER] {
-                return Err(ProtocolError::Malformed {
-                    tag: Tag(tag),
-                    what: "a descriptor frame's payload must be the single marker byte '!'",
-                }
-                .into());
-            }
-            Some(
-                self.fds
-                    .pop_front()
-                    .ok_or(ProtocolError::MissingFd { tag: Tag(tag) })?,
-            )
-        } else {
-            None
-        };
-        Ok(Some(Frame { tag, payload, fd }))
+        Ok(Some(self.frame(tag, payload)?))
     }
 
     /// Reads `len` payload bytes, growing the buffer only as data arrives.
@@ -782,16 +872,98 @@ pub(crate) fn decode_reply(tag: u8, payload: &[u8]) -> Result<Reply, ProtocolErr
     }
 }
 
-/// Reads one reply frame from a blocking socket (parent side).
-pub(crate) fn read_reply(socket: BorrowedFd<'_>) -> Result<Option<Reply>, ReadError> {
-    let mut reader = FrameReader::new();
-    let frame = reader.read_frame(socket, REPLY_TAGS, MAX_REPLY_LEN)?;
-    if reader.pending_fds() > 0 {
-        return Err(ProtocolError::UnexpectedFd.into());
+/// Size of a `P` or `S` frame.
+pub(crate) const PID_FRAME_LEN: usize = HEADER_LEN + 4;
+
+/// Reply bytes received but not yet taken as frames (parent side).
+///
+/// A parent must never read past `S`: what follows belongs to the function.
+/// So it asks the socket for at most the bytes of the `P` and `S` frames it
+/// still expects (its *budget*), and for exactly the rest of a frame it has
+/// begun; in the common case `P` and `S` arrive in one `recv`.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyBuffer {
+    bytes: Vec<u8>,
+}
+
+impl ReplyBuffer {
+    /// How many more bytes the next frame needs: `None` while it is
+    /// complete.
+    fn missing(&self) -> Result<Option<usize>, ProtocolError> {
+        if self.bytes.len() < HEADER_LEN {
+            return Ok(Some(HEADER_LEN - self.bytes.len()));
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.bytes[..HEADER_LEN]);
+        let (_, len) = parse_header(header, REPLY_TAGS, MAX_REPLY_LEN)?;
+        let total = HEADER_LEN + len as usize;
+        Ok((self.bytes.len() < total).then(|| total - self.bytes.len()))
     }
-    match frame {
-        None => Ok(None),
-        Some(frame) => Ok(Some(decode_reply(frame.tag, &frame.payload)?)),
+
+    /// Takes the next complete frame, if one is buffered.
+    pub(crate) fn take(&mut self) -> Result<Option<Reply>, ProtocolError> {
+        if self.missing()?.is_some() {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.bytes[1], self.bytes[2], self.bytes[3], self.bytes[4]])
+            as usize;
+        let reply = decode_reply(self.bytes[0], &self.bytes[HEADER_LEN..HEADER_LEN + len]);
+        self.bytes.drain(..HEADER_LEN + len);
+        reply.map(Some)
+    }
+
+    /// How many bytes to ask the socket for next: `budget` at a frame
+    /// boundary, else exactly the rest of the frame begun.
+    pub(crate) fn wanted(&self, budget: usize) -> Result<usize, ProtocolError> {
+        if self.bytes.is_empty() {
+            return Ok(budget.max(1));
+        }
+        Ok(self.missing()?.unwrap_or(0).max(1))
+    }
+
+    /// Adds bytes read from the socket.
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// The stream ended: fine at a frame boundary, else a truncated frame.
+    pub(crate) fn at_end(&self) -> Result<(), ProtocolError> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        let got = self.bytes.len() as u64;
+        Err(ProtocolError::Truncated {
+            tag: Tag(self.bytes[0]),
+            expected: got + self.missing()?.unwrap_or(0) as u64,
+            got,
+        })
+    }
+
+    /// The next reply from a blocking socket, reading at most `budget` bytes
+    /// ahead of a frame boundary. `Ok(None)` is end of stream at a frame
+    /// boundary.
+    pub(crate) fn next_from(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        budget: usize,
+    ) -> Result<Option<Reply>, ReadError> {
+        loop {
+            if let Some(reply) = self.take()? {
+                return Ok(Some(reply));
+            }
+            let mut chunk = vec![0u8; self.wanted(budget)?];
+            let n = loop {
+                match rustix::net::recv(socket, &mut chunk, rustix::net::RecvFlags::empty()) {
+                    Err(rustix::io::Errno::INTR) => {}
+                    other => break other.map_err(io::Error::from)?.0,
+                }
+            };
+            if n == 0 {
+                self.at_end()?;
+                return Ok(None);
+            }
+            self.extend(&chunk[..n]);
+        }
     }
 }
 
@@ -830,7 +1002,7 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..5 {
             let frame = reader
-                .read_frame(b.as_fd(), COMMAND_TAGS, 1 << 20)
+                .read_frame(b.as_fd(), COMMAND_TAGS, 1 << 20, &mut || {})
                 .unwrap()
                 .unwrap();
             seen.push(decode_command(frame).unwrap());
@@ -853,7 +1025,7 @@ mod tests {
         a.write_all(b"user data").unwrap();
         let mut reader = FrameReader::new();
         reader
-            .read_frame(b.as_fd(), COMMAND_TAGS, 1024)
+            .read_frame(b.as_fd(), COMMAND_TAGS, 1024, &mut || {})
             .unwrap()
             .unwrap();
         let mut rest = [0u8; 9];
@@ -867,7 +1039,7 @@ mod tests {
         a.write_all(&[b'a', 0, 0, 0, 10, 1, 2, 3]).unwrap();
         drop(a);
         let err = FrameReader::new()
-            .read_frame(b.as_fd(), COMMAND_TAGS, 1024)
+            .read_frame(b.as_fd(), COMMAND_TAGS, 1024, &mut || {})
             .unwrap_err();
         assert!(matches!(
             err,
@@ -881,12 +1053,59 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(&[b'h', 0, 0, 0, 1, b'!']).unwrap();
         let err = FrameReader::new()
-            .read_frame(b.as_fd(), COMMAND_TAGS, 1024)
+            .read_frame(b.as_fd(), COMMAND_TAGS, 1024, &mut || {})
             .unwrap_err();
         assert!(matches!(
             err,
             ReadError::Protocol(ProtocolError::MissingFd { .. })
         ));
+    }
+
+    #[test]
+    fn reply_buffer_never_reads_past_started() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut bytes = encode_reply(&Reply::Pid(7));
+        bytes.extend(encode_reply(&Reply::Started(7)));
+        bytes.extend_from_slice(b"user data");
+        a.write_all(&bytes).unwrap();
+        let mut buffer = ReplyBuffer::default();
+        assert_eq!(
+            buffer.next_from(b.as_fd(), 2 * PID_FRAME_LEN).unwrap(),
+            Some(Reply::Pid(7))
+        );
+        assert_eq!(
+            buffer.next_from(b.as_fd(), PID_FRAME_LEN).unwrap(),
+            Some(Reply::Started(7))
+        );
+        let mut rest = [0u8; 9];
+        std::io::Read::read_exact(&mut &b, &mut rest).unwrap();
+        assert_eq!(&rest, b"user data");
+    }
+
+    #[test]
+    fn reply_buffer_reads_long_errors_whole() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let message = "x".repeat(5000);
+        let mut bytes = encode_reply(&Reply::Pid(1));
+        bytes.extend(encode_reply(&Reply::Error {
+            kind: ChildErrorKind::Other,
+            message: message.clone(),
+        }));
+        a.write_all(&bytes).unwrap();
+        drop(a);
+        let mut buffer = ReplyBuffer::default();
+        assert_eq!(
+            buffer.next_from(b.as_fd(), 2 * PID_FRAME_LEN).unwrap(),
+            Some(Reply::Pid(1))
+        );
+        assert_eq!(
+            buffer.next_from(b.as_fd(), PID_FRAME_LEN).unwrap(),
+            Some(Reply::Error {
+                kind: ChildErrorKind::Other,
+                message
+            })
+        );
+        assert_eq!(buffer.next_from(b.as_fd(), PID_FRAME_LEN).unwrap(), None);
     }
 
     #[test]

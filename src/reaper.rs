@@ -5,12 +5,21 @@
 //! for is dropped, or a [`Fork`](crate::Fork) that never ran is dropped
 //! before its pid was known, the process is *adopted* here. A single thread,
 //! started on first need and ending after a second with nothing to watch,
-//! polls the adopted pidfds and reaps each process as it exits.
+//! reaps adopted processes as they exit.
 //!
-//! A dropped `Fork` whose pid is unknown arrives as its control socket, on
-//! which a pid request was sent before end-of-file; the reaper reads the
-//! answer, opens the pidfd and carries on. If the process never existed (its
-//! template died first) the socket just ends.
+//! The thread works in batches so that a program creating thousands of
+//! short-lived processes a second does not pay a thread wake-up for each: it
+//! wakes when something is adopted (at most once per batch), waits
+//! [`BATCH`] for more to happen, then reaps every adopted process that has
+//! exited, by pid (which is safe: a child's pid cannot be reused before its
+//! parent reaps it). Processes still running after a sweep are watched
+//! through pidfds until one becomes readable. A zombie thus lives at most
+//! about [`BATCH`] after its process exits.
+//!
+//! A dropped `Fork` whose pid is unknown arrives as its control socket: the
+//! process sends its pid before it exits (see [`crate::proto`]); the reaper
+//! reads it and carries on. If the process never existed (its template died
+//! first) the socket just ends.
 //!
 //! [`Template::here`](crate::Template::here) needs a single-threaded program,
 //! so it [`pause`]s the reaper thread around its fork.
@@ -18,34 +27,41 @@
 //! References:
 //! - [`poll(2)`](https://man7.org/linux/man-pages/man2/poll.2.html)
 //! - [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html)
-//! - [`waitid(2)`](https://man7.org/linux/man-pages/man2/waitid.2.html) (`P_PIDFD`)
+//! - [`waitid(2)`](https://man7.org/linux/man-pages/man2/waitid.2.html)
 //! - [`eventfd(2)`](https://man7.org/linux/man-pages/man2/eventfd.2.html)
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions};
+use rustix::process::{Pid, WaitId, WaitIdOptions};
 
+use crate::process::open_pidfd;
 use crate::proto::{self, Reply};
 
 /// How long the thread lingers with nothing to watch.
 const IDLE: Duration = Duration::from_secs(1);
 
+/// How long the thread lets exits accumulate before it sweeps.
+pub(crate) const BATCH: Duration = Duration::from_millis(10);
+
 enum Orphan {
-    /// A process known by pidfd, waiting to exit.
-    Exiting { pidfd: OwnedFd },
-    /// A serving process whose pid is on its way (answer to a `p` command).
+    /// A process known by pid, waiting to exit; with a pidfd once it has
+    /// outlived a sweep.
+    Exiting { pid: u32, pidfd: Option<OwnedFd> },
+    /// A serving process whose pid is on its way.
     Unnamed { socket: OwnedFd },
 }
 
 impl Orphan {
-    fn fd(&self) -> BorrowedFd<'_> {
+    /// What to poll for this orphan, if anything.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            Orphan::Exiting { pidfd } => pidfd.as_fd(),
-            Orphan::Unnamed { socket } => socket.as_fd(),
+            Orphan::Exiting { pidfd, .. } => pidfd.as_ref().map(|fd| fd.as_fd()),
+            Orphan::Unnamed { socket } => Some(socket.as_fd()),
         }
     }
 }
@@ -65,37 +81,42 @@ static STATE: Mutex<State> = Mutex::new(State {
     stop: false,
 });
 
+/// Set when the thread has been woken for the current batch, so adopting
+/// does not write the eventfd again.
+static NOTIFIED: AtomicBool = AtomicBool::new(false);
+
 fn state() -> MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Reaps the process if it has exited; true if it is gone (or not ours).
-fn reap_if_exited(pidfd: BorrowedFd<'_>) -> bool {
+/// Reaps `pid` if it has exited; true if it is gone (reaped now, or not our
+/// child any more).
+fn reap(pid: u32) -> bool {
+    let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return true;
+    };
     loop {
         match rustix::process::waitid(
-            WaitId::PidFd(pidfd),
+            WaitId::Pid(raw),
             WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
         ) {
             Ok(Some(_)) => return true,
             Ok(None) => return false,
             Err(rustix::io::Errno::INTR) => {}
-            // ECHILD: reaped elsewhere, or not our child. Nothing to do.
+            // ECHILD: reaped elsewhere. Nothing to do.
             Err(_) => return true,
         }
     }
 }
 
-/// Takes over waiting for a process.
-pub(crate) fn adopt(_pid: u32, pidfd: OwnedFd) {
-    if reap_if_exited(pidfd.as_fd()) {
-        return;
-    }
-    push(Orphan::Exiting { pidfd });
+/// Takes over waiting for a child process.
+pub(crate) fn adopt(pid: u32, pidfd: Option<OwnedFd>) {
+    push(Orphan::Exiting { pid, pidfd });
 }
 
 /// Takes over a serving process whose pid is not known yet: `socket` is its
-/// control socket, on which a pid request has been sent and the write side
-/// shut down.
+/// control socket, whose write side has been shut down; the process sends
+/// its pid before it exits.
 pub(crate) fn adopt_unnamed(socket: OwnedFd) {
     push(Orphan::Unnamed { socket });
 }
@@ -104,6 +125,14 @@ fn push(orphan: Orphan) {
     let mut state = state();
     state.inbox.push(orphan);
     ensure_running(&mut state);
+}
+
+fn notify(state: &State) {
+    if !NOTIFIED.swap(true, Ordering::AcqRel) {
+        if let Some(wake) = &state.wake {
+            let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+        }
+    }
 }
 
 fn ensure_running(state: &mut State) {
@@ -120,6 +149,7 @@ fn ensure_running(state: &mut State) {
         let Some(wake) = state.wake.as_ref().and_then(|w| w.try_clone().ok()) else {
             return;
         };
+        NOTIFIED.store(false, Ordering::Release);
         match std::thread::Builder::new()
             .name("anyfork-reaper".into())
             .stack_size(64 * 1024)
@@ -129,9 +159,40 @@ fn ensure_running(state: &mut State) {
             Err(e) => tracing::error!("anyfork reaper: cannot start thread: {e}"),
         }
     }
-    if let Some(wake) = &state.wake {
-        let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+    notify(state);
+}
+
+/// Waits until `wake` or one of `watched` is readable, or `timeout` passes.
+/// Returns `None` on timeout, else which of `watched` are ready.
+fn wait_for(wake: &OwnedFd, watched: &[Orphan], timeout: Option<Duration>) -> Option<Vec<bool>> {
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(watched.len() + 1);
+    fds.push(PollFd::new(wake, PollFlags::IN));
+    let mut index = Vec::with_capacity(watched.len());
+    for (i, orphan) in watched.iter().enumerate() {
+        if let Some(fd) = orphan.fd() {
+            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            index.push(i);
+        }
     }
+    let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => {}
+        Err(e) => {
+            tracing::error!("anyfork reaper: poll failed: {e}");
+            std::thread::sleep(BATCH);
+        }
+    }
+    let mut ready = vec![false; watched.len()];
+    for (poll_fd, &i) in fds.iter().skip(1).zip(&index) {
+        ready[i] = !poll_fd.revents().is_empty();
+    }
+    if !fds[0].revents().is_empty() {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(wake, &mut buf);
+    }
+    Some(ready)
 }
 
 /// The reaper thread.
@@ -146,79 +207,59 @@ fn watch(wake: OwnedFd) {
                 return;
             }
             watched.append(&mut state.inbox);
+            NOTIFIED.store(false, Ordering::Release);
         }
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(watched.len() + 1);
-            fds.push(PollFd::new(&wake, PollFlags::IN));
-            fds.extend(
-                watched
-                    .iter()
-                    .map(|o| PollFd::from_borrowed_fd(o.fd(), PollFlags::IN)),
-            );
-            let timeout = rustix::fs::Timespec::try_from(IDLE).ok();
-            let timeout = if watched.is_empty() {
-                timeout.as_ref()
-            } else {
-                None
-            };
-            match rustix::event::poll(&mut fds, timeout) {
-                Ok(0) if watched.is_empty() => {
-                    // Idle: end, unless something arrived meanwhile.
-                    let mut state = state();
-                    if state.inbox.is_empty() {
-                        state.thread = None;
-                        return;
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    tracing::error!("anyfork reaper: poll failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
+        // Sweep: reap whatever has exited.
+        watched.retain(|orphan| match orphan {
+            Orphan::Exiting { pid, .. } => !reap(*pid),
+            Orphan::Unnamed { .. } => true,
+        });
+        if watched.is_empty() {
+            if wait_for(&wake, &[], Some(IDLE)).is_none() {
+                // Idle: end, unless something arrived meanwhile.
+                let mut state = state();
+                if state.inbox.is_empty() && !state.stop {
+                    state.thread = None;
+                    return;
                 }
             }
-            fds.iter().map(|p| !p.revents().is_empty()).collect()
+            continue;
+        }
+        // Still running after a sweep: watch through pidfds.
+        for orphan in &mut watched {
+            if let Orphan::Exiting {
+                pid,
+                pidfd: pidfd @ None,
+            } = orphan
+            {
+                *pidfd = open_pidfd(*pid);
+            }
+        }
+        let Some(ready) = wait_for(&wake, &watched, None) else {
+            continue;
         };
-        if ready[0] {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(&wake, &mut buf);
-        }
         let mut still = Vec::with_capacity(watched.len());
-        for (orphan, ready) in watched.drain(..).zip(ready.into_iter().skip(1)) {
-            if !ready {
-                still.push(orphan);
-                continue;
-            }
+        for (orphan, ready) in watched.drain(..).zip(ready) {
             match orphan {
-                Orphan::Exiting { pidfd } => {
-                    if !reap_if_exited(pidfd.as_fd()) {
-                        still.push(Orphan::Exiting { pidfd });
+                Orphan::Unnamed { socket } if ready => {
+                    let mut replies = proto::ReplyBuffer::default();
+                    if let Ok(Some(Reply::Pid(pid))) =
+                        replies.next_from(socket.as_fd(), proto::PID_FRAME_LEN)
+                    {
+                        still.push(Orphan::Exiting { pid, pidfd: None });
                     }
+                    // Anything else: the process never existed, or it is
+                    // exiting after saying something else; nothing we can
+                    // name to wait for.
                 }
-                Orphan::Unnamed { socket } => {
-                    if let Ok(Some(Reply::Pid(pid))) = proto::read_reply(socket.as_fd()) {
-                        let pidfd = i32::try_from(pid)
-                            .ok()
-                            .and_then(Pid::from_raw)
-                            .and_then(|p| rustix::process::pidfd_open(p, PidfdFlags::empty()).ok());
-                        if let Some(pidfd) = pidfd {
-                            if !reap_if_exited(pidfd.as_fd()) {
-                                still.push(Orphan::Exiting { pidfd });
-                            }
-                        }
-                    }
-                    // Anything else: the process never existed, or said
-                    // something else and is exiting; nothing to wait for
-                    // that we can name.
-                }
+                other => still.push(other),
             }
         }
         watched = still;
+        // Let more exits accumulate before the next sweep.
+        std::thread::sleep(BATCH);
     }
 }
-
 /// Stops the reaper thread (keeping what it watches) so the program is
 /// single-threaded again; [`resume`] restarts it.
 pub(crate) fn pause() {

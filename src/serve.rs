@@ -146,6 +146,7 @@ fn serve_marked(value: &[u8]) -> ! {
     let control = unsafe { OwnedFd::from_raw_fd(fd) };
     // Whatever else leaked in through exec is not ours to keep.
     let _ = fds::close_all_except(fd);
+    name_after_program();
     let _ = fds::set_cloexec(&control);
     // Like Rust's runtime before main: writes to a closed pipe are errors,
     // not deaths.
@@ -157,6 +158,24 @@ fn serve_marked(value: &[u8]) -> ! {
         server.fail(ChildErrorKind::Protocol, format!("bad serve marker: {why}"));
     }
     server.serve()
+}
+
+/// Gives the process its program's name: started as `/proc/self/exe`, it
+/// would show as `exe` in `ps` and `top`.
+fn name_after_program() {
+    if let Ok(path) = std::fs::read_link("/proc/self/exe") {
+        if let Some(name) = path.file_name() {
+            let mut bytes: Vec<u8> = std::os::unix::ffi::OsStrExt::as_bytes(name)
+                .iter()
+                .copied()
+                .take(15)
+                .collect();
+            bytes.retain(|&b| b != 0);
+            if let Ok(name) = std::ffi::CString::new(bytes) {
+                let _ = rustix::thread::set_name(&name);
+            }
+        }
+    }
 }
 
 /// Serving in a process forked from a running program
@@ -222,32 +241,12 @@ impl Server {
 
     /// Sends `reply`, preceded by this process's pid if not sent yet.
     fn say(&mut self, reply: Option<&Reply>) {
-        let mut bytes = Vec::new();
-        if !self.pid_sent {
-            bytes = proto::encode_reply(&Reply::Pid(std::process::id()));
-            self.pid_sent = true;
-        }
-        if let Some(reply) = reply {
-            bytes.extend_from_slice(&proto::encode_reply(reply));
-        }
-        send_all(self.control.as_fd(), &bytes);
+        say(self.control.as_fd(), &mut self.pid_sent, reply);
     }
 
     /// Sends the pid before anything that may take time or end the process.
     fn announce(&mut self) {
-        if !self.pid_sent {
-            self.say(None);
-        }
-    }
-
-    /// True if a command (or end of stream) is waiting to be read.
-    fn command_waiting(&self) -> bool {
-        let mut byte = [0u8; 1];
-        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-        !matches!(
-            rustix::net::recv(self.control.as_fd(), &mut byte, flags),
-            Err(rustix::io::Errno::AGAIN)
-        )
+        self.say(None);
     }
 
     /// Tells the parent why this process gives up, and exits.
@@ -259,32 +258,28 @@ impl Server {
 
     fn serve(mut self) -> ! {
         loop {
-            if !self.pid_sent && !self.command_waiting() {
-                self.announce();
-            }
-            let frame =
-                match self
-                    .reader
-                    .read_frame(self.control.as_fd(), proto::COMMAND_TAGS, self.limit)
-                {
-                    Ok(Some(frame)) => frame,
-                    // The parent dropped its end (or died): nothing left to do.
-                    // A reset is the same news: the parent closed its end
-                    // without reading what this process last sent.
-                    Ok(None) => {
-                        self.announce();
-                        exit(0)
-                    }
-                    Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                        exit(0)
-                    }
-                    Err(ReadError::Io(e)) => {
-                        self.fail(ChildErrorKind::Protocol, format!("reading commands: {e}"))
-                    }
-                    Err(ReadError::Protocol(e)) => {
-                        self.fail(ChildErrorKind::Protocol, e.to_string())
-                    }
-                };
+            let control = self.control.as_fd();
+            let pid_sent = &mut self.pid_sent;
+            // Before waiting for the next command, the parent learns the pid.
+            let mut before_wait = || say(control, pid_sent, None);
+            let read =
+                self.reader
+                    .read_frame(control, proto::COMMAND_TAGS, self.limit, &mut before_wait);
+            let frame = match read {
+                Ok(Some(frame)) => frame,
+                // The parent dropped its end (or died): nothing left to do.
+                // A reset is the same news: the parent closed its end
+                // without reading what this process last sent.
+                Ok(None) => {
+                    self.announce();
+                    exit(0)
+                }
+                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => exit(0),
+                Err(ReadError::Io(e)) => {
+                    self.fail(ChildErrorKind::Protocol, format!("reading commands: {e}"))
+                }
+                Err(ReadError::Protocol(e)) => self.fail(ChildErrorKind::Protocol, e.to_string()),
+            };
             let command = match proto::decode_command(frame) {
                 Ok(command) => command,
                 Err(e) => self.fail(ChildErrorKind::Protocol, e.to_string()),
@@ -450,6 +445,22 @@ fn run_fn_at(addr: usize) -> RunFn {
 fn init_fn_at(addr: usize) -> InitFn {
     // SAFETY: as for `run_fn_at`, with `resolve(_, false)` and `InitFn`.
     unsafe { std::mem::transmute::<usize, InitFn>(addr) }
+}
+
+/// Sends `reply` (if any), preceded by this process's pid if it has not been
+/// sent yet; with neither, sends nothing.
+fn say(control: BorrowedFd<'_>, pid_sent: &mut bool, reply: Option<&Reply>) {
+    let mut bytes = Vec::new();
+    if !*pid_sent {
+        bytes = proto::encode_reply(&Reply::Pid(std::process::id()));
+        *pid_sent = true;
+    }
+    if let Some(reply) = reply {
+        bytes.extend_from_slice(&proto::encode_reply(reply));
+    }
+    if !bytes.is_empty() {
+        send_all(control, &bytes);
+    }
 }
 
 /// Writes reply bytes; errors are ignored (the parent may be gone, and then

@@ -1,5 +1,5 @@
 //! The default template behind `Fork::new()`: created on first use, shared,
-//! and replaced if it dies. Its own test binary, because it kills the
+//! keeping one spare process forked in advance, and replaced if it dies. Its own test binary, because it kills the
 //! template every other test would be using.
 
 mod common;
@@ -14,7 +14,62 @@ fn hello(mut socket: UnixStream, _args: anyfork::Args) -> std::io::Result<()> {
     socket.write_all(b"hello")
 }
 
+/// Both scenarios kill processes of the one default template, so they run
+/// in sequence in one test.
 #[test]
+fn spares_and_replacement() {
+    fork_new_hands_out_a_spare_forked_in_advance();
+    a_killed_default_template_is_replaced();
+}
+
+fn fork_new_hands_out_a_spare_forked_in_advance() {
+    let first = Fork::new().unwrap();
+    let template = first.template_pid().unwrap();
+    let first_pid = first.pid().unwrap(); // waits until it exists
+    let me = std::process::id();
+    // The template, `first`, and the spare forked for the next call: all
+    // children of this program, forked from one template.
+    let children: Vec<u32> = common::children_of(me)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(
+        children.contains(&template) && children.contains(&first_pid),
+        "{children:?}"
+    );
+    let second = Fork::new().unwrap();
+    assert_eq!(second.template_pid(), Some(template));
+    let second_pid = second.pid().unwrap();
+    // Let the spare forked for the next call come into being.
+    assert!(common::wait_until(
+        Duration::from_secs(5),
+        || common::children_of(me).len() >= 4
+    ));
+    // A killed spare is noticed and not handed out.
+    let spare: Vec<u32> = common::children_of(me)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| ![template, first_pid, second_pid].contains(p))
+        .collect();
+    for pid in &spare {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(*pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    }
+    assert!(common::wait_until(Duration::from_secs(5), || spare
+        .iter()
+        .all(|p| common::has_ended(*p))));
+    let third = Fork::new().unwrap();
+    assert!(
+        !spare.contains(&third.pid().unwrap()),
+        "a dead spare must not be handed out"
+    );
+    assert_eq!(common::read_all(third.run(hello).unwrap()), "hello");
+    drop((first, second));
+}
+
 fn a_killed_default_template_is_replaced() {
     let first = Fork::new().unwrap();
     let template = first
@@ -39,11 +94,19 @@ fn a_killed_default_template_is_replaced() {
 
     // A process forked before the template died still runs.
     assert_eq!(common::read_all(second.run(hello).unwrap()), "hello");
-    // The next Fork::new starts a new template, transparently.
-    let third = Fork::new().unwrap();
-    let replacement = third.template_pid().unwrap();
-    assert_ne!(replacement, template);
-    assert_eq!(common::read_all(third.run(hello).unwrap()), "hello");
+    // Fork::new goes on working: first with the spare the old template
+    // forked before it died, then from a new template, transparently.
+    let mut replacement = None;
+    for _ in 0..3 {
+        let next = Fork::new().unwrap();
+        let from = next.template_pid().unwrap();
+        assert_eq!(common::read_all(next.run(hello).unwrap()), "hello");
+        if from != template {
+            replacement = Some(from);
+            break;
+        }
+    }
+    assert!(replacement.is_some(), "a new default template was started");
     // The dead template was reaped.
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::state(template).is_none()
