@@ -99,6 +99,8 @@ struct Link {
     deferred: Option<Error>,
     /// Why this link is unusable, once an error was reported.
     broken: Option<String>,
+    /// Why this (template) process ended, once known.
+    death: Option<String>,
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Link> {
@@ -128,6 +130,7 @@ impl Fork {
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
+            death: None,
         };
         if let Some(pid) = pid {
             link.learn_pid(pid);
@@ -284,6 +287,7 @@ impl Fork {
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
+            death: None,
         };
         Ok(Fork::from_link(child))
     }
@@ -627,7 +631,18 @@ impl Fork {
     /// still alive, without waiting: reads its pid if it has sent it, then
     /// looks for end-of-file behind it.
     pub(crate) fn is_spare_alive(&self) -> bool {
-        lock(&self.shared).is_idle_alive()
+        let mut link = lock(&self.shared);
+        if !link.is_idle_alive() {
+            return false;
+        }
+        if link.pid_frame_seen {
+            return true;
+        }
+        // Not announced yet: it exists only if its template is still there
+        // (a process queued just before the template died never will).
+        let template = link.template.upgrade();
+        drop(link);
+        template.is_none_or(|t| lock(&t).death_note().is_none())
     }
 
     /// Sends raw bytes on the control socket, for tests of the serving
@@ -748,6 +763,7 @@ impl Link {
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: Some("the Fork was taken apart".into()),
+            death: None,
         }
     }
 
@@ -1025,32 +1041,50 @@ impl Link {
 
     /// If this (template) process has ended, why; `None` while it lives.
     fn death_note(&mut self) -> Option<String> {
-        let readable = {
-            let socket = self.socket.as_ref()?;
-            let mut fds = [rustix::event::PollFd::new(
-                socket,
-                rustix::event::PollFlags::IN,
-            )];
-            let zero = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
-        };
-        if !readable {
-            return self.broken.clone();
+        if let Some(note) = &self.death {
+            return Some(note.clone());
         }
+        // Read only what is already waiting: a live template has nothing
+        // to say but its pid, and must not be waited for.
         let mut said = None;
-        while let Some(socket) = &self.socket {
+        let ended = loop {
+            let socket = self.socket.as_ref()?;
+            let buffered = match self.replies.take() {
+                Ok(Some(reply)) => Some(reply),
+                Ok(None) => None,
+                Err(_) => break true,
+            };
+            if buffered.is_none() {
+                let mut fds = [rustix::event::PollFd::new(
+                    socket,
+                    rustix::event::PollFlags::IN,
+                )];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                if !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1)) {
+                    // Nothing more: alive, unless it said why it is leaving
+                    // (a serving process exits after an `E` frame).
+                    break said.is_some();
+                }
+            }
             let budget = self.reply_budget();
-            match self.replies.next_from(socket.as_fd(), budget) {
+            let next = match buffered {
+                Some(reply) => Ok(Some(reply)),
+                None => self.replies.next_from(socket.as_fd(), budget),
+            };
+            match next {
                 Ok(Some(Reply::Pid(pid))) => self.learn_pid(pid),
                 Ok(Some(Reply::Error { kind, message })) => {
                     said = Some(format!("{kind}: {message}"))
                 }
                 Ok(Some(Reply::Started(_))) => {}
-                Ok(None) | Err(_) => break,
+                Ok(None) | Err(_) => break true,
             }
+        };
+        if !ended {
+            return None;
         }
         let ending = Ending(
             self.process
@@ -1065,7 +1099,7 @@ impl Link {
             Some(said) => format!("its template, {who}, refused a command: {said}"),
             None => format!("its template, {who}, exited{ending}"),
         };
-        self.broken = Some(note.clone());
+        self.death = Some(note.clone());
         Some(note)
     }
 
@@ -1096,5 +1130,69 @@ impl Drop for Link {
         // the reaper read it and wait.
         let _ = rustix::net::shutdown(&socket, rustix::net::Shutdown::Write);
         reaper::adopt_unnamed(socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::mpsc;
+
+    /// A template link whose "process" is the test's end of a socket pair.
+    fn fake_template() -> (Fork, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        (
+            Fork::from_socket(ours.into(), Some(1), Origin::Exec),
+            theirs,
+        )
+    }
+
+    /// Runs `f` on a thread; fails if it does not return within 5 seconds.
+    fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(Duration::from_secs(5)).expect("it blocked")
+    }
+
+    #[test]
+    fn a_live_template_with_an_unread_pid_has_no_death_note() {
+        let (template, mut process_end) = fake_template();
+        process_end
+            .write_all(&proto::encode_reply(&Reply::Pid(1)))
+            .unwrap();
+        let note = within_seconds(move || {
+            let note = lock(&template.shared).death_note();
+            (note, template)
+        });
+        assert_eq!(note.0, None, "the template is alive");
+        drop(process_end);
+    }
+
+    #[test]
+    fn a_dead_template_says_why() {
+        let (template, mut process_end) = fake_template();
+        process_end
+            .write_all(&proto::encode_reply(&Reply::Pid(1)))
+            .unwrap();
+        process_end
+            .write_all(&proto::encode_reply(&Reply::Error {
+                kind: proto::ChildErrorKind::Protocol,
+                message: "bad".into(),
+            }))
+            .unwrap();
+        // Still open: the `E` frame alone means it is leaving.
+        let (note, template) = within_seconds(move || {
+            let note = lock(&template.shared).death_note();
+            (note, template)
+        });
+        assert!(
+            note.as_ref()
+                .is_some_and(|n| n.contains("refused a command: protocol error: bad")),
+            "{note:?}"
+        );
+        drop(process_end);
+        let note = within_seconds(move || lock(&template.shared).death_note());
+        assert!(note.is_some(), "the note is kept");
     }
 }

@@ -174,3 +174,8 @@ pub mod __private {
     pub use crate::registry::{Entry, LibraryCall, REGISTRY, library_dispatch};
     pub use linkme;
 }
+
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

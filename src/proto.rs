@@ -53,9 +53,8 @@
 //! # Descriptors
 //!
 //! A descriptor travels with the bytes of the frame that names it, as in
-//! IO::FDPass: the sender attaches a batch of descriptors (at most
-//! [`MAX_FDS_PER_SEND`](crate::sys::fdpass::MAX_FDS_PER_SEND)) to one
-//! `sendmsg` whose bytes contain their marker bytes, and the reader keeps
+//! IO::FDPass: the sender attaches a batch of descriptors (at most 32) to
+//! one `sendmsg` whose bytes contain their marker bytes, and the reader keeps
 //! received descriptors in arrival order and takes one for each `h` or `f`
 //! frame it parses. A marker frame whose descriptor has not arrived is an
 //! error ([`ProtocolError::MissingFd`]), never a hang.
@@ -63,10 +62,16 @@
 //! # Never reading past `run`
 //!
 //! The parent may queue its own data right behind the run command (an RPC
-//! client does). The serving process therefore reads exactly one frame at a
-//! time — header, then payload — and never buffers ahead: when the run
-//! command has been read, every later byte is still in the socket for the
-//! function.
+//! client does). A serving process therefore never consumes a byte past the
+//! `run` frame: it *peeks* at what is waiting (a peek without room for
+//! control messages installs no descriptors), finds the complete frames in
+//! it, stopping after `run`, and takes exactly those bytes, with their
+//! descriptors, in one `recvmsg`. A frame too large to peek at is read on
+//! its own, header then payload. When the `run` frame has been read, every
+//! later byte is still in the socket for the function.
+//!
+//! Likewise a parent never reads past `S`: it asks for at most the bytes of
+//! the `P` and `S` frames it still expects.
 //!
 //! # Bounds
 //!

@@ -21,7 +21,7 @@
 //!    in the child (the parent does not have them, so it cannot check).
 //!
 //! A run function takes the process's end of the socket and its
-//! [`Args`](crate::Args), and returns `()` or `Result<(), E>` with
+//! [`Args`], and returns `()` or `Result<(), E>` with
 //! `E: Display`. An initialiser takes its byte-string arguments:
 //!
 //! ```

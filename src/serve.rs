@@ -9,7 +9,7 @@
 //! from the environment (so programs the child later `exec`s do not inherit
 //! it), checks the descriptor, closes every other descriptor above stderr,
 //! and enters the serving loop. This works in any binary, test harness or
-//! example without a line in `main`; [`init`](crate::init) does the same for
+//! example without a line in `main`; [`init`] does the same for
 //! programs that prefer to say so.
 //!
 //! Serving starts before Rust's runtime has set anything up, so the process
@@ -33,9 +33,9 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0 | the function returned `()`/`Ok`, or a template's parent went away |
-//! | [`EXIT_FAILED`](crate::EXIT_FAILED) | the function returned `Err` (message on stderr) |
-//! | [`EXIT_PANICKED`](crate::EXIT_PANICKED) | the function panicked (message on stderr) |
-//! | [`EXIT_SERVE_FAILED`](crate::EXIT_SERVE_FAILED) | the serving process gave up: bad command, unknown function, failed initialiser, bad marker. It said why on stderr and, where it could, in an `E` frame to the parent |
+//! | [`EXIT_FAILED`] | the function returned `Err` (message on stderr) |
+//! | [`EXIT_PANICKED`] | the function panicked (message on stderr) |
+//! | [`EXIT_SERVE_FAILED`] | the serving process gave up: bad command, unknown function, failed initialiser, bad marker. It said why on stderr and, where it could, in an `E` frame to the parent |
 
 use std::ffi::CStr;
 use std::io::Write;

@@ -82,6 +82,10 @@ fn a_killed_default_template_is_replaced() {
         "one default template for the program"
     );
     assert_eq!(common::read_all(first.run(hello).unwrap()), "hello");
+    // `second` may still be a fork command in the template's queue: wait
+    // until it exists (a process queued when its template dies never will,
+    // and says so; see bad_input.rs).
+    second.pid().unwrap();
 
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(template as i32).unwrap(),

@@ -224,10 +224,11 @@ fn pin_to_cpu0() -> io::Result<()> {
 
 /// Runs the benchmark, reporting progress on stderr.
 pub fn run(options: Options) -> Result<Report, BenchError> {
+    // The machine's CPUs, counted before pinning narrows what we may use.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if options.pin {
         pin_to_cpu0().map_err(io_error("pinning to CPU 0"))?;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = |text: &str| eprintln!("anyfork bench: {text}");
     progress(&format!(
         "{} rounds, {:?} per figure, {}",

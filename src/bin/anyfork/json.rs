@@ -32,7 +32,8 @@ impl Json {
                 if n.fract() == 0.0 && n.abs() < 1e15 {
                     let _ = write!(out, "{}", *n as i64);
                 } else {
-                    let _ = write!(out, "{:.1}", n);
+                    // Shortest form that reads back as the same number.
+                    let _ = write!(out, "{n}");
                 }
             }
             Json::Number(_) => out.push_str("null"),
@@ -87,6 +88,7 @@ mod tests {
     fn renders() {
         let value = Json::object([
             ("a", Json::Number(2890.5)),
+            ("r", Json::Number(1.571)),
             (
                 "b",
                 Json::List(vec![Json::Number(5.0), Json::Null, Json::Bool(true)]),
@@ -95,7 +97,7 @@ mod tests {
         ]);
         assert_eq!(
             value.render(),
-            r#"{"a": 2890.5, "b": [5, null, true], "c": "q\"\n"}"#
+            r#"{"a": 2890.5, "r": 1.571, "b": [5, null, true], "c": "q\"\n"}"#
         );
     }
 }
