@@ -77,7 +77,7 @@ struct Shared {
 
 /// The parent's connection to one serving process.
 #[derive(Debug)]
-struct Link {
+pub(crate) struct Link {
     /// The pid of the process that made this link: only it may use the
     /// socket.
     owner: u32,
@@ -645,6 +645,20 @@ impl Fork {
         template.is_none_or(|t| lock(&t).death_note().is_none())
     }
 
+    /// Queues `run` of `function` without sending anything or waiting: the
+    /// RPC client takes the link over and queues its requests behind it.
+    pub(crate) fn run_pipelined(self, function: &FunctionRef) -> Result<Link, Error> {
+        let mut link = self.into_link()?;
+        link.queue_run(function)?;
+        Ok(link)
+    }
+
+    /// Whether names given to this process can be checked in this program's
+    /// registry.
+    pub(crate) fn names_checked(&self) -> bool {
+        !lock(&self.shared).unchecked_names
+    }
+
     /// Sends raw bytes on the control socket, for tests of the serving
     /// process's input checks.
     #[doc(hidden)]
@@ -743,6 +757,45 @@ fn is_peer_gone(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
     )
+}
+
+/// What the RPC client uses of a link.
+impl Link {
+    pub(crate) fn socket(&self) -> Option<&OwnedFd> {
+        self.socket.as_ref()
+    }
+
+    pub(crate) fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    pub(crate) fn name(&self) -> &ProcessName {
+        &self.name
+    }
+
+    pub(crate) fn process(&self) -> Option<&Process> {
+        self.process.as_ref()
+    }
+
+    /// Takes a reply read by someone else (the RPC client reads replies and
+    /// frames together): the pid bookkeeping, and errors for `E` frames.
+    pub(crate) fn take_reply(&mut self, reply: Reply) -> Result<Reply, Error> {
+        let reply = self.note(reply)?;
+        match reply {
+            Reply::Error { .. } => Err(self.unexpected(reply)),
+            other => Ok(other),
+        }
+    }
+
+    /// The process closed its socket before `S`: why.
+    pub(crate) fn ended_before_start(&mut self, doing: &str) -> Error {
+        self.explain_end(doing)
+    }
+
+    /// The error for a reply that makes no sense here.
+    pub(crate) fn protocol(&self, source: proto::ProtocolError) -> Error {
+        self.protocol_error(source)
+    }
 }
 
 impl Link {

@@ -154,6 +154,7 @@ mod process;
 pub mod proto;
 mod reaper;
 pub mod registry;
+pub mod rpc;
 pub mod serve;
 mod sys;
 mod template;

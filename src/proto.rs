@@ -319,7 +319,7 @@ fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-fn encode_target(target: &Target) -> Vec<u8> {
+pub(crate) fn encode_target(target: &Target) -> Vec<u8> {
     let mut out = Vec::new();
     match target {
         Target::Name(name) => {
@@ -338,7 +338,7 @@ fn encode_target(target: &Target) -> Vec<u8> {
     out
 }
 
-fn decode_target(tag: u8, bytes: &[u8]) -> Result<Target, ProtocolError> {
+pub(crate) fn decode_target(tag: u8, bytes: &[u8]) -> Result<Target, ProtocolError> {
     let mut c = Cursor { tag, rest: bytes };
     match c.take(1, "missing target kind")?[0] {
         0 => {
@@ -424,6 +424,19 @@ impl Outbox {
 
     pub(crate) fn run(&mut self, target: &Target) -> Result<(), ProtocolError> {
         self.frame(tag::RUN, &encode_target(target))
+    }
+
+    /// Appends bytes with descriptors that must arrive no later than they
+    /// do (RPC frames use this).
+    pub(crate) fn bytes_with_fds(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = OwnedFd>) {
+        self.data.extend_from_slice(bytes);
+        let end = self.data.len();
+        self.fds.extend(fds.into_iter().map(|fd| (end, fd)));
+    }
+
+    /// Bytes queued but not yet sent.
+    pub(crate) fn unsent(&self) -> usize {
+        self.data.len() - self.sent
     }
 
     /// Appends raw bytes (tests use this to corrupt a stream on purpose).

@@ -49,6 +49,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::args::{Arg, Args};
 use crate::proto::Target;
+use crate::rpc::function as rpc_fn;
 use crate::sys::exe;
 
 /// What a run function or initialiser may return.
@@ -92,6 +93,10 @@ pub struct Entry {
 enum EntryKind {
     Run(RunFn),
     Init(InitFn),
+    RpcSync(rpc_fn::SyncCall),
+    RpcAsync(rpc_fn::AsyncCall),
+    RpcInit(rpc_fn::InitCall),
+    RpcDone(rpc_fn::DoneCall),
 }
 
 /// Produces a value of a zero-sized, `Copy`, `'static` function type.
@@ -156,6 +161,67 @@ impl Entry {
         Self {
             name,
             kind: EntryKind::Init(init_trampoline::<F, R>),
+        }
+    }
+}
+
+impl Entry {
+    /// A synchronous RPC function entry.
+    #[doc(hidden)]
+    pub const fn rpc_sync<F, Req, Rep>(name: &'static str, f: F) -> Self
+    where
+        F: Fn(Req) -> Rep + Copy + 'static,
+        Req: serde::de::DeserializeOwned,
+        Rep: serde::Serialize,
+    {
+        let _ = f;
+        Self {
+            name,
+            kind: EntryKind::RpcSync(rpc_fn::sync_trampoline::<F, Req, Rep>),
+        }
+    }
+
+    /// An asynchronous RPC function entry.
+    #[doc(hidden)]
+    pub const fn rpc_async<F, Req, Fut>(name: &'static str, f: F) -> Self
+    where
+        F: Fn(Req) -> Fut + Copy + 'static,
+        Req: serde::de::DeserializeOwned,
+        Fut: std::future::Future + 'static,
+        Fut::Output: serde::Serialize,
+    {
+        let _ = f;
+        Self {
+            name,
+            kind: EntryKind::RpcAsync(rpc_fn::async_trampoline::<F, Req, Fut>),
+        }
+    }
+
+    /// An RPC `init` function entry.
+    #[doc(hidden)]
+    pub const fn rpc_init<F, R>(name: &'static str, f: F) -> Self
+    where
+        F: Fn(Args) -> R + Copy + 'static,
+        R: Outcome,
+    {
+        let _ = f;
+        Self {
+            name,
+            kind: EntryKind::RpcInit(rpc_fn::init_trampoline::<F, R>),
+        }
+    }
+
+    /// An RPC `done` function entry.
+    #[doc(hidden)]
+    pub const fn rpc_done<F, Fut>(name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Copy + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let _ = f;
+        Self {
+            name,
+            kind: EntryKind::RpcDone(rpc_fn::done_trampoline::<F, Fut>),
         }
     }
 }
@@ -270,14 +336,43 @@ fn lookup<T>(name: &str, pick: impl Fn(EntryKind) -> Option<T>) -> Lookup<T> {
 pub(crate) fn lookup_run(name: &str) -> Lookup<RunFn> {
     lookup(name, |k| match k {
         EntryKind::Run(f) => Some(f),
-        EntryKind::Init(_) => None,
+        _ => None,
     })
 }
 
 pub(crate) fn lookup_init(name: &str) -> Lookup<InitFn> {
     lookup(name, |k| match k {
         EntryKind::Init(f) => Some(f),
-        EntryKind::Run(_) => None,
+        _ => None,
+    })
+}
+
+/// A registered RPC function: synchronous or asynchronous.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RpcEntry {
+    Sync(rpc_fn::SyncCall),
+    Async(rpc_fn::AsyncCall),
+}
+
+pub(crate) fn lookup_rpc(name: &str) -> Lookup<RpcEntry> {
+    lookup(name, |k| match k {
+        EntryKind::RpcSync(f) => Some(RpcEntry::Sync(f)),
+        EntryKind::RpcAsync(f) => Some(RpcEntry::Async(f)),
+        _ => None,
+    })
+}
+
+pub(crate) fn lookup_rpc_init(name: &str) -> Lookup<rpc_fn::InitCall> {
+    lookup(name, |k| match k {
+        EntryKind::RpcInit(f) => Some(f),
+        _ => None,
+    })
+}
+
+pub(crate) fn lookup_rpc_done(name: &str) -> Lookup<rpc_fn::DoneCall> {
+    lookup(name, |k| match k {
+        EntryKind::RpcDone(f) => Some(f),
+        _ => None,
     })
 }
 
@@ -316,7 +411,7 @@ impl FunctionRef {
         }
     }
 
-    fn value(addr: usize, label: &'static str) -> Self {
+    pub(crate) fn value(addr: usize, label: &'static str) -> Self {
         Self {
             repr: FunctionRepr::Value {
                 offset: exe::offset_in_main(addr),

@@ -1,0 +1,1407 @@
+//! The parent side of RPC: [`RpcBuilder`], [`Rpc`], [`Events`].
+//!
+//! # Who reads the socket
+//!
+//! One reader at a time takes replies, events and log records off the
+//! socket, in order, and hands each to its call or handler:
+//!
+//! - In a program without a tokio runtime, the reader is a caller: a
+//!   blocking call that finds nobody reading reads itself until its reply
+//!   has come, then passes the role on. A round trip thus costs what a raw
+//!   socket round trip costs, with no extra thread wake-up.
+//! - Inside a tokio runtime (or after the first async call), a driver task
+//!   owns the socket: it writes queued requests in batches and reads
+//!   continuously, so events arrive even when no call is waiting. Blocking
+//!   calls then wait for the driver.
+//!
+//! # Ending
+//!
+//! Dropping the [`Rpc`] handle sends every queued request and then shuts
+//! the socket for writing: the child answers what it has and exits. When
+//! the child's end closes with no call outstanding, `on_destroy` runs; with
+//! calls outstanding, they fail with [`Error::Ended`] naming how the process
+//! ended, and `on_error` runs. Without a runtime, a short-lived thread
+//! reads the remaining replies and events after the drop when anything
+//! still needs them.
+
+use std::any::TypeId;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::codec::Codec;
+use super::config::Config;
+use super::error::Error;
+use super::frame::{self, Decoder, kind};
+use super::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction};
+use crate::error::{Ending, ProcessName};
+use crate::fork::{Fork, Link};
+use crate::proto::{DEFAULT_MAX_FRAME_LEN, ProtocolError, Reply};
+use crate::registry::{FunctionRef, FunctionRepr, IntoRun, Lookup};
+
+/// The manual's default buffer length: `512 - 16`.
+pub const DEFAULT_BUFLEN: usize = 512 - 16;
+
+type EventHandler = Box<dyn FnMut(Vec<u8>, Vec<OwnedFd>) + Send>;
+type ErrorHandler = Box<dyn FnMut(&Error) + Send>;
+type DestroyHandler = Box<dyn FnOnce() + Send>;
+
+/// Prepares an RPC handle: made by [`Fork::rpc`].
+///
+/// `Req`, `Rep` and `Ev` are the request, reply and event types: inferred
+/// from a function value, [`Octets`] for a name until [`types`](Self::types)
+/// says otherwise, and set for events by [`on_event`](Self::on_event).
+#[must_use = "an RpcBuilder does nothing until start()"]
+pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
+    fork: Fork,
+    function: RpcFunction,
+    codec: Codec,
+    init: Option<FunctionRef>,
+    done: Option<FunctionRef>,
+    buflen_req: usize,
+    buflen_res: usize,
+    max_frame: u64,
+    on_event: Option<Box<dyn FnMut(Ev) + Send>>,
+    on_error: Option<ErrorHandler>,
+    on_destroy: Option<DestroyHandler>,
+    event_stream: bool,
+    forward_tracing: bool,
+    _types: PhantomData<fn(Req) -> Rep>,
+}
+
+impl<Req, Rep, Ev> std::fmt::Debug for RpcBuilder<Req, Rep, Ev> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcBuilder")
+            .field("function", &self.function.label())
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fork {
+    /// Turns this process into an RPC server for `function` (the Perl
+    /// module's `AnyEvent::Fork::RPC::run`); see [the `rpc` module](mod@crate::rpc).
+    ///
+    /// `function` is a name registered with [`rpc!`](crate::rpc!), or a
+    /// function value: `fn(Req) -> Rep` for the synchronous backend,
+    /// `async fn(Req) -> Rep` for the asynchronous one.
+    ///
+    /// ```
+    /// fn double(n: u64) -> u64 {
+    ///     n * 2
+    /// }
+    ///
+    /// let rpc = anyfork::Fork::new()?.rpc(double).start()?;
+    /// assert_eq!(rpc.call_blocking(21)?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rpc<M, F: IntoRpc<M>>(self, function: F) -> RpcBuilder<F::Req, F::Rep, Octets> {
+        RpcBuilder {
+            fork: self,
+            function: function.into_rpc(),
+            codec: Codec::Raw,
+            init: None,
+            done: None,
+            buflen_req: DEFAULT_BUFLEN,
+            buflen_res: DEFAULT_BUFLEN,
+            max_frame: DEFAULT_MAX_FRAME_LEN,
+            on_event: None,
+            on_error: None,
+            on_destroy: None,
+            event_stream: false,
+            forward_tracing: true,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Rep, Ev> RpcBuilder<Req, Rep, Ev>
+where
+    Req: Serialize,
+    Rep: DeserializeOwned,
+    Ev: DeserializeOwned + 'static,
+{
+    /// The serialiser for arguments, results and events (default
+    /// [`Codec::Raw`]).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sets the request and reply types (for a function named by string).
+    pub fn types<Req2, Rep2>(self) -> RpcBuilder<Req2, Rep2, Ev> {
+        RpcBuilder {
+            fork: self.fork,
+            function: self.function,
+            codec: self.codec,
+            init: self.init,
+            done: self.done,
+            buflen_req: self.buflen_req,
+            buflen_res: self.buflen_res,
+            max_frame: self.max_frame,
+            on_event: self.on_event,
+            on_error: self.on_error,
+            on_destroy: self.on_destroy,
+            event_stream: self.event_stream,
+            forward_tracing: self.forward_tracing,
+            _types: PhantomData,
+        }
+    }
+
+    /// Calls `handler` for every event the child sends (with
+    /// [`rpc::event`](super::event)), decoded as `Ev2`. Without it (and
+    /// without [`event_stream`](Self::event_stream)) an event is an error,
+    /// as in the Perl module.
+    ///
+    /// It runs on whichever thread reads the socket; it must not make
+    /// blocking calls on this handle.
+    pub fn on_event<Ev2, F>(self, handler: F) -> RpcBuilder<Req, Rep, Ev2>
+    where
+        F: FnMut(Ev2) + Send + 'static,
+    {
+        RpcBuilder {
+            fork: self.fork,
+            function: self.function,
+            codec: self.codec,
+            init: self.init,
+            done: self.done,
+            buflen_req: self.buflen_req,
+            buflen_res: self.buflen_res,
+            max_frame: self.max_frame,
+            on_event: Some(Box::new(handler)),
+            on_error: self.on_error,
+            on_destroy: self.on_destroy,
+            event_stream: self.event_stream,
+            forward_tracing: self.forward_tracing,
+            _types: PhantomData,
+        }
+    }
+
+    /// Delivers events of type `Ev2` to the stream returned by
+    /// [`Rpc::events`] instead of a handler.
+    pub fn event_stream<Ev2>(self) -> RpcBuilder<Req, Rep, Ev2> {
+        RpcBuilder {
+            fork: self.fork,
+            function: self.function,
+            codec: self.codec,
+            init: self.init,
+            done: self.done,
+            buflen_req: self.buflen_req,
+            buflen_res: self.buflen_res,
+            max_frame: self.max_frame,
+            on_event: None,
+            on_error: self.on_error,
+            on_destroy: self.on_destroy,
+            event_stream: true,
+            forward_tracing: self.forward_tracing,
+            _types: PhantomData,
+        }
+    }
+
+    /// Called on fatal errors: the child died with calls outstanding, broke
+    /// the protocol, or its server gave up. Without it, an error is passed
+    /// to `on_event` as `["error", message]` if events are raw octet
+    /// strings and a handler is set (the Perl module's rule), and logged
+    /// with `tracing::error!` otherwise.
+    pub fn on_error(mut self, handler: impl FnMut(&Error) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(handler));
+        self
+    }
+
+    /// Called once the handle has been dropped and every call answered (the
+    /// child's end closed with nothing outstanding).
+    pub fn on_destroy(mut self, handler: impl FnOnce() + Send + 'static) -> Self {
+        self.on_destroy = Some(Box::new(handler));
+        self
+    }
+
+    /// A function the child calls first, with the arguments sent to the
+    /// process (`send_arg`, `send_fh`): a name registered with
+    /// `rpc!(init ...)` or a function value `fn(Args) -> impl Outcome`. It
+    /// cannot send events yet. If it fails, every call fails with
+    /// [`Error::Server`].
+    pub fn init(mut self, init: impl IntoRpcInit) -> Self {
+        self.init = Some(init.into_rpc_init());
+        self
+    }
+
+    /// For the asynchronous backend: what the child does once the handle is
+    /// gone and every call answered; a name registered with `rpc!(done ...)`
+    /// or a function value `async fn()`. The default is to exit. Ignored by
+    /// the synchronous backend.
+    pub fn done(mut self, done: impl IntoRpcDone) -> Self {
+        self.done = Some(done.into_rpc_done());
+        self
+    }
+
+    /// The first size of both read buffers (default 496 bytes, as in the
+    /// manual); they grow as frames need.
+    pub fn buflen(mut self, bytes: usize) -> Self {
+        self.buflen_req = bytes;
+        self.buflen_res = bytes;
+        self
+    }
+
+    /// The first size of the child's read buffer (requests).
+    pub fn buflen_req(mut self, bytes: usize) -> Self {
+        self.buflen_req = bytes;
+        self
+    }
+
+    /// The first size of the parent's read buffer (replies, events).
+    pub fn buflen_res(mut self, bytes: usize) -> Self {
+        self.buflen_res = bytes;
+        self
+    }
+
+    /// The largest message either side accepts (default 1 GiB).
+    pub fn max_frame_len(mut self, bytes: u64) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Whether `tracing` events emitted in the child reach this program's
+    /// subscriber (default: yes, at the levels the subscriber enables now).
+    pub fn forward_tracing(mut self, forward: bool) -> Self {
+        self.forward_tracing = forward;
+        self
+    }
+
+    fn target(
+        &self,
+        function: &FunctionRef,
+        kind: &'static str,
+        lookup: Option<bool>,
+    ) -> Result<crate::proto::Target, crate::Error> {
+        if let (FunctionRepr::Name(name), Some(true)) = (&function.repr, lookup) {
+            let found = match kind {
+                "RPC function" => crate::registry::lookup_rpc(name).map(|_| ()),
+                "RPC init function" => crate::registry::lookup_rpc_init(name).map(|_| ()),
+                _ => crate::registry::lookup_rpc_done(name).map(|_| ()),
+            };
+            if !matches!(found, Lookup::Found(())) {
+                return Err(crate::Error::UnknownFunction {
+                    kind,
+                    name: name.clone(),
+                    macro_name: "rpc",
+                });
+            }
+        }
+        function
+            .target()
+            .ok_or_else(|| crate::Error::NotInExecutable {
+                name: function.label().to_owned(),
+            })
+    }
+
+    /// Starts the server in the process and returns the handle. Nothing is
+    /// waited for: calls made at once are queued behind the start and
+    /// never lost.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::UnknownFunction`] for a name this program has not
+    /// registered; otherwise as for [`Fork::run`]. Errors the process
+    /// reports later reach the calls and `on_error`.
+    pub fn start(self) -> Result<Rpc<Req, Rep, Ev>, crate::Error> {
+        let check = Some(self.fork.names_checked());
+        let function = self.target(&self.function.function, "RPC function", check)?;
+        let init = self
+            .init
+            .as_ref()
+            .map(|f| self.target(f, "RPC init function", check))
+            .transpose()?;
+        let done = self
+            .done
+            .as_ref()
+            .map(|f| self.target(f, "RPC done function", check))
+            .transpose()?;
+        let config = Config {
+            codec: self.codec,
+            backend: self.function.backend,
+            function,
+            init,
+            done,
+            buflen_req: u32::try_from(self.buflen_req).unwrap_or(u32::MAX),
+            max_frame: self.max_frame,
+            log_level: if self.forward_tracing {
+                super::trace::current_level_code()
+            } else {
+                0
+            },
+        };
+        let link = self
+            .fork
+            .send_arg(config.encode())
+            .run_pipelined(&IntoRun::into_run(super::server::SERVE))?;
+        let codec = self.codec;
+        let raw_events = TypeId::of::<Ev>() == TypeId::of::<Octets>();
+        let on_event = self.on_event.map(|mut typed| -> EventHandler {
+            Box::new(move |bytes, fds| match codec.decode::<Ev>(&bytes, fds) {
+                Ok(event) => typed(event),
+                Err(e) => tracing::error!("anyfork rpc: cannot decode an event: {e}"),
+            })
+        });
+        let events = self.event_stream.then(|| Arc::new(EventQueue::default()));
+        let core = Core::new(
+            link,
+            self.function.label().to_owned(),
+            codec,
+            self.buflen_res,
+            self.max_frame,
+            Handlers {
+                on_event,
+                on_error: self.on_error,
+                on_destroy: self.on_destroy,
+                events: events.clone(),
+                raw_events,
+            },
+        )?;
+        let core = Arc::new(core);
+        core.send_queued();
+        // Inside a runtime, read from the start so events flow.
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            core.clone().ensure_driver();
+        }
+        Ok(Rpc {
+            core,
+            events,
+            _types: PhantomData,
+        })
+    }
+}
+
+/// A handle to an RPC server in a child process: call it, blocking or async.
+///
+/// Dropping it lets the child answer every call already made and then
+/// exit; `on_destroy` runs after the last reply.
+pub struct Rpc<Req = Octets, Rep = Octets, Ev = Octets> {
+    core: Arc<Core>,
+    events: Option<Arc<EventQueue>>,
+    _types: PhantomData<fn(Req) -> (Rep, Ev)>,
+}
+
+impl<Req, Rep, Ev> std::fmt::Debug for Rpc<Req, Rep, Ev> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rpc")
+            .field("function", &self.core.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, Rep, Ev> Rpc<Req, Rep, Ev>
+where
+    Req: Serialize,
+    Rep: DeserializeOwned,
+    Ev: DeserializeOwned,
+{
+    /// The child's pid, once it has said it (`None` before the first reply
+    /// when the process came from a template).
+    pub fn pid(&self) -> Option<u32> {
+        self.core.lock().link.name().pid
+    }
+
+    /// A handle to the child process, once its pid is known.
+    pub fn process(&self) -> Option<crate::Process> {
+        self.core.lock().link.process().cloned()
+    }
+
+    fn decode(&self, (bytes, fds): (Vec<u8>, Vec<OwnedFd>)) -> Result<Rep, Error> {
+        self.core
+            .codec
+            .decode(&bytes, fds)
+            .map_err(|source| Error::Codec {
+                function: self.core.function.clone(),
+                source,
+            })
+    }
+
+    /// Calls the function and waits (blocking) for its result.
+    ///
+    /// Outside a tokio runtime the calling thread reads the reply itself,
+    /// so a round trip costs about what a raw socket round trip costs.
+    /// Inside one, do not call this from an async task (use
+    /// [`call`](Self::call)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Failed`] if the function panicked or could not decode its
+    /// arguments (this call only); [`Error::Ended`], [`Error::Server`],
+    /// [`Error::Protocol`] if the process or connection failed; codec and
+    /// I/O errors.
+    pub fn call_blocking(&self, request: Req) -> Result<Rep, Error> {
+        let pending = self.core.submit(&request)?;
+        let reply = pending.wait_blocking(None, Duration::ZERO)?;
+        self.decode(reply)
+    }
+
+    /// [`call_blocking`](Self::call_blocking) that gives up after `timeout`:
+    /// the call is cancelled (the child aborts it if it runs on the async
+    /// backend; a late reply is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], or as for [`call_blocking`](Self::call_blocking).
+    pub fn call_blocking_timeout(&self, request: Req, timeout: Duration) -> Result<Rep, Error> {
+        let pending = self.core.submit(&request)?;
+        let reply = pending.wait_blocking(Some(Instant::now() + timeout), timeout)?;
+        self.decode(reply)
+    }
+
+    /// Calls the function (async). Dropping the future cancels the call.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// async fn shout(text: String) -> String {
+    ///     text.to_uppercase()
+    /// }
+    ///
+    /// let rpc = anyfork::Fork::new()?.rpc(shout).start()?;
+    /// let (a, b) = tokio::join!(rpc.call("a".into()), rpc.call("b".into()));
+    /// assert_eq!((a?, b?), ("A".to_string(), "B".to_string()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRuntime`] outside a tokio runtime; otherwise as for
+    /// [`call_blocking`](Self::call_blocking).
+    pub async fn call(&self, request: Req) -> Result<Rep, Error> {
+        #[cfg(feature = "tokio")]
+        {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(Error::NoRuntime);
+            }
+            let pending = self.core.submit(&request)?;
+            self.core.clone().ensure_driver();
+            let reply = pending.await?;
+            self.decode(reply)
+        }
+        #[cfg(not(feature = "tokio"))]
+        {
+            let _ = request;
+            Err(Error::NoRuntime)
+        }
+    }
+
+    /// [`call`](Self::call) that gives up after `timeout`, cancelling the
+    /// call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], or as for [`call`](Self::call).
+    #[cfg(feature = "tokio")]
+    pub async fn call_timeout(&self, request: Req, timeout: Duration) -> Result<Rep, Error> {
+        match tokio::time::timeout(timeout, self.call(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                function: self.core.function.clone(),
+                timeout,
+            }),
+        }
+    }
+
+    /// The events, if the handle was built with
+    /// [`event_stream`](RpcBuilder::event_stream) (once: later calls return
+    /// `None`).
+    pub fn events(&mut self) -> Option<Events<Ev>> {
+        self.events.take().map(|queue| Events {
+            core: self.core.clone(),
+            queue,
+            _types: PhantomData,
+        })
+    }
+}
+
+impl<Req, Rep, Ev> Drop for Rpc<Req, Rep, Ev> {
+    fn drop(&mut self) {
+        self.core.clone().release();
+    }
+}
+
+/// Events from the child, in order; see [`RpcBuilder::event_stream`].
+pub struct Events<Ev> {
+    core: Arc<Core>,
+    queue: Arc<EventQueue>,
+    _types: PhantomData<fn() -> Ev>,
+}
+
+impl<Ev> std::fmt::Debug for Events<Ev> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("function", &self.core.function)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Ev: DeserializeOwned> Events<Ev> {
+    fn decode(&self, (bytes, fds): (Vec<u8>, Vec<OwnedFd>)) -> Result<Ev, Error> {
+        self.core
+            .codec
+            .decode(&bytes, fds)
+            .map_err(|source| Error::Codec {
+                function: self.core.function.clone(),
+                source,
+            })
+    }
+
+    /// The next event, waiting (blocking) for it; `None` once the child's
+    /// end has closed and every event was taken.
+    pub fn next_blocking(&mut self) -> Option<Result<Ev, Error>> {
+        loop {
+            if let Some(event) = self.queue.pop() {
+                return Some(self.decode(event));
+            }
+            if self.queue.is_closed() {
+                return None;
+            }
+            if let Err(e) = self
+                .core
+                .pump_or_wait(None, &|| !self.queue.is_empty() || self.queue.is_closed())
+            {
+                return Some(Err(e));
+            }
+        }
+    }
+
+    /// The next event (async); `None` once the child's end has closed and
+    /// every event was taken.
+    #[cfg(feature = "tokio")]
+    pub async fn next(&mut self) -> Option<Result<Ev, Error>> {
+        self.core.clone().ensure_driver();
+        let queue = self.queue.clone();
+        let event = std::future::poll_fn(move |cx| queue.poll_next(cx)).await?;
+        Some(self.decode(event))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The shared core.
+
+#[derive(Default)]
+struct EventQueue {
+    inner: Mutex<EventQueueInner>,
+}
+
+#[derive(Default)]
+struct EventQueueInner {
+    events: VecDeque<(Vec<u8>, Vec<OwnedFd>)>,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl EventQueue {
+    fn lock(&self) -> MutexGuard<'_, EventQueueInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, event: (Vec<u8>, Vec<OwnedFd>)) {
+        let mut inner = self.lock();
+        inner.events.push_back(event);
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn pop(&self) -> Option<(Vec<u8>, Vec<OwnedFd>)> {
+        self.lock().events.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().events.is_empty()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    #[cfg(feature = "tokio")]
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+        let mut inner = self.lock();
+        if let Some(event) = inner.events.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if inner.closed {
+            return Poll::Ready(None);
+        }
+        inner.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Where a call's result lands.
+#[derive(Default)]
+struct Slot {
+    inner: Mutex<SlotInner>,
+}
+
+type Outcome = Result<(Vec<u8>, Vec<OwnedFd>), Error>;
+
+#[derive(Default)]
+struct SlotInner {
+    result: Option<Outcome>,
+    taken: bool,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fulfil(&self, outcome: Outcome) {
+        let mut inner = self.lock();
+        if inner.result.is_none() && !inner.taken {
+            inner.result = Some(outcome);
+        }
+        if let Some(waker) = inner.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        let inner = self.lock();
+        inner.result.is_some() || inner.taken
+    }
+
+    fn take(&self) -> Option<Outcome> {
+        let mut inner = self.lock();
+        let result = inner.result.take();
+        if result.is_some() {
+            inner.taken = true;
+        }
+        result
+    }
+}
+
+struct Handlers {
+    on_event: Option<EventHandler>,
+    on_error: Option<ErrorHandler>,
+    on_destroy: Option<DestroyHandler>,
+    events: Option<Arc<EventQueue>>,
+    /// Events are `Octets`, so errors can go to `on_event` as Perl does.
+    raw_events: bool,
+}
+
+/// How far the connection is.
+enum Phase {
+    /// Waiting for the serve protocol's `S` (pid first).
+    Starting,
+    Running,
+    Closed(Option<Error>),
+}
+
+struct State {
+    link: Link,
+    phase: Phase,
+    pending: HashMap<u32, Arc<Slot>>,
+    cancelled: HashSet<u32>,
+    next_id: u32,
+    /// Someone holds the reader role.
+    reading: bool,
+    /// A driver task holds it for good.
+    driver: bool,
+    handle_dropped: bool,
+    write_shut: bool,
+}
+
+struct Core {
+    state: Mutex<State>,
+    /// Wakes blocking waiters: a reply arrived, or the reader role is free.
+    wake: Condvar,
+    /// The socket for reading (a duplicate: reading needs no state lock).
+    read_fd: OwnedFd,
+    decoder: Mutex<Decoder>,
+    handlers: Mutex<Handlers>,
+    /// Whether anything waits for what the child sends after the handle is
+    /// dropped (fixed at start, so `release` needs no handler lock).
+    listening: bool,
+    codec: Codec,
+    function: String,
+    #[cfg(feature = "tokio")]
+    driver_wake: tokio::sync::Notify,
+}
+
+/// What a frame read from the socket calls for (decided under the state
+/// lock, done without it).
+enum Action {
+    Fulfil(Arc<Slot>, Outcome),
+    Event(Vec<u8>, Vec<OwnedFd>),
+    Log(Vec<u8>),
+    Nothing,
+}
+
+impl Core {
+    fn new(
+        link: Link,
+        function: String,
+        codec: Codec,
+        buflen: usize,
+        max_frame: u64,
+        handlers: Handlers,
+    ) -> Result<Core, crate::Error> {
+        let socket = link.socket().ok_or_else(|| crate::Error::Broken {
+            process: link.name().clone(),
+            cause: "no socket".into(),
+        })?;
+        let io = |source: io::Error| crate::Error::Io {
+            process: link.name().clone(),
+            doing: "preparing the RPC socket".into(),
+            source,
+        };
+        rustix::io::ioctl_fionbio(socket, true).map_err(|e| io(e.into()))?;
+        let read_fd = socket.try_clone().map_err(io)?;
+        let listening = handlers.on_destroy.is_some()
+            || handlers.on_event.is_some()
+            || handlers.events.is_some();
+        Ok(Core {
+            state: Mutex::new(State {
+                link,
+                phase: Phase::Starting,
+                pending: HashMap::new(),
+                cancelled: HashSet::new(),
+                next_id: 1,
+                reading: false,
+                driver: false,
+                handle_dropped: false,
+                write_shut: false,
+            }),
+            wake: Condvar::new(),
+            read_fd,
+            decoder: Mutex::new(Decoder::new(frame::TO_PARENT, max_frame, buflen)),
+            handlers: Mutex::new(handlers),
+            listening,
+            codec,
+            function,
+            #[cfg(feature = "tokio")]
+            driver_wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn process_name(&self) -> ProcessName {
+        self.lock().link.name().clone()
+    }
+
+    fn closed_error(&self, state: &State) -> Option<Error> {
+        match &state.phase {
+            Phase::Closed(Some(error)) => Some(error.clone()),
+            Phase::Closed(None) => Some(Error::Ended {
+                function: self.function.clone(),
+                process: state.link.name().clone(),
+                ending: Ending(
+                    state
+                        .link
+                        .process()
+                        .and_then(|p| p.try_wait().ok().flatten()),
+                ),
+                outstanding: 0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Queues a request and returns its pending call.
+    fn submit<Req: Serialize>(self: &Arc<Self>, request: &Req) -> Result<PendingCall, Error> {
+        let encoded = self.codec.encode(request).map_err(|source| Error::Codec {
+            function: self.function.clone(),
+            source,
+        })?;
+        let mut state = self.lock();
+        if let Some(error) = self.closed_error(&state) {
+            return Err(error);
+        }
+        // After four billion calls ids come round again: skip those still
+        // in use (it rarely loops, as in the Perl module).
+        let mut id = state.next_id;
+        while state.pending.contains_key(&id) || state.cancelled.contains(&id) {
+            id = id.wrapping_add(1).max(1);
+        }
+        state.next_id = id.wrapping_add(1).max(1);
+        let process = state.link.name().clone();
+        frame::encode(
+            state.link.outbox(),
+            id,
+            kind::REQUEST,
+            &encoded.bytes,
+            encoded.fds,
+        )
+        .map_err(|source| Error::Protocol { process, source })?;
+        let slot = Arc::new(Slot::default());
+        state.pending.insert(id, slot.clone());
+        let driver = state.driver;
+        drop(state);
+        if driver {
+            #[cfg(feature = "tokio")]
+            self.driver_wake.notify_one();
+        } else {
+            self.send_queued();
+        }
+        Ok(PendingCall {
+            core: self.clone(),
+            id,
+            slot,
+        })
+    }
+
+    /// Sends what is queued, without waiting; shuts the socket for writing
+    /// once everything is out after the handle was dropped.
+    fn send_queued(&self) {
+        let mut state = self.lock();
+        // `read_fd` is the same socket: writing through it needs no borrow
+        // of the link.
+        let socket = self.read_fd.as_fd();
+        loop {
+            match state.link.outbox().send_some(socket, true) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The reader finishes when the socket can take more; a
+                // broken socket shows up there as end-of-file.
+                Err(_) => return,
+            }
+        }
+        if state.handle_dropped && !state.write_shut {
+            state.write_shut = true;
+            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Write);
+        }
+    }
+
+    fn wants_write(&self) -> bool {
+        let mut state = self.lock();
+        state.link.outbox().unsent() > 0 || (state.handle_dropped && !state.write_shut)
+    }
+
+    /// Marks a call as given up: its reply will be ignored, and the child
+    /// is told.
+    fn cancel(&self, id: u32) {
+        let mut state = self.lock();
+        if state.pending.remove(&id).is_none() || matches!(state.phase, Phase::Closed(_)) {
+            return;
+        }
+        state.cancelled.insert(id);
+        let _ = frame::encode(state.link.outbox(), id, kind::CANCEL, &[], Vec::new());
+        let driver = state.driver;
+        drop(state);
+        if driver {
+            #[cfg(feature = "tokio")]
+            self.driver_wake.notify_one();
+        } else {
+            self.send_queued();
+        }
+    }
+
+    /// The handle was dropped.
+    fn release(self: Arc<Self>) {
+        let (driver, needs_reader) = {
+            let mut state = self.lock();
+            state.handle_dropped = true;
+            let needs = !matches!(state.phase, Phase::Closed(_))
+                && (self.listening
+                    || !state.pending.is_empty()
+                    || state.link.outbox().unsent() > 0);
+            (state.driver, needs)
+        };
+        if driver {
+            #[cfg(feature = "tokio")]
+            self.driver_wake.notify_one();
+            return;
+        }
+        self.send_queued();
+        if needs_reader {
+            // Nobody else will read what is still to come.
+            let core = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("anyfork-rpc-drain".into())
+                .spawn(move || while core.pump_or_wait(None, &|| false).is_ok() {});
+            if let Err(e) = spawned {
+                tracing::error!(
+                    "anyfork rpc: cannot start a thread to finish after the handle was dropped: {e}"
+                );
+            }
+        }
+    }
+
+    /// Blocking: reads if nobody else does, else waits, until `done()` or
+    /// the connection closes or `deadline` passes. Returns an error once the
+    /// connection is closed.
+    fn pump_or_wait(
+        &self,
+        deadline: Option<Instant>,
+        done: &dyn Fn() -> bool,
+    ) -> Result<(), Error> {
+        loop {
+            let mut state = self.lock();
+            if done() {
+                return Ok(());
+            }
+            if let Phase::Closed(_) = state.phase {
+                return Err(self.closed_error(&state).unwrap_or(Error::NoRuntime));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(());
+            }
+            if state.reading || state.driver {
+                state = match deadline {
+                    Some(d) => {
+                        self.wake
+                            .wait_timeout(state, d.saturating_duration_since(Instant::now()))
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
+                    }
+                    None => self
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner),
+                };
+                drop(state);
+                continue;
+            }
+            state.reading = true;
+            drop(state);
+            let result = self.read_blocking(deadline);
+            {
+                let mut state = self.lock();
+                state.reading = false;
+            }
+            self.wake.notify_all();
+            #[cfg(feature = "tokio")]
+            self.driver_wake.notify_one();
+            if let Err(error) = result {
+                self.close(Some(error));
+            }
+        }
+    }
+
+    /// One round of reading (and writing) for a blocking reader.
+    fn read_blocking(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        use rustix::event::{PollFd, PollFlags};
+        let want_write = self.wants_write();
+        let mut flags = PollFlags::IN;
+        if want_write {
+            flags |= PollFlags::OUT;
+        }
+        let mut fds = [PollFd::new(&self.read_fd, flags)];
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(self.io_error("waiting for the socket", e.into()));
+            }
+        }
+        let revents = fds[0].revents();
+        if want_write && revents.intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP) {
+            self.send_queued();
+        }
+        if revents.intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP) {
+            self.read_and_dispatch()?;
+        }
+        Ok(())
+    }
+
+    fn io_error(&self, doing: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            process: self.process_name(),
+            doing,
+            source: Arc::new(source),
+        }
+    }
+
+    /// Reads what is there (without waiting) and hands every complete frame
+    /// on. End of stream closes the connection.
+    fn read_and_dispatch(&self) -> Result<(), Error> {
+        let read = {
+            let mut decoder = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
+            decoder.read_from(self.read_fd.as_fd(), true)
+        };
+        match read {
+            Ok(0) => {
+                self.dispatch()?;
+                let cut = self
+                    .decoder
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .at_end();
+                if let Err(source) = cut {
+                    return Err(Error::Protocol {
+                        process: self.process_name(),
+                        source,
+                    });
+                }
+                self.end_of_stream();
+                Ok(())
+            }
+            Ok(_) => self.dispatch(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                self.dispatch()?;
+                self.end_of_stream();
+                Ok(())
+            }
+            Err(e) => Err(self.io_error("reading replies", e)),
+        }
+    }
+
+    /// Hands every complete buffered frame to its call or handler, in order.
+    fn dispatch(&self) -> Result<(), Error> {
+        loop {
+            match self.next_action()? {
+                Some(Action::Fulfil(slot, outcome)) => {
+                    slot.fulfil(outcome);
+                    // Through the state lock, so a waiter that looked before
+                    // the fulfil is asleep by now and hears this.
+                    drop(self.lock());
+                    self.wake.notify_all();
+                }
+                Some(Action::Event(bytes, fds)) => self.deliver_event(bytes, fds),
+                Some(Action::Log(payload)) => {
+                    let pid = self.lock().link.name().pid;
+                    super::trace::emit(pid, &payload);
+                }
+                Some(Action::Nothing) => {}
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Takes the next buffered frame and decides what it calls for.
+    fn next_action(&self) -> Result<Option<Action>, Error> {
+        let mut state = self.lock();
+        let mut decoder = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Phase::Starting = state.phase {
+            let reply = decoder
+                .next_serve_reply()
+                .map_err(|e| Error::Start(Arc::new(state.link.protocol(e))))?;
+            return match reply {
+                None => Ok(None),
+                Some(reply) => match state.link.take_reply(reply) {
+                    Ok(Reply::Started(_)) => {
+                        state.phase = Phase::Running;
+                        Ok(Some(Action::Nothing))
+                    }
+                    Ok(_) => Ok(Some(Action::Nothing)),
+                    Err(e) => Err(Error::Start(Arc::new(e))),
+                },
+            };
+        }
+        let frame = match decoder.next() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(None),
+            Err(source) => {
+                return Err(Error::Protocol {
+                    process: state.link.name().clone(),
+                    source,
+                });
+            }
+        };
+        drop(decoder);
+        let process = state.link.name().clone();
+        match frame.kind {
+            kind::REPLY | kind::FAILED if frame.id == 0 => {
+                let message = String::from_utf8_lossy(&frame.payload).into_owned();
+                Err(Error::Server {
+                    function: self.function.clone(),
+                    process,
+                    message,
+                })
+            }
+            kind::REPLY | kind::FAILED => {
+                let Some(slot) = state.pending.remove(&frame.id) else {
+                    if state.cancelled.remove(&frame.id) {
+                        return Ok(Some(Action::Nothing));
+                    }
+                    return Err(Error::Protocol {
+                        process,
+                        source: ProtocolError::Malformed {
+                            tag: crate::proto::Tag(frame.kind),
+                            what: "a reply to a call that was never made",
+                        },
+                    });
+                };
+                let outcome = if frame.kind == kind::REPLY {
+                    Ok((frame.payload, frame.fds))
+                } else {
+                    Err(Error::Failed {
+                        function: self.function.clone(),
+                        process,
+                        message: String::from_utf8_lossy(&frame.payload).into_owned(),
+                    })
+                };
+                Ok(Some(Action::Fulfil(slot, outcome)))
+            }
+            kind::EVENT => Ok(Some(Action::Event(frame.payload, frame.fds))),
+            kind::LOG => Ok(Some(Action::Log(frame.payload))),
+            _ => Ok(Some(Action::Nothing)),
+        }
+    }
+
+    fn deliver_event(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
+        let mut handlers = self.handlers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = &handlers.events {
+            queue.push((bytes, fds));
+            drop(handlers);
+            drop(self.lock());
+            self.wake.notify_all();
+        } else if let Some(handler) = handlers.on_event.as_mut() {
+            handler(bytes, fds);
+        } else {
+            drop(handlers);
+            self.report(&Error::Server {
+                function: self.function.clone(),
+                process: self.process_name(),
+                message: "event received, but no on_event handler".into(),
+            });
+        }
+    }
+
+    /// `on_error`, or its defaults.
+    fn report(&self, error: &Error) {
+        let mut handlers = self.handlers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handler) = handlers.on_error.as_mut() {
+            handler(error);
+        } else if let (true, Some(handler)) = (handlers.raw_events, handlers.on_event.as_mut()) {
+            // The Perl module's rule: errors go to on_event as
+            // ("error", message) when there is no on_error.
+            if let Ok(encoded) = Codec::Raw.encode(&("error", error.to_string())) {
+                handler(encoded.bytes, encoded.fds);
+            }
+        } else {
+            tracing::error!("anyfork rpc: uncaught error: {error}");
+        }
+    }
+
+    /// The child's end closed.
+    fn end_of_stream(&self) {
+        let (outstanding, starting) = {
+            let state = self.lock();
+            (state.pending.len(), matches!(state.phase, Phase::Starting))
+        };
+        if starting {
+            let error = {
+                let mut state = self.lock();
+                Error::Start(Arc::new(
+                    state.link.ended_before_start("starting the RPC server"),
+                ))
+            };
+            self.close(Some(error));
+        } else if outstanding > 0 {
+            let error = {
+                let state = self.lock();
+                Error::Ended {
+                    function: self.function.clone(),
+                    process: state.link.name().clone(),
+                    ending: Ending(
+                        state
+                            .link
+                            .process()
+                            .and_then(|p| p.wait_timeout(Duration::from_secs(2))),
+                    ),
+                    outstanding,
+                }
+            };
+            self.close(Some(error));
+        } else {
+            self.close(None);
+        }
+    }
+
+    /// Closes the connection: fails every outstanding call with `error`
+    /// (and reports it), or, on a clean end, runs `on_destroy`.
+    fn close(&self, error: Option<Error>) {
+        let pending = {
+            let mut state = self.lock();
+            if let Phase::Closed(_) = state.phase {
+                return;
+            }
+            state.phase = Phase::Closed(error.clone());
+            if let Some(socket) = state.link.socket() {
+                let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+            }
+            std::mem::take(&mut state.pending)
+        };
+        let failure = error.clone().unwrap_or_else(|| Error::Ended {
+            function: self.function.clone(),
+            process: self.process_name(),
+            ending: Ending(None),
+            outstanding: 0,
+        });
+        for slot in pending.into_values() {
+            slot.fulfil(Err(failure.clone()));
+        }
+        drop(self.lock());
+        self.wake.notify_all();
+        match &error {
+            Some(error) => self.report(error),
+            None => {
+                let destroy = self
+                    .handlers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .on_destroy
+                    .take();
+                if let Some(destroy) = destroy {
+                    destroy();
+                }
+            }
+        }
+        if let Some(queue) = &self
+            .handlers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+        {
+            queue.close();
+        }
+    }
+
+    /// Starts the driver task if none runs (needs a tokio runtime).
+    #[cfg(feature = "tokio")]
+    fn ensure_driver(self: Arc<Self>) {
+        {
+            let mut state = self.lock();
+            if state.driver || matches!(state.phase, Phase::Closed(_)) {
+                return;
+            }
+            state.driver = true;
+        }
+        tokio::spawn(self.drive());
+    }
+
+    /// The driver: owns the socket for good, reading and writing.
+    #[cfg(feature = "tokio")]
+    async fn drive(self: Arc<Self>) {
+        use tokio::io::Interest;
+        use tokio::io::unix::AsyncFd;
+        // Wait for a blocking reader to finish its round.
+        loop {
+            let notified = self.driver_wake.notified();
+            {
+                let mut state = self.lock();
+                if !state.reading {
+                    state.reading = true;
+                    break;
+                }
+            }
+            notified.await;
+        }
+        self.wake.notify_all();
+        let fd = match self.read_fd.try_clone() {
+            // SAFETY: the AsyncFd owns this duplicate until it is dropped at
+            // the end of this function.
+            Ok(dup) => match unsafe {
+                AsyncFd::register_with_interest(dup, Interest::READABLE | Interest::WRITABLE)
+            } {
+                Ok(fd) => fd,
+                Err(e) => return self.close(Some(self.io_error("watching the socket", e.into()))),
+            },
+            Err(e) => return self.close(Some(self.io_error("watching the socket", e))),
+        };
+        loop {
+            if let Phase::Closed(_) = self.lock().phase {
+                return;
+            }
+            self.send_queued();
+            let want_write = self.wants_write();
+            let wake = self.driver_wake.notified();
+            tokio::select! {
+                ready = fd.readable() => match ready {
+                    Ok(mut ready) => {
+                        if let Err(error) = self.read_and_dispatch() {
+                            self.close(Some(error));
+                            return;
+                        }
+                        ready.clear_ready();
+                    }
+                    Err(e) => return self.close(Some(self.io_error("waiting for the socket", e))),
+                },
+                ready = fd.writable(), if want_write => {
+                    if let Ok(mut ready) = ready {
+                        ready.clear_ready();
+                    }
+                }
+                () = wake => {}
+            }
+        }
+    }
+}
+
+/// A call waiting for its reply; dropping it cancels the call.
+struct PendingCall {
+    core: Arc<Core>,
+    id: u32,
+    slot: Arc<Slot>,
+}
+
+impl PendingCall {
+    fn wait_blocking(&self, deadline: Option<Instant>, timeout: Duration) -> Outcome {
+        loop {
+            if let Some(outcome) = self.slot.take() {
+                return outcome;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.core.cancel(self.id);
+                return Err(Error::Timeout {
+                    function: self.core.function.clone(),
+                    timeout,
+                });
+            }
+            let slot = self.slot.clone();
+            if let Err(error) = self.core.pump_or_wait(deadline, &move || slot.is_done()) {
+                return self.slot.take().unwrap_or(Err(error));
+            }
+        }
+    }
+}
+
+impl Future for PendingCall {
+    type Output = Outcome;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut inner = self.slot.lock();
+        if let Some(outcome) = inner.result.take() {
+            inner.taken = true;
+            return Poll::Ready(outcome);
+        }
+        inner.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.slot.is_done() {
+            self.core.cancel(self.id);
+        }
+    }
+}

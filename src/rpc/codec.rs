@@ -1,0 +1,365 @@
+//! Serialisers: how call arguments, results and events become bytes.
+//!
+//! Every message is a serde value; the [`Codec`] chosen for a handle turns it
+//! into bytes, the same way in parent and child:
+//!
+//! | codec | crate | carries | choose it when |
+//! |---|---|---|---|
+//! | [`Codec::Raw`] (default) | none | a flat list of octet strings (Perl's `STRING_SERIALISER`) | messages are a few strings or numbers: fastest, no extra crate |
+//! | [`Codec::Cbor`] | ciborium (feature `cbor`) | any serde value | structured data; compact, fast |
+//! | [`Codec::Json`] | serde_json (feature `json`) | any serde value | structured data, readable on the wire |
+//! | [`Codec::Postcard`] | postcard (feature `postcard`) | any serde value | structured data; the most compact, both sides the same types |
+//!
+//! File descriptors travel beside the bytes (`SCM_RIGHTS`), named inside a
+//! message by [`Fd`] values, with any codec.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::ser::{self, Serialize, Serializer};
+
+use super::raw;
+
+/// The serde newtype name that marks an [`Fd`] (the raw codec gives it one
+/// string of its own).
+pub(crate) const FD_NAME: &str = "anyfork::rpc::Fd";
+
+/// How messages are encoded. Parent and child must use the same one; the
+/// child checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Codec {
+    /// A flat list of octet strings, each a BER length and the bytes; the
+    /// Perl module's default. See the [`raw`](super::raw) module for what it
+    /// can carry.
+    #[default]
+    Raw,
+    /// CBOR (RFC 8949) with ciborium. Needs the `cbor` feature.
+    Cbor,
+    /// JSON with serde_json. Needs the `json` feature.
+    Json,
+    /// postcard. Needs the `postcard` feature.
+    Postcard,
+}
+
+/// Encoding or decoding a message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{codec} codec: {message}")]
+pub struct CodecError {
+    /// Which codec.
+    pub codec: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A message as bytes plus the descriptors it names.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+    /// Descriptors, in the order the message's [`Fd`] values index them.
+    pub fds: Vec<OwnedFd>,
+}
+
+thread_local! {
+    /// Descriptors collected while encoding.
+    static FDS_OUT: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// Descriptors available while decoding, taken by index.
+    static FDS_IN: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+impl Codec {
+    /// The codec's name on the wire and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Cbor => "cbor",
+            Codec::Json => "json",
+            Codec::Postcard => "postcard",
+        }
+    }
+
+    /// The codec with this name.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        [Codec::Raw, Codec::Cbor, Codec::Json, Codec::Postcard]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+
+    fn error(self, message: impl fmt::Display) -> CodecError {
+        CodecError {
+            codec: self.name(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Encodes `value`, collecting the descriptors of its [`Fd`]s.
+    ///
+    /// ```
+    /// use anyfork::rpc::Codec;
+    /// let encoded = Codec::Raw.encode(&("add", 1, 2))?;
+    /// let (name, a, b): (String, i32, i32) = Codec::Raw.decode(&encoded.bytes, encoded.fds)?;
+    /// assert_eq!((name.as_str(), a + b), ("add", 3));
+    /// # Ok::<(), anyfork::rpc::CodecError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When the value cannot be encoded (the raw codec's limits, a codec
+    /// whose feature is not compiled in, a descriptor that cannot be
+    /// duplicated).
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Encoded, CodecError> {
+        let previous = FDS_OUT.with(|slot| slot.replace(Some(Vec::new())));
+        let mut bytes = Vec::new();
+        let result = self.encode_into(value, &mut bytes);
+        let fds = FDS_OUT
+            .with(|slot| slot.replace(previous))
+            .unwrap_or_default();
+        result.map(|()| Encoded { bytes, fds })
+    }
+
+    fn encode_into<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        match self {
+            Codec::Raw => raw::to_bytes(value, out).map_err(|e| self.error(e.0)),
+            #[cfg(feature = "cbor")]
+            Codec::Cbor => ciborium::into_writer(value, out).map_err(|e| self.error(e)),
+            #[cfg(feature = "json")]
+            Codec::Json => serde_json::to_writer(out, value).map_err(|e| self.error(e)),
+            #[cfg(feature = "postcard")]
+            Codec::Postcard => postcard::to_extend(value, std::mem::take(out))
+                .map(|bytes| *out = bytes)
+                .map_err(|e| self.error(e)),
+            #[allow(unreachable_patterns)]
+            other => Err(other.not_compiled()),
+        }
+    }
+
+    /// Decodes a value, giving its [`Fd`]s the descriptors that came with it.
+    ///
+    /// # Errors
+    ///
+    /// When the bytes are not a valid encoding of `T`, or name descriptors
+    /// that did not arrive.
+    pub fn decode<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<T, CodecError> {
+        let previous = FDS_IN.with(|slot| slot.replace(Some(fds.into_iter().map(Some).collect())));
+        let result = self.decode_from(bytes);
+        FDS_IN.with(|slot| slot.replace(previous));
+        result
+    }
+
+    fn decode_from<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        match self {
+            Codec::Raw => raw::from_bytes(bytes).map_err(|e| self.error(e.0)),
+            #[cfg(feature = "cbor")]
+            Codec::Cbor => ciborium::from_reader(bytes).map_err(|e| self.error(e)),
+            #[cfg(feature = "json")]
+            Codec::Json => serde_json::from_slice(bytes).map_err(|e| self.error(e)),
+            #[cfg(feature = "postcard")]
+            Codec::Postcard => postcard::from_bytes(bytes).map_err(|e| self.error(e)),
+            #[allow(unreachable_patterns)]
+            other => Err(other.not_compiled()),
+        }
+    }
+
+    #[allow(dead_code)]
+    fn not_compiled(self) -> CodecError {
+        self.error(format!(
+            "anyfork was compiled without the `{}` feature",
+            self.name()
+        ))
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A file descriptor inside an RPC message (argument, result or event).
+///
+/// It is encoded as an index into the descriptors that travel with the
+/// message (`SCM_RIGHTS`); the receiving side gets its own copy. Encoding
+/// duplicates the descriptor, so the sender keeps its own until the value is
+/// dropped.
+///
+/// ```
+/// use anyfork::rpc::{Codec, Fd};
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// let encoded = Codec::Raw.encode(&("here is a socket", Fd::new(a)))?;
+/// assert_eq!(encoded.fds.len(), 1);
+/// let (_text, fd): (String, Fd) = Codec::Raw.decode(&encoded.bytes, encoded.fds)?;
+/// let _socket = std::os::unix::net::UnixStream::from(fd.into_owned());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Fd(OwnedFd);
+
+impl Fd {
+    /// Wraps a descriptor to send.
+    pub fn new(fd: impl Into<OwnedFd>) -> Fd {
+        Fd(fd.into())
+    }
+
+    /// The descriptor.
+    pub fn into_owned(self) -> OwnedFd {
+        self.0
+    }
+}
+
+impl From<OwnedFd> for Fd {
+    fn from(fd: OwnedFd) -> Fd {
+        Fd(fd)
+    }
+}
+
+impl From<Fd> for OwnedFd {
+    fn from(fd: Fd) -> OwnedFd {
+        fd.0
+    }
+}
+
+impl AsFd for Fd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Serialize for Fd {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let copy = self.0.try_clone().map_err(ser::Error::custom)?;
+        let index = FDS_OUT.with(|slot| {
+            slot.borrow_mut().as_mut().map(|fds| {
+                fds.push(copy);
+                fds.len() - 1
+            })
+        });
+        let index = index
+            .ok_or_else(|| ser::Error::custom("an Fd can only be encoded by an anyfork codec"))?;
+        serializer.serialize_newtype_struct(FD_NAME, &(index as u32))
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Fd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fd, D::Error> {
+        struct FdVisitor;
+        impl<'de> Visitor<'de> for FdVisitor {
+            type Value = Fd;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the index of a file descriptor")
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Fd, D::Error> {
+                let index = <u32 as de::Deserialize>::deserialize(d)?;
+                take_fd::<D::Error>(index)
+            }
+            fn visit_u64<E: de::Error>(self, index: u64) -> Result<Fd, E> {
+                take_fd(u32::try_from(index).map_err(E::custom)?)
+            }
+        }
+        deserializer.deserialize_newtype_struct(FD_NAME, FdVisitor)
+    }
+}
+
+fn take_fd<E: de::Error>(index: u32) -> Result<Fd, E> {
+    FDS_IN.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let fds = slot
+            .as_mut()
+            .ok_or_else(|| E::custom("an Fd can only be decoded by an anyfork codec"))?;
+        fds.get_mut(index as usize)
+            .and_then(Option::take)
+            .map(Fd)
+            .ok_or_else(|| {
+                E::custom(format!(
+                    "descriptor {index} did not arrive with the message, or is named twice"
+                ))
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Job {
+        id: u32,
+        path: String,
+        tags: Vec<String>,
+    }
+
+    /// The structured codecs compiled in.
+    fn codecs() -> Vec<Codec> {
+        [Codec::Cbor, Codec::Json, Codec::Postcard]
+            .into_iter()
+            .filter(|c| c.encode(&1u8).is_ok())
+            .collect()
+    }
+
+    #[test]
+    fn structured_values_round_trip() {
+        let job = Job {
+            id: 7,
+            path: "/tmp/x".into(),
+            tags: vec!["a".into(), "b".into()],
+        };
+        for codec in codecs() {
+            let encoded = codec.encode(&job).unwrap();
+            assert_eq!(
+                codec.decode::<Job>(&encoded.bytes, encoded.fds).unwrap(),
+                job,
+                "{codec}"
+            );
+        }
+        // The raw codec refuses the nested list, with a reason.
+        assert!(
+            Codec::Raw
+                .encode(&job)
+                .unwrap_err()
+                .message
+                .contains("nested")
+        );
+    }
+
+    #[test]
+    fn descriptors_travel_with_every_codec() {
+        for codec in [Codec::Raw].into_iter().chain(codecs()) {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let encoded = codec.encode(&("two", Fd::new(a), Fd::new(b))).unwrap();
+            assert_eq!(encoded.fds.len(), 2, "{codec}");
+            let (_, x, y): (String, Fd, Fd) = codec.decode(&encoded.bytes, encoded.fds).unwrap();
+            assert_ne!(
+                std::os::fd::AsRawFd::as_raw_fd(&x.0),
+                std::os::fd::AsRawFd::as_raw_fd(&y.0)
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_descriptor_is_an_error() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let encoded = Codec::Raw.encode(&(Fd::new(a),)).unwrap();
+        let err = Codec::Raw
+            .decode::<(Fd,)>(&encoded.bytes, Vec::new())
+            .unwrap_err();
+        assert!(err.message.contains("did not arrive"), "{err}");
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for codec in [Codec::Raw, Codec::Cbor, Codec::Json, Codec::Postcard] {
+            assert_eq!(Codec::from_name(codec.name()), Some(codec));
+        }
+    }
+}

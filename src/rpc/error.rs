@@ -1,0 +1,91 @@
+//! The error type of RPC calls.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::codec::CodecError;
+use crate::error::{Ending, ProcessName};
+use crate::proto::ProtocolError;
+
+/// Why a call (or the whole handle) failed. Cheap to clone: one cause can
+/// fail every outstanding call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The process could not be started or prepared (see the core error).
+    #[error("starting the RPC process: {0}")]
+    Start(Arc<crate::Error>),
+    /// This call failed in the child: the function panicked, or its
+    /// arguments could not be decoded there. Other calls are unaffected.
+    #[error("`{function}` failed in {process}: {message}")]
+    Failed {
+        /// The RPC function.
+        function: String,
+        /// The process.
+        process: ProcessName,
+        /// The panic message or decoding error.
+        message: String,
+    },
+    /// The RPC server itself gave up (unknown function, failing `init`,
+    /// malformed requests); every call fails with this.
+    #[error("the RPC server for `{function}` in {process} gave up: {message}")]
+    Server {
+        /// The RPC function.
+        function: String,
+        /// The process.
+        process: ProcessName,
+        /// Its message.
+        message: String,
+    },
+    /// The process ended with calls outstanding.
+    #[error("{process} ended with {outstanding} call(s) to `{function}` outstanding{ending}")]
+    Ended {
+        /// The RPC function.
+        function: String,
+        /// The process.
+        process: ProcessName,
+        /// How it ended, if known.
+        ending: Ending,
+        /// Calls that were waiting.
+        outstanding: usize,
+    },
+    /// The child sent something that is not a valid frame, or a reply to a
+    /// call that does not exist; the connection is closed.
+    #[error("{process} broke the RPC protocol: {source}")]
+    Protocol {
+        /// The process.
+        process: ProcessName,
+        /// What was wrong.
+        source: ProtocolError,
+    },
+    /// The request could not be encoded, or the reply or an event decoded.
+    #[error("`{function}`: {source}")]
+    Codec {
+        /// The RPC function.
+        function: String,
+        /// What was wrong.
+        source: CodecError,
+    },
+    /// Reading or writing the socket failed.
+    #[error("{process}: {doing}: {source}")]
+    Io {
+        /// The process.
+        process: ProcessName,
+        /// What the parent was doing.
+        doing: &'static str,
+        /// The error.
+        source: Arc<io::Error>,
+    },
+    /// The call did not complete in time; it was cancelled.
+    #[error("`{function}` did not answer within {timeout:?}")]
+    Timeout {
+        /// The RPC function.
+        function: String,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// An async call was made outside a tokio runtime.
+    #[error("async RPC calls need a tokio runtime (use call_blocking outside one)")]
+    NoRuntime,
+}

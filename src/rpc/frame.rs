@@ -1,0 +1,344 @@
+//! RPC frames: the bytes on the socket once the child runs the RPC server.
+//!
+//! ```text
+//!  0            4             8      9      10
+//! +------------+-------------+------+------+---------------------+
+//! | id (u32 BE)| len (u32 BE)| kind | nfds | payload (len bytes) |
+//! +------------+-------------+------+------+---------------------+
+//! ```
+//!
+//! | kind | direction | id | payload |
+//! |---|---|---|---|
+//! | `q` request | parent → child | the call's id (never 0) | the encoded arguments |
+//! | `c` cancel | parent → child | the call's id | empty: the caller gave up |
+//! | `r` reply | child → parent | the call's id | the encoded result |
+//! | `x` failed | child → parent | the call's id | UTF-8: why the call failed (panic, undecodable arguments) |
+//! | `v` event | child → parent | 0 | the encoded event |
+//! | `l` log | child → parent | 0 | a `tracing` record: level (u8), target (u16 BE length + bytes), message |
+//!
+//! `nfds` descriptors (at most 32) travel with the frame's bytes as
+//! `SCM_RIGHTS`, in the order the message's [`Fd`](super::Fd) values index
+//! them. The Perl module's frames are `id, len, payload` (and requests of
+//! its synchronous backend carry no id); anyfork adds the kind, so that a
+//! call can fail on its own, be cancelled, and carry descriptors, and gives
+//! every request an id, so that replies are matched the same way for both
+//! backends and a late reply to a cancelled call is recognised.
+//!
+//! A reader bounds every length before allocating and grows its buffer only
+//! as data arrives, starting from `buflen` bytes.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use crate::proto::{self, Outbox, ProtocolError, Tag};
+use crate::sys::fdpass::{self, MAX_FDS_PER_SEND};
+
+/// Length of a frame header.
+pub(crate) const HEADER_LEN: usize = 10;
+
+/// Frame kinds.
+pub(crate) mod kind {
+    pub(crate) const REQUEST: u8 = b'q';
+    pub(crate) const CANCEL: u8 = b'c';
+    pub(crate) const REPLY: u8 = b'r';
+    pub(crate) const FAILED: u8 = b'x';
+    pub(crate) const EVENT: u8 = b'v';
+    pub(crate) const LOG: u8 = b'l';
+}
+
+/// Kinds a child accepts.
+pub(crate) const TO_CHILD: &[u8] = &[kind::REQUEST, kind::CANCEL];
+/// Kinds a parent accepts.
+pub(crate) const TO_PARENT: &[u8] = &[kind::REPLY, kind::FAILED, kind::EVENT, kind::LOG];
+
+/// One frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) id: u32,
+    pub(crate) kind: u8,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// Appends a frame to `out`.
+pub(crate) fn encode(
+    out: &mut Outbox,
+    id: u32,
+    kind: u8,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(), ProtocolError> {
+    let too_long = || ProtocolError::TooLong {
+        tag: Tag(kind),
+        len: payload.len() as u64,
+        limit: u32::MAX as u64,
+    };
+    let len = u32::try_from(payload.len()).map_err(|_| too_long())?;
+    if fds.len() > MAX_FDS_PER_SEND {
+        return Err(ProtocolError::Malformed {
+            tag: Tag(kind),
+            what: "a message may carry at most 32 file descriptors",
+        });
+    }
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(&id.to_be_bytes());
+    header[4..8].copy_from_slice(&len.to_be_bytes());
+    header[8] = kind;
+    header[9] = fds.len() as u8;
+    out.bytes_with_fds(&header, std::iter::empty());
+    out.bytes_with_fds(payload, fds);
+    Ok(())
+}
+
+/// Reads frames from a byte stream with descriptors.
+#[derive(Debug)]
+pub(crate) struct Decoder {
+    buffer: Vec<u8>,
+    /// Start of unparsed bytes in `buffer`.
+    start: usize,
+    fds: VecDeque<OwnedFd>,
+    /// Kinds accepted.
+    kinds: &'static [u8],
+    /// Largest payload accepted.
+    limit: u64,
+    /// How much to ask the socket for at least.
+    read_len: usize,
+}
+
+impl Decoder {
+    pub(crate) fn new(kinds: &'static [u8], limit: u64, buflen: usize) -> Decoder {
+        Decoder {
+            buffer: Vec::new(),
+            start: 0,
+            fds: VecDeque::new(),
+            kinds,
+            limit,
+            read_len: buflen.max(HEADER_LEN),
+        }
+    }
+
+    /// Bytes received but not yet taken as frames.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffer.len() - self.start
+    }
+
+    /// Adds bytes (and descriptors) received elsewhere.
+    #[cfg(test)]
+    pub(crate) fn feed(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = OwnedFd>) {
+        self.compact();
+        self.buffer.extend_from_slice(bytes);
+        self.fds.extend(fds);
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 && self.start * 2 >= self.buffer.len() {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Reads once from `socket` into the buffer (growing it when a frame
+    /// needs more room). Returns the number of bytes read: 0 at end of
+    /// stream.
+    pub(crate) fn read_from(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        nonblocking: bool,
+    ) -> io::Result<usize> {
+        self.compact();
+        // Room for at least `read_len`, doubled while frames outgrow it
+        // (the manual's buflen rule).
+        if self.buffered() + 128 > self.read_len {
+            self.read_len = self.read_len * 2 + 16;
+        }
+        let have = self.buffer.len();
+        self.buffer.resize(have + self.read_len, 0);
+        let result =
+            fdpass::recv_with_fds(socket, &mut self.buffer[have..], &mut self.fds, nonblocking);
+        let got = *result.as_ref().unwrap_or(&0);
+        self.buffer.truncate(have + got);
+        result
+    }
+
+    /// The next complete frame, if buffered.
+    pub(crate) fn next(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let available = &self.buffer[self.start..];
+        if available.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let id = u32::from_be_bytes([available[0], available[1], available[2], available[3]]);
+        let len =
+            u32::from_be_bytes([available[4], available[5], available[6], available[7]]) as u64;
+        let kind = available[8];
+        let nfds = available[9] as usize;
+        if !self.kinds.contains(&kind) {
+            return Err(ProtocolError::UnknownTag(Tag(kind)));
+        }
+        if len > self.limit {
+            return Err(ProtocolError::TooLong {
+                tag: Tag(kind),
+                len,
+                limit: self.limit,
+            });
+        }
+        if nfds > MAX_FDS_PER_SEND {
+            return Err(ProtocolError::Malformed {
+                tag: Tag(kind),
+                what: "a frame announces more than 32 file descriptors",
+            });
+        }
+        let total = HEADER_LEN + len as usize;
+        if available.len() < total {
+            return Ok(None);
+        }
+        if self.fds.len() < nfds {
+            return Err(ProtocolError::MissingFd { tag: Tag(kind) });
+        }
+        let payload = available[HEADER_LEN..total].to_vec();
+        self.start += total;
+        let fds = self.fds.drain(..nfds).collect();
+        Ok(Some(Frame {
+            id,
+            kind,
+            payload,
+            fds,
+        }))
+    }
+
+    /// Before the RPC frames: the next reply of the serve protocol (`P`,
+    /// `S`, `E`, see [`crate::proto`]), which the client reads in the same
+    /// buffer.
+    pub(crate) fn next_serve_reply(&mut self) -> Result<Option<proto::Reply>, ProtocolError> {
+        let available = &self.buffer[self.start..];
+        if available.len() < proto::HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header = [0u8; proto::HEADER_LEN];
+        header.copy_from_slice(&available[..proto::HEADER_LEN]);
+        let (tag, len) = proto::parse_header(header, proto::REPLY_TAGS, proto::MAX_REPLY_LEN)?;
+        let total = proto::HEADER_LEN + len as usize;
+        if available.len() < total {
+            return Ok(None);
+        }
+        let reply = proto::decode_reply(tag, &available[proto::HEADER_LEN..total])?;
+        self.start += total;
+        Ok(Some(reply))
+    }
+
+    /// At end of stream: an error if a frame was cut short.
+    pub(crate) fn at_end(&self) -> Result<(), ProtocolError> {
+        let available = &self.buffer[self.start..];
+        if available.is_empty() {
+            return Ok(());
+        }
+        let expected = if available.len() >= HEADER_LEN {
+            HEADER_LEN as u64
+                + u32::from_be_bytes([available[4], available[5], available[6], available[7]])
+                    as u64
+        } else {
+            HEADER_LEN as u64
+        };
+        Err(ProtocolError::Truncated {
+            tag: Tag(available.get(8).copied().unwrap_or(0)),
+            expected,
+            got: available.len() as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes_of(out: &mut Outbox) -> Vec<u8> {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::os::fd::AsFd;
+        out.send_all(a.as_fd()).unwrap();
+        drop(a);
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut &b, &mut all).unwrap();
+        all
+    }
+
+    proptest! {
+        /// Frames survive any split of the byte stream.
+        #[test]
+        fn frames_round_trip_under_any_split(
+            frames in proptest::collection::vec((1u32.., prop::sample::select(TO_PARENT.to_vec()), proptest::collection::vec(any::<u8>(), 0..300)), 0..20),
+            cuts in proptest::collection::vec(0usize..4000, 0..30),
+        ) {
+            let mut out = Outbox::default();
+            for (id, kind, payload) in &frames {
+                encode(&mut out, *id, *kind, payload, Vec::new()).unwrap();
+            }
+            let bytes = bytes_of(&mut out);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.push(bytes.len());
+            cuts.sort();
+            let mut decoder = Decoder::new(TO_PARENT, 1 << 20, 16);
+            let mut seen = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                decoder.feed(&bytes[from..cut], std::iter::empty());
+                from = cut;
+                while let Some(frame) = decoder.next().unwrap() {
+                    seen.push((frame.id, frame.kind, frame.payload));
+                }
+            }
+            decoder.at_end().unwrap();
+            prop_assert_eq!(seen, frames);
+        }
+
+        /// Raw-codec messages survive encoding and decoding.
+        #[test]
+        fn raw_messages_round_trip(parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..10)) {
+            let encoded = super::super::Codec::Raw.encode(&parts).unwrap();
+            let back: Vec<Vec<u8>> = super::super::Codec::Raw.decode(&encoded.bytes, encoded.fds).unwrap();
+            prop_assert_eq!(back, parts);
+        }
+
+        /// Garbage never panics the decoder.
+        #[test]
+        fn garbage_is_an_error_or_a_frame(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut decoder = Decoder::new(TO_PARENT, 1024, 16);
+            decoder.feed(&bytes, std::iter::empty());
+            while let Ok(Some(_)) = decoder.next() {}
+        }
+    }
+
+    #[test]
+    fn limits_and_kinds_are_checked() {
+        let mut decoder = Decoder::new(TO_CHILD, 100, 16);
+        decoder.feed(&[0, 0, 0, 1, 0, 0, 1, 0, b'q', 0], std::iter::empty());
+        assert!(matches!(
+            decoder.next(),
+            Err(ProtocolError::TooLong {
+                len: 256,
+                limit: 100,
+                ..
+            })
+        ));
+        let mut decoder = Decoder::new(TO_CHILD, 100, 16);
+        decoder.feed(&[0, 0, 0, 1, 0, 0, 0, 0, b'r', 0], std::iter::empty());
+        assert!(matches!(decoder.next(), Err(ProtocolError::UnknownTag(_))));
+        let mut decoder = Decoder::new(TO_CHILD, 100, 16);
+        decoder.feed(&[0, 0, 0, 1, 0, 0, 0, 0, b'q', 2], std::iter::empty());
+        assert!(matches!(
+            decoder.next(),
+            Err(ProtocolError::MissingFd { .. })
+        ));
+        let mut decoder = Decoder::new(TO_CHILD, 100, 16);
+        decoder.feed(&[0, 0, 0, 1, 0, 0, 0, 9, b'q', 0, 1], std::iter::empty());
+        assert!(matches!(decoder.next(), Ok(None)));
+        assert!(matches!(
+            decoder.at_end(),
+            Err(ProtocolError::Truncated {
+                expected: 19,
+                got: 11,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,347 @@
+//! The functions an RPC child runs, and how the parent names them.
+//!
+//! A *synchronous* RPC function is a plain `fn(Req) -> Rep`: the child calls
+//! it for one request at a time. An *asynchronous* one is an
+//! `async fn(Req) -> Rep` (any `fn(Req) -> impl Future<Output = Rep>`): the
+//! child runs many calls at once on a single-threaded tokio runtime. `Req`
+//! and `Rep` are any serde types (with the default raw codec: lists of
+//! strings, see [`Codec`]).
+//!
+//! As for [`run`](crate::Fork::run), a function is named by value (a
+//! function item, whose request and reply types the parent then knows) or
+//! by the name [`rpc!`](crate::rpc!) registered it under.
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::codec::{Codec, Encoded};
+use crate::args::Args;
+use crate::registry::{FunctionRef, Outcome};
+
+/// The default message type: a list of octet strings.
+pub type Octets = Vec<Vec<u8>>;
+
+/// Why a call failed in the child, as reported back.
+pub(crate) type CallFailure = String;
+
+/// A synchronous RPC function as the server calls it.
+pub(crate) type SyncCall = fn(Codec, &[u8], Vec<OwnedFd>) -> Result<Encoded, CallFailure>;
+
+/// A future the async server runs for one call.
+pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Encoded, CallFailure>>>>;
+
+/// An asynchronous RPC function as the server calls it.
+pub(crate) type AsyncCall = fn(Codec, Vec<u8>, Vec<OwnedFd>) -> CallFuture;
+
+/// An `init` function as the server calls it.
+pub(crate) type InitCall = fn(Args) -> Option<String>;
+
+/// A `done` function as the async server calls it.
+pub(crate) type DoneCall = fn() -> Pin<Box<dyn Future<Output = ()>>>;
+
+/// Produces the one value of a zero-sized, `Copy`, `'static` function type
+/// (see [`crate::registry`]).
+fn conjure<F: Copy + 'static>() -> F {
+    const {
+        assert!(
+            size_of::<F>() == 0,
+            "anyfork: a function value must not capture anything"
+        )
+    };
+    // SAFETY: F is zero-sized (checked above), so the read touches no
+    // memory; F is Copy and 'static, so duplicating its only value breaks no
+    // invariant.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
+}
+
+fn decode_request<Req: DeserializeOwned>(
+    codec: Codec,
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<Req, CallFailure> {
+    codec
+        .decode(bytes, fds)
+        .map_err(|e| format!("cannot decode the arguments: {e}"))
+}
+
+fn encode_reply<Rep: Serialize>(codec: Codec, reply: &Rep) -> Result<Encoded, CallFailure> {
+    codec
+        .encode(reply)
+        .map_err(|e| format!("cannot encode the result: {e}"))
+}
+
+pub(crate) fn sync_trampoline<F, Req, Rep>(
+    codec: Codec,
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<Encoded, CallFailure>
+where
+    F: Fn(Req) -> Rep + Copy + 'static,
+    Req: DeserializeOwned,
+    Rep: Serialize,
+{
+    let request = decode_request(codec, bytes, fds)?;
+    encode_reply(codec, &conjure::<F>()(request))
+}
+
+pub(crate) fn async_trampoline<F, Req, Fut>(
+    codec: Codec,
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> CallFuture
+where
+    F: Fn(Req) -> Fut + Copy + 'static,
+    Req: DeserializeOwned,
+    Fut: Future + 'static,
+    Fut::Output: Serialize,
+{
+    Box::pin(async move {
+        let request = decode_request(codec, &bytes, fds)?;
+        let reply = conjure::<F>()(request).await;
+        encode_reply(codec, &reply)
+    })
+}
+
+pub(crate) fn init_trampoline<F, R>(args: Args) -> Option<String>
+where
+    F: Fn(Args) -> R + Copy + 'static,
+    R: Outcome,
+{
+    conjure::<F>()(args).into_failure()
+}
+
+pub(crate) fn done_trampoline<F, Fut>() -> Pin<Box<dyn Future<Output = ()>>>
+where
+    F: Fn() -> Fut + Copy + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    Box::pin(conjure::<F>()())
+}
+
+/// Which server a function needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// Named: the child looks it up and knows.
+    Unknown,
+    Sync,
+    Async,
+}
+
+impl Backend {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Backend::Unknown => 0,
+            Backend::Sync => 1,
+            Backend::Async => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Backend> {
+        match code {
+            0 => Some(Backend::Unknown),
+            1 => Some(Backend::Sync),
+            2 => Some(Backend::Async),
+            _ => None,
+        }
+    }
+}
+
+/// An RPC function as the parent names it.
+#[derive(Debug, Clone)]
+pub struct RpcFunction {
+    pub(crate) function: FunctionRef,
+    pub(crate) backend: Backend,
+}
+
+impl RpcFunction {
+    /// How the function is named in messages.
+    pub fn label(&self) -> &str {
+        self.function.label()
+    }
+}
+
+/// Marks [`IntoRpc`] for registered names.
+#[derive(Debug)]
+pub enum ByName {}
+/// Marks [`IntoRpc`] for synchronous function values.
+#[derive(Debug)]
+pub enum SyncFn {}
+/// Marks [`IntoRpc`] for asynchronous function values.
+#[derive(Debug)]
+pub enum AsyncFn {}
+
+/// Something [`Fork::rpc`](crate::Fork::rpc) can serve: a registered name
+/// (request and reply types are then [`Octets`] until you say otherwise
+/// with [`RpcBuilder::types`](super::RpcBuilder::types)), or a function value
+/// `fn(Req) -> Rep` or `async fn(Req) -> Rep` that captures nothing.
+pub trait IntoRpc<Marker> {
+    /// The request type.
+    type Req;
+    /// The reply type.
+    type Rep;
+    /// Names the function.
+    fn into_rpc(self) -> RpcFunction;
+}
+
+impl IntoRpc<ByName> for &str {
+    type Req = Octets;
+    type Rep = Octets;
+    fn into_rpc(self) -> RpcFunction {
+        RpcFunction {
+            function: crate::registry::IntoRun::into_run(self),
+            backend: Backend::Unknown,
+        }
+    }
+}
+
+impl IntoRpc<ByName> for String {
+    type Req = Octets;
+    type Rep = Octets;
+    fn into_rpc(self) -> RpcFunction {
+        self.as_str().into_rpc()
+    }
+}
+
+impl<F, Req, Rep> IntoRpc<(SyncFn, Req, Rep)> for F
+where
+    F: Fn(Req) -> Rep + Copy + 'static,
+    Req: Serialize + DeserializeOwned,
+    Rep: Serialize + DeserializeOwned,
+{
+    type Req = Req;
+    type Rep = Rep;
+    fn into_rpc(self) -> RpcFunction {
+        let trampoline: SyncCall = sync_trampoline::<F, Req, Rep>;
+        RpcFunction {
+            function: FunctionRef::value(trampoline as usize, std::any::type_name::<F>()),
+            backend: Backend::Sync,
+        }
+    }
+}
+
+impl<F, Req, Fut> IntoRpc<(AsyncFn, Req, Fut)> for F
+where
+    F: Fn(Req) -> Fut + Copy + 'static,
+    Req: Serialize + DeserializeOwned,
+    Fut: Future + 'static,
+    Fut::Output: Serialize + DeserializeOwned,
+{
+    type Req = Req;
+    type Rep = Fut::Output;
+    fn into_rpc(self) -> RpcFunction {
+        let trampoline: AsyncCall = async_trampoline::<F, Req, Fut>;
+        RpcFunction {
+            function: FunctionRef::value(trampoline as usize, std::any::type_name::<F>()),
+            backend: Backend::Async,
+        }
+    }
+}
+
+/// An `init` function for [`RpcBuilder::init`](super::RpcBuilder::init): a
+/// registered name, or a function value `fn(Args) -> impl Outcome`.
+pub trait IntoRpcInit {
+    /// Names the function.
+    fn into_rpc_init(self) -> FunctionRef;
+}
+
+impl IntoRpcInit for &str {
+    fn into_rpc_init(self) -> FunctionRef {
+        crate::registry::IntoRun::into_run(self)
+    }
+}
+
+impl<F, R> IntoRpcInit for F
+where
+    F: Fn(Args) -> R + Copy + 'static,
+    R: Outcome,
+{
+    fn into_rpc_init(self) -> FunctionRef {
+        let trampoline: InitCall = init_trampoline::<F, R>;
+        FunctionRef::value(trampoline as usize, std::any::type_name::<F>())
+    }
+}
+
+/// A `done` function for [`RpcBuilder::done`](super::RpcBuilder::done): a
+/// registered name, or a function value `async fn()`.
+pub trait IntoRpcDone {
+    /// Names the function.
+    fn into_rpc_done(self) -> FunctionRef;
+}
+
+impl IntoRpcDone for &str {
+    fn into_rpc_done(self) -> FunctionRef {
+        crate::registry::IntoRun::into_run(self)
+    }
+}
+
+impl<F, Fut> IntoRpcDone for F
+where
+    F: Fn() -> Fut + Copy + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    fn into_rpc_done(self) -> FunctionRef {
+        let trampoline: DoneCall = done_trampoline::<F, Fut>;
+        FunctionRef::value(trampoline as usize, std::any::type_name::<F>())
+    }
+}
+
+/// Registers an RPC function (or an RPC `init` or `done` function) under
+/// `module_path!()::name`, or under a name of your choice with `as`.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// fn add((a, b): (i64, i64)) -> i64 {
+///     a + b
+/// }
+/// anyfork::rpc!(add);
+///
+/// async fn slow_add((a, b): (i64, i64)) -> i64 {
+///     a + b
+/// }
+/// anyfork::rpc!(async slow_add);
+///
+/// fn setup(_args: anyfork::Args) {}
+/// anyfork::rpc!(init setup);
+///
+/// async fn linger() {}
+/// anyfork::rpc!(done linger as "my::linger");
+/// ```
+#[macro_export]
+macro_rules! rpc {
+    (async $f:ident) => {
+        $crate::rpc!(async $f as ::core::concat!(::core::module_path!(), "::", ::core::stringify!($f)));
+    };
+    (async $f:ident as $name:expr) => {
+        $crate::rpc!(@entry rpc_async $f $name);
+    };
+    (init $f:ident) => {
+        $crate::rpc!(init $f as ::core::concat!(::core::module_path!(), "::", ::core::stringify!($f)));
+    };
+    (init $f:ident as $name:expr) => {
+        $crate::rpc!(@entry rpc_init $f $name);
+    };
+    (done $f:ident) => {
+        $crate::rpc!(done $f as ::core::concat!(::core::module_path!(), "::", ::core::stringify!($f)));
+    };
+    (done $f:ident as $name:expr) => {
+        $crate::rpc!(@entry rpc_done $f $name);
+    };
+    (@entry $kind:ident $f:ident $name:expr) => {
+        const _: () = {
+            #[$crate::__private::linkme::distributed_slice($crate::__private::REGISTRY)]
+            #[linkme(crate = $crate::__private::linkme)]
+            static ENTRY: $crate::__private::Entry = $crate::__private::Entry::$kind($name, $f);
+        };
+    };
+    ($f:ident) => {
+        $crate::rpc!($f as ::core::concat!(::core::module_path!(), "::", ::core::stringify!($f)));
+    };
+    ($f:ident as $name:expr) => {
+        $crate::rpc!(@entry rpc_sync $f $name);
+    };
+}

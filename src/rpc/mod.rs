@@ -1,0 +1,142 @@
+//! RPC over a forked process: call a function in the child and get its
+//! result, with events from the child to the parent (AnyEvent::Fork::RPC).
+//!
+//! # An example
+//!
+//! The child's function is a plain Rust function; the parent gets a handle
+//! from any [`Fork`](crate::Fork) and calls it:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Command {
+//!     Rmdir(String),
+//!     Unlink(String),
+//! }
+//!
+//! // Runs in the child, one call at a time.
+//! fn run(command: Command) -> Result<(), String> {
+//!     let result = match &command {
+//!         Command::Rmdir(path) => std::fs::remove_dir(path),
+//!         Command::Unlink(path) => std::fs::remove_file(path),
+//!     };
+//!     result.map_err(|e| e.to_string())
+//! }
+//!
+//! let rpc = anyfork::Fork::new()?
+//!     .rpc(run)
+//!     .codec(anyfork::rpc::Codec::Cbor)
+//!     .start()?;
+//! let reply = rpc.call_blocking(Command::Rmdir("/nonexistent/1".into()))?;
+//! assert!(reply.unwrap_err().contains("No such file"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The handle is [`Rpc`]; its builder [`RpcBuilder`] sets the serialiser,
+//! the `init` and `done` functions, the buffer sizes and the handlers
+//! (`on_event`, `on_error`, `on_destroy`), as the Perl module's `run`
+//! arguments do. Calls made before the child is even running are queued and
+//! never lost.
+//!
+//! # Choosing a backend
+//!
+//! The backend follows from the child's function.
+//!
+//! **Synchronous**: a plain `fn(Req) -> Rep`. The child reads a request,
+//! calls the function, writes the reply, one call at a time. It needs
+//! nothing but the function, keeps the child small (the worker above is an
+//! idle forked process of a few hundred kilobytes), and reads requests
+//! efficiently. A slow call holds up the ones behind it; if the parent is
+//! slow to read replies, the child waits rather than piling them up.
+//!
+//! **Asynchronous**: an `async fn(Req) -> Rep`. The child runs a
+//! single-threaded tokio runtime and starts every request as its own task
+//! as soon as it arrives, so slow calls overlap, and the function can wait
+//! for timers, sockets or other processes. Replies come back in whatever
+//! order the calls finish, matched by id. The runtime costs memory in the
+//! child, and every queued call runs at once: limit them in the child (a
+//! semaphore) or in the parent (how many you call at once) if that matters.
+//!
+//! Both keep the manual's guarantee: events and replies reach the parent in
+//! exactly the order the child made them.
+//!
+//! # Choosing a serialiser
+//!
+//! Arguments, results and events are any serde types; the [`Codec`] turns
+//! them into bytes. The default, [`Codec::Raw`], is the Perl module's: a
+//! flat list of octet strings, the fastest, and enough for commands like
+//! `("rmdir", path)`; strings, byte vectors, numbers (as decimal text) and
+//! unit enum variants work, nested data does not. [`Codec::Cbor`] (compact,
+//! fast), [`Codec::Json`] (readable) and [`Codec::Postcard`] (the most
+//! compact) carry any serde value.
+//!
+//! # Events, errors and the end
+//!
+//! The child calls [`event`] at any time; the parent gets the event through
+//! `on_event` or, with [`RpcBuilder::event_stream`], from [`Rpc::events`].
+//! [`flush`] waits until everything queued has been written.
+//!
+//! A panic in the child's function fails that call only, with the panic
+//! message ([`Error::Failed`]); the next calls work. A child that dies fails
+//! every outstanding call with [`Error::Ended`], which says how it died.
+//! Dropping a call's future cancels it; [`Rpc::call_timeout`] and
+//! [`Rpc::call_blocking_timeout`] give up after a time. Fatal errors also
+//! go to `on_error`.
+//!
+//! `tracing` events the child emits arrive in the parent's subscriber, with
+//! target `anyfork::child` and the child's pid.
+//!
+//! # When the child exits
+//!
+//! Dropping the [`Rpc`] handle sends what is queued and closes the socket
+//! for writing. The **synchronous** backend then answers what it has and
+//! exits normally, as a program reaching its end; if the parent dies, the
+//! child exits the same way (or fails writing a reply nobody reads). The
+//! **asynchronous** backend stops reading, finishes the calls it has,
+//! writes everything out, and then runs the `done` function if one was
+//! given (to keep a process alive for background work), or exits. Either
+//! way `on_destroy` runs in the parent after the last reply.
+//!
+//! # Passing file descriptors
+//!
+//! Unlike the Perl module, descriptors are part of calls: put an [`Fd`] in
+//! the arguments, the result or an event, and the descriptor travels with
+//! the message (`SCM_RIGHTS`), whatever the codec.
+//!
+//! ```
+//! use std::io::Write;
+//! use anyfork::rpc::Fd;
+//!
+//! // The child writes a greeting into whatever socket it is given.
+//! fn greet((name, socket): (String, Fd)) -> usize {
+//!     let mut socket = std::os::unix::net::UnixStream::from(socket.into_owned());
+//!     socket.write(format!("hello {name}").as_bytes()).unwrap_or(0)
+//! }
+//!
+//! let rpc = anyfork::Fork::new()?.rpc(greet).start()?;
+//! let (mut ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+//! assert_eq!(rpc.call_blocking(("you".into(), Fd::new(theirs)))?, 9);
+//! let mut said = [0u8; 9];
+//! std::io::Read::read_exact(&mut ours, &mut said)?;
+//! assert_eq!(&said, b"hello you");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod client;
+mod codec;
+mod config;
+mod error;
+mod frame;
+pub(crate) mod function;
+pub mod raw;
+mod server;
+mod trace;
+
+pub use client::{DEFAULT_BUFLEN, Events, Rpc, RpcBuilder};
+pub use codec::{Codec, CodecError, Encoded, Fd};
+pub use error::Error;
+pub use function::{
+    AsyncFn, ByName, IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction, SyncFn,
+};
+pub use server::{EventError, event, flush};

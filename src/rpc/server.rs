@@ -1,0 +1,520 @@
+//! The child side of RPC: the server a forked process runs, and the child's
+//! API ([`event`], [`flush`]).
+//!
+//! The parent sends a configuration (see [`super::config`]) and runs
+//! `anyfork::rpc::serve`. The server finds the function, calls `init` with
+//! the process's arguments, and then answers requests:
+//!
+//! - **synchronous backend** (the function is a plain `fn`): reads a
+//!   request, calls the function, writes the reply, one at a time. Events
+//!   are written at once, so they and the replies reach the parent in the
+//!   order they were made. At end-of-file (the parent dropped its handle, or
+//!   died) the process exits normally.
+//! - **asynchronous backend** (the function is an `async fn`): a
+//!   single-threaded tokio runtime in the child starts every request as its
+//!   own task as soon as it arrives; replies and events go through one
+//!   queue, written in the order they were queued. A cancelled call's task
+//!   is aborted. At end-of-file the server stops reading, waits for the
+//!   calls it has, writes everything out, and then runs `done` (if given)
+//!   or exits.
+//!
+//! A call whose function panics, or whose arguments cannot be decoded, fails
+//! alone: the parent gets a `failed` frame with the message and the server
+//! goes on. A failure of the server itself (no such function, a failing
+//! `init`) is a `failed` frame with id 0, after which the process exits.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use serde::Serialize;
+
+use super::codec::{Codec, CodecError};
+use super::config::Config;
+use super::frame::{self, Decoder, kind};
+use super::function::{AsyncCall, Backend, DoneCall, InitCall, SyncCall};
+use crate::args::{Arg, Args};
+use crate::proto::{Outbox, Target};
+use crate::registry::{self, Lookup, RpcEntry, panic_message};
+
+/// How the process's frames reach the parent: shared by the server loop,
+/// [`event`], [`flush`] and log forwarding, from any thread.
+struct Writer {
+    socket: OwnedFd,
+    outbox: Outbox,
+    codec: Codec,
+    /// Set for the async backend: the writer task to wake.
+    #[cfg(feature = "tokio")]
+    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+}
+
+static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
+
+/// Why [`event`] could not send.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// Not inside an RPC server (or before it started: `init` cannot send
+    /// events, as in the Perl module).
+    #[error("events can only be sent by a running RPC server")]
+    NotServing,
+    /// The event could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Encode(#[from] CodecError),
+    /// Writing to the parent failed.
+    #[error("cannot send the event: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn lock_writer() -> std::sync::MutexGuard<'static, Option<Writer>> {
+    WRITER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Queues (async backend) or writes (sync backend) one frame.
+fn write_frame(
+    id: u32,
+    frame_kind: u8,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(), EventError> {
+    let mut guard = lock_writer();
+    let writer = guard.as_mut().ok_or(EventError::NotServing)?;
+    frame::encode(&mut writer.outbox, id, frame_kind, payload, fds)
+        .map_err(|e| EventError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    #[cfg(feature = "tokio")]
+    if let Some(wake) = &writer.wake {
+        wake.notify_one();
+        return Ok(());
+    }
+    write_out(writer)?;
+    Ok(())
+}
+
+/// Writes everything queued, waiting as needed.
+fn write_out(writer: &mut Writer) -> io::Result<()> {
+    loop {
+        match writer.outbox.send_some(writer.socket.as_fd(), true) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut fds = [rustix::event::PollFd::new(
+                    &writer.socket,
+                    rustix::event::PollFlags::OUT,
+                )];
+                let _ = rustix::event::poll(&mut fds, None);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends an event to the parent, where it reaches the handle's `on_event`
+/// (or its event stream). Any serde value, encoded with the handle's codec.
+///
+/// Events and replies reach the parent in the order the child made them.
+/// With the asynchronous backend the event is queued; call [`flush`] to wait
+/// until it is written (for example just before exiting).
+///
+/// ```no_run
+/// fn work(n: u64) -> u64 {
+///     let _ = anyfork::rpc::event(&("progress", n));
+///     n * 2
+/// }
+/// anyfork::rpc!(work);
+/// ```
+///
+/// # Errors
+///
+/// [`EventError::NotServing`] outside a running RPC server; an encoding or
+/// write error otherwise.
+pub fn event<E: Serialize + ?Sized>(event: &E) -> Result<(), EventError> {
+    let codec = lock_writer().as_ref().ok_or(EventError::NotServing)?.codec;
+    let encoded = codec.encode(event)?;
+    write_frame(0, kind::EVENT, &encoded.bytes, encoded.fds)
+}
+
+/// Waits until everything queued for the parent has been written. Returns
+/// false if it cannot be written (the parent is gone); ignoring that is
+/// usually right.
+///
+/// Only the asynchronous backend queues; with the synchronous one this
+/// returns at once. It blocks the child's runtime meanwhile, as in the Perl
+/// module.
+pub fn flush() -> bool {
+    let mut guard = lock_writer();
+    match guard.as_mut() {
+        Some(writer) => write_out(writer).is_ok(),
+        None => true,
+    }
+}
+
+/// Sends a log record (tracing forwarding).
+pub(crate) fn send_log(level: u8, target: &str, message: &str) {
+    let target = &target.as_bytes()[..target.len().min(u16::MAX as usize)];
+    let mut payload = Vec::with_capacity(3 + target.len() + message.len());
+    payload.push(level);
+    payload.extend_from_slice(&(target.len() as u16).to_be_bytes());
+    payload.extend_from_slice(target);
+    payload.extend_from_slice(message.as_bytes());
+    let _ = write_frame(0, kind::LOG, &payload, Vec::new());
+}
+
+/// A failure of the server itself: tell the parent (id 0) and give up.
+fn fatal(message: String) -> String {
+    let _ = write_frame(0, kind::FAILED, message.as_bytes(), Vec::new());
+    let _ = flush();
+    message
+}
+
+fn resolve<T: Copy>(
+    target: &Target,
+    what: &str,
+    lookup: impl Fn(&str) -> Lookup<T>,
+    cast: impl Fn(usize) -> T,
+) -> Result<T, String> {
+    match target {
+        Target::Name(name) => match lookup(name) {
+            Lookup::Found(f) => Ok(f),
+            Lookup::Missing => Err(format!(
+                "no {what} named `{name}` is registered in this program (register it with anyfork::rpc!)"
+            )),
+            Lookup::Ambiguous => Err(format!("more than one {what} is registered as `{name}`")),
+        },
+        Target::Offset { offset, exe, label } => registry::resolve_offset(*offset, *exe)
+            .map(cast)
+            .ok_or_else(|| {
+                format!("cannot call `{label}` by value: this process runs a different executable")
+            }),
+    }
+}
+
+/// Never called: a name is never cast to an address.
+fn unreachable_value() -> RpcEntry {
+    RpcEntry::Sync(|_, _, _| Err("an RPC function name was taken for an address".into()))
+}
+
+fn sync_at(addr: usize) -> SyncCall {
+    // SAFETY: the parent computed this offset from a `SyncCall` trampoline
+    // in this same executable (identity checked by `resolve_offset`) and
+    // said so in the config (backend 1).
+    unsafe { std::mem::transmute::<usize, SyncCall>(addr) }
+}
+
+fn async_at(addr: usize) -> AsyncCall {
+    // SAFETY: as for `sync_at`, for an `AsyncCall` trampoline (backend 2).
+    unsafe { std::mem::transmute::<usize, AsyncCall>(addr) }
+}
+
+fn init_at(addr: usize) -> InitCall {
+    // SAFETY: as for `sync_at`, for an `InitCall` trampoline: the parent
+    // only sends init offsets made by `IntoRpcInit`.
+    unsafe { std::mem::transmute::<usize, InitCall>(addr) }
+}
+
+fn done_at(addr: usize) -> DoneCall {
+    // SAFETY: as for `sync_at`, for a `DoneCall` trampoline made by
+    // `IntoRpcDone`.
+    unsafe { std::mem::transmute::<usize, DoneCall>(addr) }
+}
+
+/// The RPC server: the run function every RPC child runs.
+fn serve(socket: UnixStream, args: Args) -> Result<(), String> {
+    let mut items = args.into_vec();
+    let config = match items.pop() {
+        Some(Arg::Bytes(bytes)) => Config::decode(&bytes).map_err(|e| e.to_string()),
+        _ => Err("the rpc server was started without its configuration".to_owned()),
+    };
+    let writer_socket = socket.try_clone().map_err(|e| e.to_string())?;
+    *lock_writer() = Some(Writer {
+        socket: writer_socket.into(),
+        outbox: Outbox::default(),
+        codec: config.as_ref().map_or(Codec::Raw, |c| c.codec),
+        #[cfg(feature = "tokio")]
+        wake: None,
+    });
+    let config = config.map_err(fatal)?;
+    let function = match (&config.function, config.backend) {
+        (Target::Name(_), _) => resolve(
+            &config.function,
+            "RPC function",
+            registry::lookup_rpc,
+            |_| unreachable_value(),
+        ),
+        (Target::Offset { .. }, Backend::Sync) => resolve(
+            &config.function,
+            "RPC function",
+            |_| Lookup::Missing,
+            |a| RpcEntry::Sync(sync_at(a)),
+        ),
+        (Target::Offset { .. }, Backend::Async) => resolve(
+            &config.function,
+            "RPC function",
+            |_| Lookup::Missing,
+            |a| RpcEntry::Async(async_at(a)),
+        ),
+        (Target::Offset { label, .. }, Backend::Unknown) => Err(format!(
+            "the function value `{label}` came without its backend"
+        )),
+    }
+    .map_err(fatal)?;
+    let init = config
+        .init
+        .as_ref()
+        .map(|t| resolve(t, "RPC init function", registry::lookup_rpc_init, init_at))
+        .transpose()
+        .map_err(fatal)?;
+    let done = config
+        .done
+        .as_ref()
+        .map(|t| resolve(t, "RPC done function", registry::lookup_rpc_done, done_at))
+        .transpose()
+        .map_err(fatal)?;
+    super::trace::forward_to_parent(config.log_level);
+    // `init` runs first, with the process's arguments; it cannot send
+    // events yet, as in the Perl module.
+    if let Some(init) = init {
+        let writer = lock_writer().take();
+        let outcome = catch_unwind(AssertUnwindSafe(|| init(Args::from(items))));
+        *lock_writer() = writer;
+        let failure = match outcome {
+            Ok(failure) => failure,
+            Err(panic) => Some(format!("panicked: {}", panic_message(&*panic))),
+        };
+        if let Some(message) = failure {
+            return Err(fatal(format!(
+                "init `{}` failed: {message}",
+                config.init.as_ref().map_or("", |t| t.label())
+            )));
+        }
+    }
+    match function {
+        RpcEntry::Sync(call) => serve_sync(&config, call, socket),
+        RpcEntry::Async(call) => serve_async(&config, call, done, socket),
+    }
+}
+crate::function!(serve as "anyfork::rpc::serve");
+
+/// The registered name of the server.
+pub(crate) const SERVE: &str = "anyfork::rpc::serve";
+
+/// Runs a call, turning a panic into a failure message.
+fn answer(
+    id: u32,
+    result: std::thread::Result<Result<super::codec::Encoded, String>>,
+) -> Result<(), EventError> {
+    match result {
+        Ok(Ok(encoded)) => write_frame(id, kind::REPLY, &encoded.bytes, encoded.fds),
+        Ok(Err(message)) => write_frame(id, kind::FAILED, message.as_bytes(), Vec::new()),
+        Err(panic) => write_frame(
+            id,
+            kind::FAILED,
+            format!("panicked: {}", panic_message(&*panic)).as_bytes(),
+            Vec::new(),
+        ),
+    }
+}
+
+fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(), String> {
+    let mut decoder = Decoder::new(
+        frame::TO_CHILD,
+        config.max_frame,
+        config.buflen_req as usize,
+    );
+    loop {
+        loop {
+            let frame = match decoder.next() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(fatal(format!("bad request: {e}"))),
+            };
+            if frame.kind != kind::REQUEST {
+                // A cancel arrives after its request, which this backend has
+                // answered already; the parent ignores the reply.
+                continue;
+            }
+            let codec = config.codec;
+            let result = catch_unwind(AssertUnwindSafe(|| call(codec, &frame.payload, frame.fds)));
+            if let Err(e) = answer(frame.id, result) {
+                // The parent is gone: nobody to answer.
+                return Err(format!("cannot reply: {e}"));
+            }
+        }
+        match decoder.read_from(socket.as_fd(), false) {
+            Ok(0) => {
+                return decoder
+                    .at_end()
+                    .map_err(|e| fatal(format!("bad request: {e}")));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(fatal(format!("reading requests: {e}"))),
+        }
+    }
+}
+
+/// A future that turns a panic into an `Err`.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+#[cfg(not(feature = "tokio"))]
+fn serve_async(_: &Config, _: AsyncCall, _: Option<DoneCall>, _: UnixStream) -> Result<(), String> {
+    Err(fatal(
+        "this program was built without the `tokio` feature, which the asynchronous backend needs"
+            .into(),
+    ))
+}
+
+#[cfg(feature = "tokio")]
+fn serve_async(
+    config: &Config,
+    call: AsyncCall,
+    done: Option<DoneCall>,
+    socket: UnixStream,
+) -> Result<(), String> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+    use tokio::sync::Notify;
+
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| fatal(format!("socket: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fatal(format!("cannot start a tokio runtime: {e}")))?;
+    let wake = Arc::new(Notify::new());
+    if let Some(writer) = lock_writer().as_mut() {
+        writer.wake = Some(wake.clone());
+    }
+    let local = tokio::task::LocalSet::new();
+    let codec = config.codec;
+    let (max_frame, buflen) = (config.max_frame, config.buflen_req as usize);
+    local.block_on(&runtime, async move {
+        let owned: OwnedFd = socket.into();
+        // SAFETY: the AsyncFd owns `owned` until it is dropped at the end of
+        // this block; nothing else closes or replaces that descriptor.
+        let fd = Rc::new(
+            unsafe {
+                AsyncFd::register_with_interest(owned, Interest::READABLE | Interest::WRITABLE)
+            }
+            .map_err(|e| fatal(format!("cannot watch the socket: {}", io::Error::from(e))))?,
+        );
+
+        // The writer task: writes whatever is queued, in order.
+        let writer_fd = fd.clone();
+        let writer_wake = wake.clone();
+        let writer = tokio::task::spawn_local(async move {
+            loop {
+                let sent = {
+                    let mut guard = lock_writer();
+                    let Some(writer) = guard.as_mut() else { return };
+                    if writer.outbox.is_empty() {
+                        None
+                    } else {
+                        Some(writer.outbox.send_some(writer_fd.get_ref().as_fd(), true))
+                    }
+                };
+                match sent {
+                    None => writer_wake.notified().await,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Ok(mut ready) = writer_fd.writable().await {
+                            ready.clear_ready();
+                        }
+                    }
+                    Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Some(Err(e)) => {
+                        tracing::debug!("anyfork rpc server: cannot write to the parent: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+
+        // Calls in progress, for cancelling, and a count for the end.
+        let calls: Rc<RefCell<HashMap<u32, tokio::task::AbortHandle>>> = Rc::default();
+        let idle = Rc::new(Notify::new());
+        let mut decoder = Decoder::new(frame::TO_CHILD, max_frame, buflen);
+        'read: loop {
+            loop {
+                let frame = match decoder.next() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => return Err(fatal(format!("bad request: {e}"))),
+                };
+                let id = frame.id;
+                if frame.kind == kind::CANCEL {
+                    // Every request is answered once: an aborted call with
+                    // `failed`, so the parent can forget it.
+                    if let Some(task) = calls.borrow_mut().remove(&id) {
+                        task.abort();
+                        let _ = write_frame(id, kind::FAILED, b"cancelled", Vec::new());
+                        idle.notify_one();
+                    }
+                    continue;
+                }
+                let (calls_done, idle_done) = (calls.clone(), idle.clone());
+                let task = tokio::task::spawn_local(async move {
+                    let result = CatchUnwind(Box::pin(call(codec, frame.payload, frame.fds))).await;
+                    calls_done.borrow_mut().remove(&id);
+                    let _ = answer(id, result);
+                    idle_done.notify_one();
+                });
+                // The task runs only once this loop yields, so it is in the
+                // map before it can remove itself.
+                calls.borrow_mut().insert(id, task.abort_handle());
+            }
+            let mut ready = match fd.readable().await {
+                Ok(ready) => ready,
+                Err(e) => return Err(fatal(format!("reading requests: {e}"))),
+            };
+            match ready.try_io(|inner| decoder.read_from(inner.get_ref().as_fd(), true)) {
+                Ok(Ok(0)) => break 'read,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => break 'read,
+                Ok(Err(e)) => return Err(fatal(format!("reading requests: {e}"))),
+                Err(_would_block) => {}
+            }
+        }
+        decoder
+            .at_end()
+            .map_err(|e| fatal(format!("bad request: {e}")))?;
+        // End of requests: finish the calls we have, write everything out.
+        while !calls.borrow().is_empty() {
+            idle.notified().await;
+        }
+        loop {
+            let empty = lock_writer().as_ref().is_none_or(|w| w.outbox.is_empty());
+            if empty || writer.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if let Some(done) = done {
+            done().await;
+        }
+        Ok(())
+    })
+}
