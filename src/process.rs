@@ -264,8 +264,11 @@ impl Process {
     /// Waits at most `timeout` for the exit status; `None` if the process
     /// is still running then (or cannot be waited for).
     pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.try_wait() {
-            return Some(status);
+        match self.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => {}
+            // Not ours to wait for: waiting longer will not change that.
+            Err(_) => return None,
         }
         let pidfd = self.pidfd()?;
         let deadline = std::time::Instant::now() + timeout;

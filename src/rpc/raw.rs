@@ -10,6 +10,8 @@
 //!
 //! - a message is a *list*: a tuple, a tuple struct, a struct (its fields in
 //!   order), a `Vec`, or a single scalar (a list of one), or `()` (no strings);
+//!   a `Vec<u8>` (any sequence of bytes only) is one octet string, not a list
+//!   of numbers;
 //! - each element is one octet string: `String`/`&str`, `Vec<u8>`/bytes,
 //!   `char`, a bool (`"1"` or `""`), a number in decimal (as Perl would
 //!   stringify it), a unit enum variant (its name), or an [`Fd`](super::Fd);
@@ -200,13 +202,13 @@ impl<'a> ser::Serializer for ListSerializer<'a> {
         unsupported("an enum variant with data")
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Elements<'a>, RawError> {
-        Ok(Elements { out: self.out })
+        Ok(Elements::new(self.out, true))
     }
     fn serialize_tuple(self, _: usize) -> Result<Elements<'a>, RawError> {
-        Ok(Elements { out: self.out })
+        Ok(Elements::new(self.out, true))
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Elements<'a>, RawError> {
-        Ok(Elements { out: self.out })
+        Ok(Elements::new(self.out, false))
     }
     fn serialize_tuple_variant(
         self,
@@ -221,7 +223,7 @@ impl<'a> ser::Serializer for ListSerializer<'a> {
         unsupported("a map")
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Elements<'a>, RawError> {
-        Ok(Elements { out: self.out })
+        Ok(Elements::new(self.out, false))
     }
     fn serialize_struct_variant(
         self,
@@ -235,13 +237,47 @@ impl<'a> ser::Serializer for ListSerializer<'a> {
 }
 
 /// The elements of the top-level list.
+///
+/// A sequence or tuple made only of `u8`s (a `Vec<u8>`, `[u8; N]`) is one
+/// octet string, not a list of numbers: bytes are kept aside until an
+/// element that is not a byte shows they were numbers after all.
 struct Elements<'a> {
     out: &'a mut Vec<Vec<u8>>,
+    /// Whether all-`u8` content becomes one string (sequences and tuples,
+    /// not structs).
+    bytes_as_string: bool,
+    bytes: Vec<u8>,
 }
 
-impl Elements<'_> {
+impl<'a> Elements<'a> {
+    fn new(out: &'a mut Vec<Vec<u8>>, bytes_as_string: bool) -> Self {
+        Elements {
+            out,
+            bytes_as_string,
+            bytes: Vec::new(),
+        }
+    }
+
     fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), RawError> {
+        if self.bytes_as_string {
+            if let Ok(byte) = value.serialize(ByteSerializer) {
+                self.bytes.push(byte);
+                return Ok(());
+            }
+            // Not a byte: the bytes so far were numbers.
+            self.bytes_as_string = false;
+            for byte in std::mem::take(&mut self.bytes) {
+                self.out.push(byte.to_string().into_bytes());
+            }
+        }
         value.serialize(ElementSerializer { out: self.out })
+    }
+
+    fn finish(self) -> Result<(), RawError> {
+        if !self.bytes.is_empty() {
+            self.out.push(self.bytes);
+        }
+        Ok(())
     }
 }
 
@@ -252,7 +288,7 @@ impl ser::SerializeSeq for Elements<'_> {
         self.push(value)
     }
     fn end(self) -> Result<(), RawError> {
-        Ok(())
+        self.finish()
     }
 }
 
@@ -263,7 +299,7 @@ impl ser::SerializeTuple for Elements<'_> {
         self.push(value)
     }
     fn end(self) -> Result<(), RawError> {
-        Ok(())
+        self.finish()
     }
 }
 
@@ -667,14 +703,14 @@ impl<'de> de::Deserializer<'de> for ListDeserializer {
         visitor.visit_newtype_struct(self)
     }
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        visitor.visit_seq(self)
+        self.sequence(visitor)
     }
     fn deserialize_tuple<V: Visitor<'de>>(
         self,
         _: usize,
         visitor: V,
     ) -> Result<V::Value, RawError> {
-        visitor.visit_seq(self)
+        self.sequence(visitor)
     }
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
@@ -705,6 +741,167 @@ impl<'de> de::Deserializer<'de> for ListDeserializer {
     }
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
         visitor.visit_unit()
+    }
+}
+
+impl ListDeserializer {
+    /// A sequence or tuple: one string may be the bytes of a `Vec<u8>`
+    /// (see `Elements`), which the first element asked for tells.
+    fn sequence<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
+        if self.strings.len() == 1 {
+            let bytes = self.strings.as_slice()[0].clone();
+            return visitor.visit_seq(OneString {
+                bytes,
+                next: 0,
+                mode: OneStringMode::Undecided,
+            });
+        }
+        visitor.visit_seq(self)
+    }
+}
+
+/// A sequence read from a single string: its bytes, if the elements are
+/// `u8`s, else the string as the only element.
+struct OneString {
+    bytes: Vec<u8>,
+    next: usize,
+    mode: OneStringMode,
+}
+
+enum OneStringMode {
+    Undecided,
+    Bytes,
+    Done,
+}
+
+impl<'de> SeqAccess<'de> for OneString {
+    type Error = RawError;
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, RawError> {
+        match self.mode {
+            OneStringMode::Done => Ok(None),
+            OneStringMode::Bytes => match self.bytes.get(self.next) {
+                Some(&byte) => {
+                    self.next += 1;
+                    seed.deserialize(IntoDeserializer::<RawError>::into_deserializer(byte))
+                        .map(Some)
+                }
+                None => Ok(None),
+            },
+            OneStringMode::Undecided => seed.deserialize(FirstOfOne { seq: self }).map(Some),
+        }
+    }
+}
+
+/// The first element of a [`OneString`]: a `u8` switches it to bytes;
+/// anything else takes the whole string.
+struct FirstOfOne<'a> {
+    seq: &'a mut OneString,
+}
+
+impl FirstOfOne<'_> {
+    fn whole(self) -> ElementDeserializer {
+        self.seq.mode = OneStringMode::Done;
+        ElementDeserializer {
+            bytes: std::mem::take(&mut self.seq.bytes),
+        }
+    }
+}
+
+macro_rules! whole_string {
+    ($($method:ident),*) => {
+        $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
+            self.whole().$method(visitor)
+        })*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for FirstOfOne<'_> {
+    type Error = RawError;
+
+    whole_string!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any
+    );
+
+    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
+        match self.seq.bytes.first() {
+            Some(&byte) => {
+                self.seq.mode = OneStringMode::Bytes;
+                self.seq.next = 1;
+                visitor.visit_u8(byte)
+            }
+            None => self.whole().deserialize_u8(visitor),
+        }
+    }
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, RawError> {
+        self.whole().deserialize_unit_struct(name, visitor)
+    }
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, RawError> {
+        self.whole().deserialize_newtype_struct(name, visitor)
+    }
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, RawError> {
+        self.whole().deserialize_tuple(len, visitor)
+    }
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, RawError> {
+        self.whole().deserialize_tuple_struct(name, len, visitor)
+    }
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, RawError> {
+        self.whole().deserialize_struct(name, fields, visitor)
+    }
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, RawError> {
+        self.whole().deserialize_enum(name, variants, visitor)
     }
 }
 
@@ -873,6 +1070,16 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_one_string() {
+        let mut bytes = Vec::new();
+        to_bytes(&vec![1u8, 2, 3], &mut bytes).unwrap();
+        assert_eq!(bytes, [3, 1, 2, 3]);
+        bytes.clear();
+        to_bytes(&vec![1u16, 2], &mut bytes).unwrap();
+        assert_eq!(bytes, b"\x011\x012");
+    }
+
+    #[test]
     fn perl_layout() {
         let mut bytes = Vec::new();
         to_bytes(&("rmdir", "/tmp/x"), &mut bytes).unwrap();
@@ -890,6 +1097,12 @@ mod tests {
         round_trip(("add".to_string(), 1i64, 3u8, true, 'x', 2.5f64));
         round_trip(String::from("one"));
         round_trip(());
+        round_trip(vec![0u8, 1, 255]);
+        round_trip(Vec::<u8>::new());
+        round_trip(vec![7u8]);
+        round_trip(vec![300u16, 7]);
+        round_trip(vec!["x".to_string()]);
+        round_trip((5u8, 6u8));
         #[derive(Serialize, Deserialize, PartialEq, Debug)]
         enum Command {
             Rmdir,
