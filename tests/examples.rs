@@ -121,3 +121,91 @@ fn new_exec_in_the_anyfork_binary() {
     let out = run(env!("CARGO_BIN_EXE_anyfork"), &["tour"]);
     assert!(out.contains("new_exec"), "{out}");
 }
+
+// --- the RPC manual's examples ------------------------------------------------
+
+/// Example 1 and 1a print the same thing: every error, and an event every
+/// three requests, in the order the child made them.
+fn check_rmdir_worker(out: &str) {
+    let expected: Vec<String> = [
+        "/tmp/somepath/1: No such file or directory (os error 2)",
+        "/tmp/somepath/2: No such file or directory (os error 2)",
+        "3 requests handled",
+        "/tmp/somepath/3: No such file or directory (os error 2)",
+        "/tmp/somepath/4: No such file or directory (os error 2)",
+        "/tmp/somepath/5: No such file or directory (os error 2)",
+        "6 requests handled",
+        "/tmp/somepath/6: No such file or directory (os error 2)",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(
+        out.lines().map(String::from).collect::<Vec<_>>(),
+        expected,
+        "{out}"
+    );
+}
+
+#[test]
+fn rpc_example_1_synchronous_backend() {
+    check_rmdir_worker(&run(example("rpc_sync"), &[]));
+}
+
+#[test]
+fn rpc_example_1a_asynchronous_backend() {
+    check_rmdir_worker(&run(example("rpc_async"), &[]));
+}
+
+#[test]
+fn rpc_example_2_countdowns_the_last_job_finishes_first() {
+    let out = run(example("rpc_countdown"), &["100"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        &lines[..3],
+        [
+            "starting to count up to 3",
+            "starting to count up to 2",
+            "starting to count up to 1"
+        ]
+    );
+    let finished: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("job "))
+        .collect();
+    assert_eq!(
+        finished,
+        ["job 1 finished", "job 2 finished", "job 3 finished"],
+        "{out}"
+    );
+    // Each job's counts come before it finishes.
+    for count in 1..=3 {
+        let last = lines
+            .iter()
+            .position(|l| *l == format!("count {count} of {count}"))
+            .unwrap();
+        let done = lines
+            .iter()
+            .position(|l| *l == format!("job {count} finished"))
+            .unwrap();
+        assert!(last < done, "{out}");
+    }
+}
+
+#[test]
+fn rpc_example_3_dispatcher() {
+    let out = run(example("rpc_dispatch"), &[]);
+    assert_eq!(out, "4\n6\nno function div\n");
+}
+
+#[test]
+fn rpc_example_4_log_forwarding() {
+    let out = run(example("rpc_log"), &[]);
+    assert!(
+        out.contains("INFO anyfork::child: starting job=backup"),
+        "{out}"
+    );
+    assert!(out.contains("WARN anyfork::child: nothing to do"), "{out}");
+    assert!(out.contains("child_target=rpc_log"), "{out}");
+    assert!(!out.contains("filters this out"), "{out}");
+}

@@ -534,6 +534,28 @@ fn buffers_grow_from_the_smallest_sizes() {
     assert_eq!(rpc.call_blocking(vec![1; 5000]).unwrap().0, 5000);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn the_async_reader_drains_replies_that_arrive_together() {
+    // Many replies land at once while a small read buffer takes them a few
+    // at a time: the driver must keep reading without a new wake-up.
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(add)
+        .buflen_res(16)
+        .start()
+        .unwrap();
+    let calls: Vec<_> = (0..500).map(|i| rpc.call((i, 1))).collect();
+    // Let the child answer them all before anything is awaited.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for (i, call) in calls.into_iter().enumerate() {
+        let i = i64::try_from(i).unwrap();
+        let reply = tokio::time::timeout(std::time::Duration::from_secs(20), call)
+            .await
+            .expect("the reply was left unread");
+        assert_eq!(reply.unwrap(), i + 1);
+    }
+}
+
 // --- descriptors in calls ---------------------------------------------------
 
 #[test]

@@ -458,7 +458,11 @@ where
         self.decode(reply)
     }
 
-    /// Calls the function (async). Dropping the future cancels the call.
+    /// Calls the function (async). The request is queued at once, when
+    /// `call` is called, as in the Perl module; the returned future owns
+    /// what it needs, so the handle may be dropped while calls are
+    /// outstanding (the child answers them first). Dropping the future
+    /// cancels the call.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -468,8 +472,9 @@ where
     /// }
     ///
     /// let rpc = anyfork::Fork::new()?.rpc(shout).start()?;
-    /// let (a, b) = tokio::join!(rpc.call("a".into()), rpc.call("b".into()));
-    /// assert_eq!((a?, b?), ("A".to_string(), "B".to_string()));
+    /// let (a, b) = (rpc.call("a".into()), rpc.call("b".into()));
+    /// drop(rpc); // both calls are queued; the child answers them, then exits
+    /// assert_eq!((a.await?, b.await?), ("A".to_string(), "B".to_string()));
     /// # Ok(())
     /// # }
     /// ```
@@ -478,22 +483,31 @@ where
     ///
     /// [`Error::NoRuntime`] outside a tokio runtime; otherwise as for
     /// [`call_blocking`](Self::call_blocking).
-    pub async fn call(&self, request: Req) -> Result<Rep, Error> {
-        #[cfg(feature = "tokio")]
-        {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(Error::NoRuntime);
-            }
-            let pending = self.core.submit(&request)?;
-            self.core.clone().ensure_driver();
-            let reply = pending.await?;
-            self.decode(reply)
+    pub fn call(&self, request: Req) -> impl Future<Output = Result<Rep, Error>> + Send + 'static
+    where
+        Rep: Send + 'static,
+    {
+        let submitted = self.submit_async(&request);
+        let (codec, function) = (self.core.codec, self.core.function.clone());
+        async move {
+            let reply = submitted?.await?;
+            decode_reply(codec, &function, reply)
         }
-        #[cfg(not(feature = "tokio"))]
-        {
-            let _ = request;
-            Err(Error::NoRuntime)
+    }
+
+    #[cfg(feature = "tokio")]
+    fn submit_async(&self, request: &Req) -> Result<PendingCall, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
         }
+        let pending = self.core.submit(request)?;
+        self.core.clone().ensure_driver();
+        Ok(pending)
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    fn submit_async(&self, _: &Req) -> Result<PendingCall, Error> {
+        Err(Error::NoRuntime)
     }
 
     /// [`call`](Self::call) that gives up after `timeout`, cancelling the
@@ -503,13 +517,21 @@ where
     ///
     /// [`Error::Timeout`], or as for [`call`](Self::call).
     #[cfg(feature = "tokio")]
-    pub async fn call_timeout(&self, request: Req, timeout: Duration) -> Result<Rep, Error> {
-        match tokio::time::timeout(timeout, self.call(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                function: self.core.function.clone(),
-                timeout,
-            }),
+    pub fn call_timeout(
+        &self,
+        request: Req,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Rep, Error>> + Send + 'static
+    where
+        Rep: Send + 'static,
+    {
+        let call = self.call(request);
+        let function = self.core.function.clone();
+        async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout { function, timeout }),
+            }
         }
     }
 
@@ -523,6 +545,17 @@ where
             _types: PhantomData,
         })
     }
+}
+
+fn decode_reply<Rep: DeserializeOwned>(
+    codec: Codec,
+    function: &str,
+    (bytes, fds): (Vec<u8>, Vec<OwnedFd>),
+) -> Result<Rep, Error> {
+    codec.decode(&bytes, fds).map_err(|source| Error::Codec {
+        function: function.to_owned(),
+        source,
+    })
 }
 
 impl<Req, Rep, Ev> Drop for Rpc<Req, Rep, Ev> {
@@ -740,6 +773,13 @@ struct Core {
     function: String,
     #[cfg(feature = "tokio")]
     driver_wake: tokio::sync::Notify,
+}
+
+/// What one read from the socket brought.
+enum ReadResult {
+    Data,
+    End,
+    Nothing,
 }
 
 /// What a frame read from the socket calls for (decided under the state
@@ -1032,64 +1072,105 @@ impl Core {
         }
     }
 
-    /// Reads what is there (without waiting) and hands every complete frame
-    /// on. End of stream closes the connection.
-    fn read_and_dispatch(&self) -> Result<(), Error> {
+    /// Reads what is there (without waiting).
+    fn read_once(&self) -> Result<ReadResult, Error> {
         let read = {
             let mut decoder = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
             decoder.read_from(self.read_fd.as_fd(), true)
         };
         match read {
-            Ok(0) => {
-                self.dispatch()?;
-                let cut = self
-                    .decoder
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .at_end();
-                if let Err(source) = cut {
-                    return Err(Error::Protocol {
-                        process: self.process_name(),
-                        source,
-                    });
-                }
-                self.end_of_stream();
-                Ok(())
-            }
-            Ok(_) => self.dispatch(),
+            Ok(0) => Ok(ReadResult::End),
+            Ok(_) => Ok(ReadResult::Data),
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
-                Ok(())
+                Ok(ReadResult::Nothing)
             }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                self.dispatch()?;
-                self.end_of_stream();
-                Ok(())
-            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(ReadResult::End),
             Err(e) => Err(self.io_error("reading replies", e)),
         }
+    }
+
+    /// After the last frame: a frame cut short is a protocol error;
+    /// otherwise the connection ends.
+    fn finish_end(&self) -> Result<(), Error> {
+        let cut = self
+            .decoder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .at_end();
+        if let Err(source) = cut {
+            return Err(Error::Protocol {
+                process: self.process_name(),
+                source,
+            });
+        }
+        self.end_of_stream();
+        Ok(())
+    }
+
+    /// Reads what is there and hands every complete frame on (blocking
+    /// readers).
+    fn read_and_dispatch(&self) -> Result<(), Error> {
+        let read = self.read_once()?;
+        self.dispatch()?;
+        if let ReadResult::End = read {
+            self.finish_end()?;
+        }
+        Ok(())
+    }
+
+    fn fulfil(&self, slot: Arc<Slot>, outcome: Outcome) {
+        slot.fulfil(outcome);
+        // Through the state lock, so a waiter that looked before the fulfil
+        // is asleep by now and hears this.
+        drop(self.lock());
+        self.wake.notify_all();
+    }
+
+    fn emit_log(&self, payload: &[u8]) {
+        let pid = self.lock().link.name().pid;
+        super::trace::emit(pid, payload);
     }
 
     /// Hands every complete buffered frame to its call or handler, in order.
     fn dispatch(&self) -> Result<(), Error> {
         loop {
             match self.next_action()? {
-                Some(Action::Fulfil(slot, outcome)) => {
-                    slot.fulfil(outcome);
-                    // Through the state lock, so a waiter that looked before
-                    // the fulfil is asleep by now and hears this.
-                    drop(self.lock());
-                    self.wake.notify_all();
-                }
+                Some(Action::Fulfil(slot, outcome)) => self.fulfil(slot, outcome),
                 Some(Action::Event(bytes, fds)) => self.deliver_event(bytes, fds),
-                Some(Action::Log(payload)) => {
-                    let pid = self.lock().link.name().pid;
-                    super::trace::emit(pid, &payload);
+                Some(Action::Log(payload)) => self.emit_log(&payload),
+                Some(Action::Nothing) => {}
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch) for the driver: before an event handler
+    /// runs, the tasks whose calls completed before that event get to run,
+    /// so that replies and events are processed in the order the child made
+    /// them (on a current-thread runtime exactly; on a multi-threaded one
+    /// those tasks may run on other threads meanwhile).
+    #[cfg(feature = "tokio")]
+    async fn dispatch_in_order(&self) -> Result<(), Error> {
+        let mut completed = false;
+        loop {
+            match self.next_action()? {
+                Some(Action::Fulfil(slot, outcome)) => {
+                    self.fulfil(slot, outcome);
+                    completed = true;
                 }
+                Some(Action::Event(bytes, fds)) => {
+                    if completed {
+                        tokio::task::yield_now().await;
+                        completed = false;
+                    }
+                    self.deliver_event(bytes, fds);
+                }
+                Some(Action::Log(payload)) => self.emit_log(&payload),
                 Some(Action::Nothing) => {}
                 None => return Ok(()),
             }
@@ -1338,11 +1419,26 @@ impl Core {
             tokio::select! {
                 ready = fd.readable() => match ready {
                     Ok(mut ready) => {
-                        if let Err(error) = self.read_and_dispatch() {
+                        // Readiness is edge-triggered: it is cleared only
+                        // when a read found nothing, never after a read
+                        // that may have left data behind.
+                        let read = match self.read_once() {
+                            Ok(ReadResult::Nothing) => {
+                                ready.clear_ready();
+                                continue;
+                            }
+                            Ok(read) => read,
+                            Err(error) => return self.close(Some(error)),
+                        };
+                        drop(ready);
+                        let result = match self.dispatch_in_order().await {
+                            Ok(()) if matches!(read, ReadResult::End) => self.finish_end(),
+                            other => other,
+                        };
+                        if let Err(error) = result {
                             self.close(Some(error));
                             return;
                         }
-                        ready.clear_ready();
                     }
                     Err(e) => return self.close(Some(self.io_error("waiting for the socket", e))),
                 },
