@@ -480,8 +480,25 @@ impl Outbox {
             self.clear();
             Ok(true)
         } else {
+            self.compact();
             Ok(false)
         }
+    }
+
+    /// Drops the sent part once it is most of the buffer, so that a queue
+    /// that is appended to while it is being sent (pipelined calls) stays
+    /// as large as what is unsent, at an amortised cost of one move per
+    /// byte.
+    fn compact(&mut self) {
+        const MIN_COMPACT: usize = 64 * 1024;
+        if self.sent < MIN_COMPACT || self.sent * 2 < self.data.len() {
+            return;
+        }
+        self.data.drain(..self.sent);
+        for (marker, _) in &mut self.fds {
+            *marker -= self.sent;
+        }
+        self.sent = 0;
     }
 
     /// Sends everything on a blocking socket.
@@ -1032,6 +1049,74 @@ mod tests {
         );
         assert!(matches!(&seen[3], Command::Limit(99)));
         assert!(matches!(&seen[4], Command::Run(Target::Name(n)) if n == "m::f"));
+    }
+
+    #[test]
+    fn a_queue_sent_while_it_grows_stays_as_large_as_its_unsent_part() {
+        use std::io::Read;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut out = Outbox::default();
+        let mut expected = Vec::new();
+        let mut received = Vec::new();
+        let mut fds_received = 0;
+        let mut chunk = vec![0u8; 100_000];
+        for i in 0..200u32 {
+            chunk.fill(i as u8);
+            // A descriptor with every tenth chunk, which must arrive no
+            // later than the chunk's last byte.
+            let fds: Vec<OwnedFd> = if i % 10 == 0 {
+                vec![UnixStream::pair().unwrap().0.into()]
+            } else {
+                Vec::new()
+            };
+            out.bytes_with_fds(&chunk, fds);
+            expected.extend_from_slice(&chunk);
+            loop {
+                match out.send_some(a.as_fd(), true) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(
+                out.data.len() <= 2 * out.unsent() + 200_000,
+                "queue of {} bytes for {} unsent",
+                out.data.len(),
+                out.unsent()
+            );
+            // The reader takes less than is written, so the queue stays
+            // busy.
+            let mut buf = vec![0u8; 60_000];
+            let mut fds = std::collections::VecDeque::new();
+            let n =
+                crate::sys::fdpass::recv_with_fds(b.as_fd(), &mut buf, &mut fds, false).unwrap();
+            received.extend_from_slice(&buf[..n]);
+            fds_received += fds.len();
+        }
+        a.set_nonblocking(false).unwrap();
+        let sender = std::thread::spawn(move || {
+            out.send_all(a.as_fd()).unwrap();
+        });
+        let mut fds = std::collections::VecDeque::new();
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n =
+                crate::sys::fdpass::recv_with_fds(b.as_fd(), &mut buf, &mut fds, false).unwrap();
+            received.extend_from_slice(&buf[..n]);
+            if received.len() == expected.len() {
+                break;
+            }
+        }
+        sender.join().unwrap();
+        fds_received += fds.len();
+        assert!(received == expected, "the bytes arrived changed");
+        assert_eq!(fds_received, 20);
+        let mut rest = Vec::new();
+        b.set_nonblocking(true).unwrap();
+        let _ = b.read_to_end(&mut rest);
+        assert!(rest.is_empty());
     }
 
     #[test]

@@ -736,6 +736,9 @@ struct Handlers {
     raw_events: bool,
 }
 
+/// A request buffer grown past this by one large request is given back.
+const KEEP_SCRATCH: usize = 8 << 20;
+
 /// How far the connection is.
 enum Phase {
     /// Waiting for the serve protocol's `S` (pid first).
@@ -765,6 +768,8 @@ struct Core {
     /// The socket for reading (a duplicate: reading needs no state lock).
     read_fd: OwnedFd,
     decoder: Mutex<Decoder>,
+    /// Where requests are encoded.
+    scratch: Mutex<Vec<u8>>,
     handlers: Mutex<Handlers>,
     /// Whether anything waits for what the child sends after the handle is
     /// dropped (fixed at start, so `release` needs no handler lock).
@@ -829,6 +834,7 @@ impl Core {
             wake: Condvar::new(),
             read_fd,
             decoder: Mutex::new(Decoder::new(frame::TO_PARENT, max_frame, buflen)),
+            scratch: Mutex::new(Vec::new()),
             handlers: Mutex::new(handlers),
             listening,
             codec,
@@ -866,10 +872,33 @@ impl Core {
 
     /// Queues a request and returns its pending call.
     fn submit<Req: Serialize>(self: &Arc<Self>, request: &Req) -> Result<PendingCall, Error> {
-        let encoded = self.codec.encode(request).map_err(|source| Error::Codec {
-            function: self.function.clone(),
-            source,
-        })?;
+        // Encoded outside the state lock, into a buffer kept from call to
+        // call (a concurrent caller finds it taken and uses a new one).
+        let mut encoded = std::mem::take(&mut *self.scratch());
+        encoded.clear();
+        let fds = self
+            .codec
+            .encode_appending(request, &mut encoded)
+            .map_err(|source| Error::Codec {
+                function: self.function.clone(),
+                source,
+            })?;
+        let result = self.submit_encoded(&encoded, fds);
+        if encoded.capacity() <= KEEP_SCRATCH {
+            *self.scratch() = encoded;
+        }
+        result
+    }
+
+    fn scratch(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.scratch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn submit_encoded(
+        self: &Arc<Self>,
+        encoded: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<PendingCall, Error> {
         let mut state = self.lock();
         if let Some(error) = self.closed_error(&state) {
             return Err(error);
@@ -882,14 +911,8 @@ impl Core {
         }
         state.next_id = id.wrapping_add(1).max(1);
         let process = state.link.name().clone();
-        frame::encode(
-            state.link.outbox(),
-            id,
-            kind::REQUEST,
-            &encoded.bytes,
-            encoded.fds,
-        )
-        .map_err(|source| Error::Protocol { process, source })?;
+        frame::encode(state.link.outbox(), id, kind::REQUEST, encoded, fds)
+            .map_err(|source| Error::Protocol { process, source })?;
         let slot = Arc::new(Slot::default());
         state.pending.insert(id, slot.clone());
         let driver = state.driver;

@@ -111,13 +111,29 @@ impl Codec {
     /// whose feature is not compiled in, a descriptor that cannot be
     /// duplicated).
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Encoded, CodecError> {
-        let previous = FDS_OUT.with(|slot| slot.replace(Some(Vec::new())));
         let mut bytes = Vec::new();
-        let result = self.encode_into(value, &mut bytes);
+        let fds = self.encode_appending(value, &mut bytes)?;
+        Ok(Encoded { bytes, fds })
+    }
+
+    /// [`encode`](Self::encode), appending to `out` (a buffer kept from
+    /// call to call, so that large messages do not each need fresh
+    /// memory). On an error `out` is as it was.
+    pub(crate) fn encode_appending<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<Vec<OwnedFd>, CodecError> {
+        let previous = FDS_OUT.with(|slot| slot.replace(Some(Vec::new())));
+        let had = out.len();
+        let result = self.encode_into(value, out);
         let fds = FDS_OUT
             .with(|slot| slot.replace(previous))
             .unwrap_or_default();
-        result.map(|()| Encoded { bytes, fds })
+        if result.is_err() {
+            out.truncate(had);
+        }
+        result.map(|()| fds)
     }
 
     fn encode_into<T: Serialize + ?Sized>(

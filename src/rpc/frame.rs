@@ -61,6 +61,15 @@ pub(crate) struct Frame {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// One frame whose payload is still in the [`Decoder`]'s buffer.
+#[derive(Debug)]
+pub(crate) struct FrameRef<'a> {
+    pub(crate) id: u32,
+    pub(crate) kind: u8,
+    pub(crate) payload: &'a [u8],
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
 /// Appends a frame to `out`.
 pub(crate) fn encode(
     out: &mut Outbox,
@@ -94,9 +103,13 @@ pub(crate) fn encode(
 /// Reads frames from a byte stream with descriptors.
 #[derive(Debug)]
 pub(crate) struct Decoder {
+    /// Received bytes in `start..end`; the rest is room for the next read,
+    /// zeroed once when the buffer grows, never again per read.
     buffer: Vec<u8>,
     /// Start of unparsed bytes in `buffer`.
     start: usize,
+    /// End of received bytes in `buffer`.
+    end: usize,
     fds: VecDeque<OwnedFd>,
     /// Kinds accepted.
     kinds: &'static [u8],
@@ -111,6 +124,7 @@ impl Decoder {
         Decoder {
             buffer: Vec::new(),
             start: 0,
+            end: 0,
             fds: VecDeque::new(),
             kinds,
             limit,
@@ -120,21 +134,44 @@ impl Decoder {
 
     /// Bytes received but not yet taken as frames.
     pub(crate) fn buffered(&self) -> usize {
-        self.buffer.len() - self.start
+        self.end - self.start
     }
 
     /// Adds bytes (and descriptors) received elsewhere.
     #[cfg(test)]
     pub(crate) fn feed(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = OwnedFd>) {
-        self.compact();
-        self.buffer.extend_from_slice(bytes);
+        self.make_room(bytes.len());
+        self.buffer[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
         self.fds.extend(fds);
     }
 
-    fn compact(&mut self) {
-        if self.start > 0 && self.start * 2 >= self.buffer.len() {
-            self.buffer.drain(..self.start);
+    /// Makes room for at least `wanted` more bytes after `end`: first by
+    /// moving the unparsed bytes to the front, then by growing (at least
+    /// doubling, so that a frame arriving in pieces costs amortised one
+    /// move per byte).
+    fn make_room(&mut self, wanted: usize) {
+        /// A buffer grown larger than this by a burst is given back once
+        /// it is empty.
+        const KEEP_AT_MOST: usize = 8 << 20;
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+            if self.buffer.len() > KEEP_AT_MOST && wanted <= KEEP_AT_MOST {
+                self.buffer = Vec::new();
+            }
+        }
+        if self.buffer.len() - self.end >= wanted {
+            return;
+        }
+        if self.start > 0 {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buffer.len() - self.end < wanted {
+            let grown = (self.end + wanted).max(self.buffer.len() * 2);
+            self.buffer.resize(grown, 0);
         }
     }
 
@@ -146,24 +183,39 @@ impl Decoder {
         socket: BorrowedFd<'_>,
         nonblocking: bool,
     ) -> io::Result<usize> {
-        self.compact();
         // Room for at least `read_len`, doubled while frames outgrow it
-        // (the manual's buflen rule).
+        // (the manual's buflen rule); a read takes all the room there is.
         if self.buffered() + 128 > self.read_len {
             self.read_len = self.read_len * 2 + 16;
         }
-        let have = self.buffer.len();
-        self.buffer.resize(have + self.read_len, 0);
-        let result =
-            fdpass::recv_with_fds(socket, &mut self.buffer[have..], &mut self.fds, nonblocking);
-        let got = *result.as_ref().unwrap_or(&0);
-        self.buffer.truncate(have + got);
+        self.make_room(self.read_len);
+        let result = fdpass::recv_with_fds(
+            socket,
+            &mut self.buffer[self.end..],
+            &mut self.fds,
+            nonblocking,
+        );
+        if let Ok(got) = result {
+            self.end += got;
+        }
         result
     }
 
     /// The next complete frame, if buffered.
     pub(crate) fn next(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        let available = &self.buffer[self.start..];
+        Ok(self.next_borrowed()?.map(|frame| Frame {
+            id: frame.id,
+            kind: frame.kind,
+            payload: frame.payload.to_vec(),
+            fds: frame.fds,
+        }))
+    }
+
+    /// The next complete frame, if buffered, its payload still in the
+    /// buffer (no copy: for a reader that is done with it before reading
+    /// again).
+    pub(crate) fn next_borrowed(&mut self) -> Result<Option<FrameRef<'_>>, ProtocolError> {
+        let available = &self.buffer[self.start..self.end];
         if available.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -195,13 +247,13 @@ impl Decoder {
         if self.fds.len() < nfds {
             return Err(ProtocolError::MissingFd { tag: Tag(kind) });
         }
-        let payload = available[HEADER_LEN..total].to_vec();
+        let payload = self.start + HEADER_LEN..self.start + total;
         self.start += total;
         let fds = self.fds.drain(..nfds).collect();
-        Ok(Some(Frame {
+        Ok(Some(FrameRef {
             id,
             kind,
-            payload,
+            payload: &self.buffer[payload],
             fds,
         }))
     }
@@ -210,7 +262,7 @@ impl Decoder {
     /// `S`, `E`, see [`crate::proto`]), which the client reads in the same
     /// buffer.
     pub(crate) fn next_serve_reply(&mut self) -> Result<Option<proto::Reply>, ProtocolError> {
-        let available = &self.buffer[self.start..];
+        let available = &self.buffer[self.start..self.end];
         if available.len() < proto::HEADER_LEN {
             return Ok(None);
         }
@@ -228,7 +280,7 @@ impl Decoder {
 
     /// At end of stream: an error if a frame was cut short.
     pub(crate) fn at_end(&self) -> Result<(), ProtocolError> {
-        let available = &self.buffer[self.start..];
+        let available = &self.buffer[self.start..self.end];
         if available.is_empty() {
             return Ok(());
         }

@@ -28,8 +28,11 @@ pub type Octets = Vec<Vec<u8>>;
 /// Why a call failed in the child, as reported back.
 pub(crate) type CallFailure = String;
 
-/// A synchronous RPC function as the server calls it.
-pub(crate) type SyncCall = fn(Codec, &[u8], Vec<OwnedFd>) -> Result<Encoded, CallFailure>;
+/// A synchronous RPC function as the server calls it: decodes the request,
+/// calls the function and appends the encoded reply to the buffer, returning
+/// the reply's descriptors.
+pub(crate) type SyncCall =
+    fn(Codec, &[u8], Vec<OwnedFd>, &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure>;
 
 /// A future the async server runs for one call.
 pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Encoded, CallFailure>>>>;
@@ -78,14 +81,17 @@ pub(crate) fn sync_trampoline<F, Req, Rep>(
     codec: Codec,
     bytes: &[u8],
     fds: Vec<OwnedFd>,
-) -> Result<Encoded, CallFailure>
+    reply: &mut Vec<u8>,
+) -> Result<Vec<OwnedFd>, CallFailure>
 where
     F: Fn(Req) -> Rep + Copy + 'static,
     Req: DeserializeOwned,
     Rep: Serialize,
 {
     let request = decode_request(codec, bytes, fds)?;
-    encode_reply(codec, &conjure::<F>()(request))
+    codec
+        .encode_appending(&conjure::<F>()(request), reply)
+        .map_err(|e| format!("cannot encode the result: {e}"))
 }
 
 pub(crate) fn async_trampoline<F, Req, Fut>(

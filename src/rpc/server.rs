@@ -197,7 +197,7 @@ fn resolve<T: Copy>(
 
 /// Never called: a name is never cast to an address.
 fn unreachable_value() -> RpcEntry {
-    RpcEntry::Sync(|_, _, _| Err("an RPC function name was taken for an address".into()))
+    RpcEntry::Sync(|_, _, _, _| Err("an RPC function name was taken for an address".into()))
 }
 
 fn sync_at(addr: usize) -> SyncCall {
@@ -321,15 +321,21 @@ fn answer(
     }
 }
 
+/// A reply buffer grown past this by one large reply is given back.
+const KEEP_REPLY_BUFFER: usize = 8 << 20;
+
 fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(), String> {
     let mut decoder = Decoder::new(
         frame::TO_CHILD,
         config.max_frame,
         config.buflen_req as usize,
     );
+    let mut reply = Vec::new();
     loop {
         loop {
-            let frame = match decoder.next() {
+            // The request is decoded where it was read, and the reply
+            // encoded into a buffer kept from call to call.
+            let frame = match decoder.next_borrowed() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => return Err(fatal(format!("bad request: {e}"))),
@@ -339,11 +345,22 @@ fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(),
                 // answered already; the parent ignores the reply.
                 continue;
             }
-            let codec = config.codec;
-            let result = catch_unwind(AssertUnwindSafe(|| call(codec, &frame.payload, frame.fds)));
-            if let Err(e) = answer(frame.id, result) {
+            let (id, codec) = (frame.id, config.codec);
+            reply.clear();
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                call(codec, frame.payload, frame.fds, &mut reply)
+            }));
+            let written = match result {
+                Ok(Ok(fds)) => write_frame(id, kind::REPLY, &reply, fds),
+                Ok(Err(message)) => write_frame(id, kind::FAILED, message.as_bytes(), Vec::new()),
+                Err(panic) => answer(id, Err(panic)),
+            };
+            if let Err(e) = written {
                 // The parent is gone: nobody to answer.
                 return Err(format!("cannot reply: {e}"));
+            }
+            if reply.capacity() > KEEP_REPLY_BUFFER {
+                reply = Vec::new();
             }
         }
         match decoder.read_from(socket.as_fd(), false) {
