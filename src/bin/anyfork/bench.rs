@@ -12,6 +12,8 @@
 //! with this process grown to 5, 20, 200 and 2000 MB of touched memory. The
 //! figures are medians over rounds that interleave the methods, so that a
 //! noisy moment does not favour one of them.
+//!
+//! Then the RPC part ([`crate::rpc_bench`]): calls against raw socket I/O.
 
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
@@ -23,6 +25,7 @@ use anyfork::{Args, Fork};
 use crate::json::Json;
 use crate::memory::{self, Ballast, Footprint};
 use crate::perl::{self, PerlFigures};
+use crate::rpc_bench::{self, RpcFigure};
 
 /// The sizes this process is grown to, in MB.
 const SIZES_MB: [u64; 4] = [5, 20, 200, 2000];
@@ -38,6 +41,10 @@ pub struct Options {
     pub pin: bool,
     /// Also measure Perl's AnyEvent::Fork, if it is installed.
     pub perl: bool,
+    /// Measure process creation and memory.
+    pub spawn: bool,
+    /// Measure RPC calls.
+    pub rpc: bool,
 }
 
 impl Options {
@@ -49,9 +56,24 @@ impl Options {
 
     fn cell_time(&self) -> Duration {
         if self.quick {
-            Duration::from_millis(300)
+            Duration::from_millis(250)
         } else {
             Duration::from_millis(1000)
+        }
+    }
+
+    /// RPC cases are many and short; each round starts new processes, and
+    /// where the scheduler puts them changes a round trip by up to 3×, so
+    /// the full run takes more rounds.
+    fn rpc_rounds(&self) -> usize {
+        if self.quick { 3 } else { 9 }
+    }
+
+    fn rpc_cell_time(&self) -> Duration {
+        if self.quick {
+            Duration::from_millis(40)
+        } else {
+            Duration::from_millis(150)
         }
     }
 }
@@ -106,6 +128,8 @@ pub enum BenchError {
         method: &'static str,
         source: anyfork::Error,
     },
+    #[error("RPC: {0}")]
+    Rpc(#[from] rpc_bench::RpcBenchError),
 }
 
 fn io_error(doing: &'static str) -> impl FnOnce(io::Error) -> BenchError {
@@ -127,13 +151,22 @@ pub struct Figure {
 pub struct Report {
     pub options: Options,
     pub cpus: usize,
+    /// Process creation and memory, if measured.
+    pub spawn: Option<SpawnReport>,
+    /// RPC calls, if measured.
+    pub rpc: Option<Vec<RpcFigure>>,
+}
+
+/// What the process-creation part measured.
+#[derive(Debug, Clone)]
+pub struct SpawnReport {
     pub figures: Vec<Figure>,
     pub template: Footprint,
     pub child: Footprint,
     pub perl: Option<PerlFigures>,
 }
 
-impl Report {
+impl SpawnReport {
     fn rate(&self, method: Method, parent_mb: u64) -> Option<f64> {
         self.figures
             .iter()
@@ -222,6 +255,10 @@ fn pin_to_cpu0() -> io::Result<()> {
     Ok(())
 }
 
+fn progress(text: &str) {
+    eprintln!("anyfork bench: {text}");
+}
+
 /// Runs the benchmark, reporting progress on stderr.
 pub fn run(options: Options) -> Result<Report, BenchError> {
     // The machine's CPUs, counted before pinning narrows what we may use.
@@ -229,18 +266,43 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     if options.pin {
         pin_to_cpu0().map_err(io_error("pinning to CPU 0"))?;
     }
-    let progress = |text: &str| eprintln!("anyfork bench: {text}");
     progress(&format!(
-        "{} rounds, {:?} per figure, {}",
+        "{} rounds of {:?} per process figure, {} rounds of {:?} per RPC figure, {}",
         options.rounds(),
         options.cell_time(),
+        options.rpc_rounds(),
+        options.rpc_cell_time(),
         if options.pin {
             "pinned to CPU 0"
         } else {
             "unpinned"
         }
     ));
+    // RPC first, while this process is small.
+    let rpc = if options.rpc {
+        Some(rpc_bench::run(
+            options.rpc_rounds(),
+            options.rpc_cell_time(),
+            &progress,
+        )?)
+    } else {
+        None
+    };
+    let spawn = if options.spawn {
+        Some(run_spawn(options)?)
+    } else {
+        None
+    };
+    Ok(Report {
+        options,
+        cpus,
+        spawn,
+        rpc,
+    })
+}
 
+/// The process-creation part.
+fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
     let anyfork_error = |method: &'static str| move |source| BenchError::Anyfork { method, source };
     // The default template, and a template of our own forked from it, both
     // made while this process is small, as a program would.
@@ -295,9 +357,7 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     } else {
         None
     };
-    Ok(Report {
-        options,
-        cpus,
+    Ok(SpawnReport {
         figures,
         template: template_footprint,
         child: child_footprint,
@@ -324,17 +384,31 @@ fn times(ratio: Option<f64>) -> String {
 
 /// The report as a table for people.
 pub fn render_table(report: &Report) -> String {
-    let mut out = String::new();
     let pin = if report.options.pin {
         "pinned to CPU 0"
     } else {
         "unpinned"
     };
-    out.push_str(&format!(
-        "Processes per second, created one at a time and waited for (socket EOF)\n{} CPUs, {pin}, median of {} round(s)\n\n",
+    let mut out = format!(
+        "{} CPUs, {pin}; medians of {} rounds (processes), {} rounds (RPC)\n",
         report.cpus,
-        report.options.rounds()
-    ));
+        report.options.rounds(),
+        report.options.rpc_rounds()
+    );
+    if let Some(spawn) = &report.spawn {
+        out.push('\n');
+        out.push_str(&render_spawn_table(spawn));
+    }
+    if let Some(rpc) = &report.rpc {
+        out.push('\n');
+        out.push_str(&render_rpc_table(rpc));
+    }
+    out
+}
+
+fn render_spawn_table(report: &SpawnReport) -> String {
+    let mut out =
+        String::from("Processes per second, created one at a time and waited for (socket EOF)\n\n");
     out.push_str(
         "| parent | (a) plain fork | (b) Fork::new | (c) new_exec | (d) template fork | b/a |\n",
     );
@@ -372,8 +446,87 @@ pub fn render_table(report: &Report) -> String {
     out
 }
 
+fn payload_name(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+fn render_rpc_table(figures: &[RpcFigure]) -> String {
+    use rpc_bench::{Backend, WINDOW};
+    let mut out = format!(
+        "RPC: each call sends a string and gets it back. raw = the same messages by hand, no RPC.\n\
+         Round trips (RTT) are medians, one call at a time; rates with 1 or {WINDOW} calls in flight.\n\n"
+    );
+    out.push_str(&format!(
+        "| payload | serialiser | sync RTT µs | sync / raw RTT | async RTT µs | async calls/s | async ×{WINDOW} calls/s | ×{WINDOW} async / raw |\n"
+    ));
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    let rtt = |f: Option<&RpcFigure>| f.map_or("-".into(), |f| format!("{:.1}", f.median_rtt_us));
+    let rate = |f: Option<&RpcFigure>| f.map_or("-".into(), |f| thousands(f.calls_per_sec));
+    for payload in rpc_bench::PAYLOADS {
+        let find = |backend, serialiser, in_flight| {
+            rpc_bench::find(figures, backend, serialiser, payload, in_flight)
+        };
+        out.push_str(&format!(
+            "| {} | raw I/O | {} | 1.00× | | {} | {} | 1.00× |\n",
+            payload_name(payload),
+            rtt(find(Backend::Raw, "none", 1)),
+            rate(find(Backend::Raw, "none", 1)),
+            rate(find(Backend::Raw, "none", WINDOW)),
+        ));
+        for (_, name) in rpc_bench::SERIALISERS {
+            let (rtt_ratio, rate_ratio) = rpc_bench::ratios(figures, name, payload);
+            out.push_str(&format!(
+                "| {} | {name} | {} | {} | {} | {} | {} | {} |\n",
+                payload_name(payload),
+                rtt(find(Backend::Sync, name, 1)),
+                times(rtt_ratio),
+                rtt(find(Backend::Async, name, 1)),
+                rate(find(Backend::Async, name, 1)),
+                rate(find(Backend::Async, name, WINDOW)),
+                times(rate_ratio),
+            ));
+        }
+    }
+    out
+}
+
+fn rounded(v: f64, places: i32) -> Json {
+    let scale = 10f64.powi(places);
+    Json::Number((v * scale).round() / scale)
+}
+
+fn optional(v: Option<f64>) -> Json {
+    v.map_or(Json::Null, |v| rounded(v, 3))
+}
+
 /// The report as one JSON object.
 pub fn render_json(report: &Report) -> String {
+    let mut fields = vec![(
+        "machine".to_owned(),
+        Json::object([
+            ("cpus", Json::Number(report.cpus as f64)),
+            ("pinned", Json::Bool(report.options.pin)),
+            ("rounds", Json::Number(report.options.rounds() as f64)),
+            (
+                "rpc_rounds",
+                Json::Number(report.options.rpc_rounds() as f64),
+            ),
+        ]),
+    )];
+    if let Some(spawn) = &report.spawn {
+        fields.extend(spawn_json(spawn));
+    }
+    if let Some(rpc) = &report.rpc {
+        fields.extend(rpc_json(rpc));
+    }
+    Json::Object(fields).render()
+}
+
+fn spawn_json(report: &SpawnReport) -> Vec<(String, Json)> {
     let spawn = report
         .figures
         .iter()
@@ -382,55 +535,39 @@ pub fn render_json(report: &Report) -> String {
                 ("method", Json::Text(f.method.key().into())),
                 ("parent_mb", Json::Number(f.parent_mb as f64)),
                 ("parent_rss_kb", Json::Number(f.parent_rss_kb as f64)),
-                ("per_sec", Json::Number((f.per_sec * 10.0).round() / 10.0)),
+                ("per_sec", rounded(f.per_sec, 1)),
             ])
         })
         .collect();
-    let number =
-        |v: Option<f64>| v.map_or(Json::Null, |v| Json::Number((v * 1000.0).round() / 1000.0));
     let b_over_a = SIZES_MB
         .iter()
         .map(|&mb| {
             (
                 mb.to_string(),
-                number(report.ratio((Method::New, mb), (Method::PlainFork, mb))),
+                optional(report.ratio((Method::New, mb), (Method::PlainFork, mb))),
             )
         })
         .collect::<Vec<_>>();
     let perl = match &report.perl {
         Some(p) => Json::object([
             ("version", Json::Text(p.version.clone())),
-            (
-                "new_per_sec",
-                Json::Number((p.new_per_sec * 10.0).round() / 10.0),
-            ),
-            (
-                "new_exec_per_sec",
-                Json::Number((p.new_exec_per_sec * 10.0).round() / 10.0),
-            ),
+            ("new_per_sec", rounded(p.new_per_sec, 1)),
+            ("new_exec_per_sec", rounded(p.new_exec_per_sec, 1)),
         ]),
         None => Json::Null,
     };
     let perl_ratio = |m: Method, theirs: fn(&PerlFigures) -> f64| {
-        number(
+        optional(
             report
                 .perl
                 .as_ref()
                 .and_then(|p| Some(report.rate(m, 5)? / theirs(p))),
         )
     };
-    Json::object([
+    vec![
+        ("spawn".into(), Json::List(spawn)),
         (
-            "machine",
-            Json::object([
-                ("cpus", Json::Number(report.cpus as f64)),
-                ("pinned", Json::Bool(report.options.pin)),
-                ("rounds", Json::Number(report.options.rounds() as f64)),
-            ]),
-        ),
-        ("spawn", Json::List(spawn)),
-        (
-            "memory",
+            "memory".into(),
             Json::object([
                 (
                     "template_rss_kb",
@@ -445,12 +582,12 @@ pub fn render_json(report: &Report) -> String {
             ]),
         ),
         (
-            "ratios",
+            "ratios".into(),
             Json::object([
                 ("new_over_plain_fork", Json::Object(b_over_a)),
                 (
                     "new_2000mb_over_new_5mb",
-                    number(report.ratio((Method::New, 2000), (Method::New, 5))),
+                    optional(report.ratio((Method::New, 2000), (Method::New, 5))),
                 ),
                 (
                     "new_over_perl_new",
@@ -462,7 +599,38 @@ pub fn render_json(report: &Report) -> String {
                 ),
             ]),
         ),
-        ("perl", perl),
-    ])
-    .render()
+        ("perl".into(), perl),
+    ]
+}
+
+fn rpc_json(figures: &[RpcFigure]) -> Vec<(String, Json)> {
+    let list = figures
+        .iter()
+        .map(|f| {
+            Json::object([
+                ("backend", Json::Text(f.case.backend.key().into())),
+                ("serialiser", Json::Text(f.case.serialiser_name().into())),
+                ("payload_bytes", Json::Number(f.case.payload_bytes as f64)),
+                ("in_flight", Json::Number(f.case.in_flight as f64)),
+                ("calls_per_sec", rounded(f.calls_per_sec, 1)),
+                ("median_rtt_us", rounded(f.median_rtt_us, 2)),
+            ])
+        })
+        .collect();
+    let mut ratios = Vec::new();
+    for payload in rpc_bench::PAYLOADS {
+        for (_, name) in rpc_bench::SERIALISERS {
+            let (rtt_ratio, rate_ratio) = rpc_bench::ratios(figures, name, payload);
+            ratios.push(Json::object([
+                ("serialiser", Json::Text(name.into())),
+                ("payload_bytes", Json::Number(payload as f64)),
+                ("sync_rtt_over_raw_rtt", optional(rtt_ratio)),
+                ("async_window_rate_over_raw_rate", optional(rate_ratio)),
+            ]));
+        }
+    }
+    vec![
+        ("rpc".into(), Json::List(list)),
+        ("rpc_ratios".into(), Json::List(ratios)),
+    ]
 }

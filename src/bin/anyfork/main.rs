@@ -3,8 +3,9 @@
 //! ```text
 //! anyfork                 the tour, then `bench --quick`
 //! anyfork tour            the seed manual's scenarios, each saying what happened
-//! anyfork bench [--quick] [--json] [--pin] [--no-perl]
-//!                         processes per second and memory, side by side
+//! anyfork bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl]
+//!                         processes per second and memory, RPC calls
+//!                         against raw socket I/O; side by side
 //! anyfork help
 //! ```
 
@@ -12,19 +13,26 @@ mod bench;
 mod json;
 mod memory;
 mod perl;
+mod rpc_bench;
+mod rpc_tour;
 mod tour;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: anyfork [tour | bench [--quick] [--json] [--pin] [--no-perl] | help]
+usage: anyfork [tour | bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl] | help]
 
   (no command)  the tour, then bench --quick
-  tour          the scenarios of the AnyEvent::Fork manual, each saying what happened
-  bench         processes per second for plain fork, Fork::new, new_exec and
+  tour          the scenarios of the AnyEvent::Fork and AnyEvent::Fork::RPC
+                manuals, each saying what happened
+  bench         both parts below
+  bench spawn   processes per second for plain fork, Fork::new, new_exec and
                 template forks with this process grown to 5, 20, 200 and 2000 MB,
                 and the memory of a template and of an idle child
-      --quick   one short round (under 30 seconds)
+  bench rpc     RPC round trips and calls per second (sync and async backends,
+                every serialiser, 16 B, 1 KiB and 1 MiB payloads) against the
+                same messages sent by hand over a socket
+      --quick   short rounds (both parts in under 30 seconds)
       --json    print the figures as one JSON object on stdout
       --pin     pin to CPU 0 (like taskset -c 0)
       --no-perl do not measure Perl's AnyEvent::Fork even if it is installed
@@ -67,6 +75,16 @@ fn parse(args: &[String]) -> Result<Command, CliError> {
                     json: false,
                     pin: false,
                     perl: true,
+                    spawn: true,
+                    rpc: true,
+                };
+                let rest = match rest.split_first() {
+                    Some((part, rest)) if part == "spawn" || part == "rpc" => {
+                        options.spawn = part == "spawn";
+                        options.rpc = part == "rpc";
+                        rest
+                    }
+                    _ => rest,
                 };
                 for arg in rest {
                     match arg.as_str() {
@@ -102,13 +120,15 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Default => {
             tour::run()?;
             println!(
-                "8. How fast: anyfork bench --quick (run `anyfork bench` for the full, 3-round version)\n"
+                "11. How fast: anyfork bench --quick (run `anyfork bench` for the full, 3-round version)\n"
             );
             bench(bench::Options {
                 quick: true,
                 json: false,
                 pin: false,
                 perl: true,
+                spawn: true,
+                rpc: true,
             })?;
         }
     }

@@ -25,6 +25,11 @@ pub enum TourError {
         scenario: &'static str,
         source: io::Error,
     },
+    #[error("{scenario}: {source}")]
+    Rpc {
+        scenario: &'static str,
+        source: anyfork::rpc::Error,
+    },
     #[error("{scenario}: {what}")]
     Unexpected {
         scenario: &'static str,
@@ -33,7 +38,7 @@ pub enum TourError {
 }
 
 /// Attaches the scenario's name to errors.
-trait InScenario<T> {
+pub trait InScenario<T> {
     fn in_scenario(self, scenario: &'static str) -> Result<T, TourError>;
 }
 
@@ -55,7 +60,7 @@ fn read_to_end(mut socket: UnixStream) -> io::Result<String> {
     Ok(text)
 }
 
-fn heading(n: u32, title: &str) {
+pub fn heading(n: u32, title: &str) {
     println!("\n{n}. {title}");
 }
 
@@ -338,7 +343,9 @@ fn processes_and_errors() -> Result<(), TourError> {
 
 /// Runs every scenario.
 pub fn run() -> Result<(), TourError> {
-    println!("anyfork tour: the scenarios of the AnyEvent::Fork manual, in Rust");
+    println!(
+        "anyfork tour: the scenarios of the AnyEvent::Fork and AnyEvent::Fork::RPC manuals, in Rust"
+    );
     single_worker()?;
     shared_template()?;
     server_pool()?;
@@ -346,6 +353,7 @@ pub fn run() -> Result<(), TourError> {
     new_exec()?;
     template_here()?;
     processes_and_errors()?;
+    crate::rpc_tour::run()?;
     println!();
     Ok(())
 }

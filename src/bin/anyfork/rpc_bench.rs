@@ -1,0 +1,551 @@
+//! `anyfork bench rpc`: what an RPC call costs, against the same bytes moved
+//! by hand between the same two kinds of process.
+//!
+//! Every call sends a string of the payload's size and gets it back (the
+//! child's function returns its argument). Measured, side by side and
+//! interleaved over rounds:
+//!
+//! - `raw`: no RPC at all. A process forked with `Fork::new()` reads a
+//!   message of the known size from its socket and writes it back; the
+//!   parent writes and reads with plain blocking I/O (one in flight), or
+//!   with a writer and a reader task on a current-thread tokio runtime (64
+//!   in flight). This is the floor any RPC layer stands on.
+//! - `sync`: the synchronous backend, one call at a time with
+//!   `call_blocking` from a thread without a runtime.
+//! - `async`: the asynchronous backend, called with `call(..).await` on a
+//!   current-thread runtime, 1 or 64 calls in flight;
+//!
+//! each RPC case for every serialiser, each case for 16-byte, 1 KiB and
+//! 1 MiB payloads. A figure is the median over rounds of the calls per
+//! second, and the median round trip (from making the call to having its
+//! result) of the calls in them.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyfork::rpc::Codec;
+use anyfork::{Args, Fork};
+
+/// The payload sizes, in bytes: a small call, 1 KiB and 1 MiB.
+pub const PAYLOADS: [usize; 3] = [16, 1024, 1 << 20];
+
+/// How many calls the pipelined cases keep in flight.
+pub const WINDOW: usize = 64;
+
+/// The serialisers, with their names in the report.
+pub const SERIALISERS: [(Codec, &str); 4] = [
+    (Codec::Raw, "raw"),
+    (Codec::Cbor, "cbor"),
+    (Codec::Json, "json"),
+    (Codec::Postcard, "postcard"),
+];
+
+/// Who moves the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Plain socket I/O, no RPC.
+    Raw,
+    /// The synchronous backend.
+    Sync,
+    /// The asynchronous backend.
+    Async,
+}
+
+impl Backend {
+    /// The name used in `--json`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Backend::Raw => "raw",
+            Backend::Sync => "sync",
+            Backend::Async => "async",
+        }
+    }
+}
+
+/// One case: a backend, a serialiser (`None` for raw), a payload size and
+/// how many calls are in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    pub backend: Backend,
+    pub serialiser: Option<(Codec, &'static str)>,
+    pub payload_bytes: usize,
+    pub in_flight: usize,
+}
+
+impl Case {
+    /// The serialiser's name in the report (`"none"` for raw).
+    pub fn serialiser_name(&self) -> &'static str {
+        self.serialiser.map_or("none", |(_, name)| name)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} {} {} B x{}",
+            self.backend.key(),
+            self.serialiser_name(),
+            self.payload_bytes,
+            self.in_flight
+        )
+    }
+
+    /// Every case, in the order they are measured and shown.
+    pub fn all() -> Vec<Case> {
+        let mut cases = Vec::new();
+        for payload_bytes in PAYLOADS {
+            let raw = |in_flight| Case {
+                backend: Backend::Raw,
+                serialiser: None,
+                payload_bytes,
+                in_flight,
+            };
+            cases.push(raw(1));
+            cases.push(raw(WINDOW));
+            for serialiser in SERIALISERS {
+                for (backend, in_flight) in [
+                    (Backend::Sync, 1),
+                    (Backend::Async, 1),
+                    (Backend::Async, WINDOW),
+                ] {
+                    cases.push(Case {
+                        backend,
+                        serialiser: Some(serialiser),
+                        payload_bytes,
+                        in_flight,
+                    });
+                }
+            }
+        }
+        cases
+    }
+}
+
+/// One measured case.
+#[derive(Debug, Clone)]
+pub struct RpcFigure {
+    pub case: Case,
+    pub calls_per_sec: f64,
+    pub median_rtt_us: f64,
+}
+
+/// Why a case could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcBenchError {
+    #[error("{case}: {doing}: {source}")]
+    Io {
+        case: String,
+        doing: &'static str,
+        source: io::Error,
+    },
+    #[error("{case}: {source}")]
+    Start {
+        case: String,
+        source: anyfork::Error,
+    },
+    #[error("{case}: {source}")]
+    Call {
+        case: String,
+        source: anyfork::rpc::Error,
+    },
+    #[error("{case}: the reply differs from the request")]
+    WrongReply { case: String },
+}
+
+// ---------------------------------------------------------------------------
+// What the children run.
+
+/// The RPC function of the synchronous cases.
+fn echo(text: String) -> String {
+    text
+}
+
+/// The RPC function of the asynchronous cases.
+async fn echo_async(text: String) -> String {
+    text
+}
+
+/// The raw cases' child: reads messages of the size it was sent and
+/// writes each back whole.
+fn echo_messages(mut socket: UnixStream, mut args: Args) -> io::Result<()> {
+    let size = args
+        .string()
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no message size"))?;
+    let mut message = vec![0u8; size];
+    loop {
+        match socket.read_exact(&mut message) {
+            Ok(()) => socket.write_all(&message)?,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The measurements.
+
+/// What one round of a case gave.
+struct Sample {
+    calls: u64,
+    elapsed: Duration,
+    rtts: Vec<Duration>,
+}
+
+impl Sample {
+    fn new() -> Sample {
+        Sample {
+            calls: 0,
+            elapsed: Duration::ZERO,
+            rtts: Vec::new(),
+        }
+    }
+}
+
+/// Calls made before the clock starts, so buffers are grown and pages
+/// touched.
+const WARM_UP: usize = 3;
+
+/// At least this many calls per round, however slow.
+const MIN_CALLS: u64 = 5;
+
+fn payload(size: usize) -> String {
+    "x".repeat(size)
+}
+
+fn runtime(case: &Case) -> Result<tokio::runtime::Runtime, RpcBenchError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RpcBenchError::Io {
+            case: case.describe(),
+            doing: "starting a tokio runtime",
+            source,
+        })
+}
+
+/// Measures one case for about `time`.
+fn measure(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
+    match case.backend {
+        Backend::Raw if case.in_flight == 1 => raw_ping_pong(case, time),
+        Backend::Raw => raw_pipelined(case, time),
+        Backend::Sync => sync_calls(case, time),
+        Backend::Async => async_calls(case, time),
+    }
+}
+
+fn start_raw_child(case: &Case) -> Result<UnixStream, RpcBenchError> {
+    let start = |source| RpcBenchError::Start {
+        case: case.describe(),
+        source,
+    };
+    Fork::new()
+        .map_err(start)?
+        .send_arg(case.payload_bytes.to_string())
+        .run(echo_messages)
+        .map_err(start)
+}
+
+fn raw_ping_pong(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
+    let io_error = |doing| {
+        move |source| RpcBenchError::Io {
+            case: case.describe(),
+            doing,
+            source,
+        }
+    };
+    let mut socket = start_raw_child(case)?;
+    let message = payload(case.payload_bytes).into_bytes();
+    let mut back = vec![0u8; case.payload_bytes];
+    let mut round_trip = |socket: &mut UnixStream| -> Result<(), RpcBenchError> {
+        socket
+            .write_all(&message)
+            .map_err(io_error("writing a message"))?;
+        socket
+            .read_exact(&mut back)
+            .map_err(io_error("reading a message"))
+    };
+    for _ in 0..WARM_UP {
+        round_trip(&mut socket)?;
+    }
+    let mut sample = Sample::new();
+    let start = Instant::now();
+    while sample.calls < MIN_CALLS || start.elapsed() < time {
+        let sent = Instant::now();
+        round_trip(&mut socket)?;
+        sample.rtts.push(sent.elapsed());
+        sample.calls += 1;
+    }
+    sample.elapsed = start.elapsed();
+    if back != message {
+        return Err(RpcBenchError::WrongReply {
+            case: case.describe(),
+        });
+    }
+    Ok(sample)
+}
+
+/// A writer task keeps `in_flight` messages in flight, gated by a
+/// semaphore; the reader reads replies and hands back permits.
+fn raw_pipelined(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io_error = |doing| {
+        move |source| RpcBenchError::Io {
+            case: case.describe(),
+            doing,
+            source,
+        }
+    };
+    let socket = start_raw_child(case)?;
+    socket
+        .set_nonblocking(true)
+        .map_err(io_error("preparing the socket"))?;
+    runtime(case)?.block_on(async {
+        let socket =
+            tokio::net::UnixStream::from_std(socket).map_err(io_error("preparing the socket"))?;
+        let (mut reader, mut writer) = socket.into_split();
+        let message = Arc::new(payload(case.payload_bytes).into_bytes());
+        let sent_at = Arc::new(Mutex::new(VecDeque::<Instant>::new()));
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let writing = {
+            let (message, sent_at, permits) = (message.clone(), sent_at.clone(), permits.clone());
+            tokio::spawn(async move {
+                // Until the semaphore is closed.
+                while let Ok(permit) = permits.acquire().await {
+                    permit.forget();
+                    sent_at
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_back(Instant::now());
+                    writer.write_all(&message).await?;
+                }
+                Ok::<_, io::Error>(())
+            })
+        };
+        let mut back = vec![0u8; case.payload_bytes];
+        let mut read_one = async |permits: &tokio::sync::Semaphore| {
+            reader
+                .read_exact(&mut back)
+                .await
+                .map_err(io_error("reading a message"))?;
+            permits.add_permits(1);
+            Ok::<_, RpcBenchError>(
+                sent_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .pop_front(),
+            )
+        };
+        // Warm up one window, then measure.
+        permits.add_permits(case.in_flight);
+        for _ in 0..case.in_flight {
+            read_one(&permits).await?;
+        }
+        let mut sample = Sample::new();
+        let start = Instant::now();
+        let min_calls = MIN_CALLS.max(case.in_flight as u64);
+        while sample.calls < min_calls || start.elapsed() < time {
+            if let Some(sent) = read_one(&permits).await? {
+                sample.rtts.push(sent.elapsed());
+            }
+            sample.calls += 1;
+        }
+        sample.elapsed = start.elapsed();
+        // Stop the writer and take in what is still in flight.
+        permits.close();
+        match writing.await {
+            Ok(result) => result.map_err(io_error("writing a message"))?,
+            Err(e) => return Err(io_error("writing a message")(io::Error::other(e))),
+        }
+        let outstanding = sent_at.lock().unwrap_or_else(PoisonError::into_inner).len();
+        for _ in 0..outstanding {
+            read_one(&permits).await?;
+        }
+        if back != *message {
+            return Err(RpcBenchError::WrongReply {
+                case: case.describe(),
+            });
+        }
+        Ok(sample)
+    })
+}
+
+fn codec(case: &Case) -> Codec {
+    case.serialiser.map_or(Codec::Raw, |(codec, _)| codec)
+}
+
+fn sync_calls(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
+    let rpc = Fork::new()
+        .and_then(|fork| fork.rpc(echo).codec(codec(case)).start())
+        .map_err(|source| RpcBenchError::Start {
+            case: case.describe(),
+            source,
+        })?;
+    let message = payload(case.payload_bytes);
+    let call = || {
+        let back = rpc
+            .call_blocking(message.clone())
+            .map_err(|source| RpcBenchError::Call {
+                case: case.describe(),
+                source,
+            })?;
+        if back.len() != message.len() {
+            return Err(RpcBenchError::WrongReply {
+                case: case.describe(),
+            });
+        }
+        Ok(())
+    };
+    for _ in 0..WARM_UP {
+        call()?;
+    }
+    let mut sample = Sample::new();
+    let start = Instant::now();
+    while sample.calls < MIN_CALLS || start.elapsed() < time {
+        let sent = Instant::now();
+        call()?;
+        sample.rtts.push(sent.elapsed());
+        sample.calls += 1;
+    }
+    sample.elapsed = start.elapsed();
+    Ok(sample)
+}
+
+fn async_calls(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
+    let call_error = |source| RpcBenchError::Call {
+        case: case.describe(),
+        source,
+    };
+    runtime(case)?.block_on(async {
+        let rpc = Fork::new()
+            .and_then(|fork| fork.rpc(echo_async).codec(codec(case)).start())
+            .map_err(|source| RpcBenchError::Start {
+                case: case.describe(),
+                source,
+            })?;
+        let message = payload(case.payload_bytes);
+        let check = |back: String| {
+            if back.len() == message.len() {
+                Ok(())
+            } else {
+                Err(RpcBenchError::WrongReply {
+                    case: case.describe(),
+                })
+            }
+        };
+        // A window of calls, each made (and so sent) when it enters. The
+        // clock starts once a whole window has gone round, so that what is
+        // measured is the steady state, not the first call's latency.
+        let mut window = VecDeque::with_capacity(case.in_flight);
+        let warm_up = case.in_flight.max(WARM_UP);
+        let min_calls = MIN_CALLS.max(case.in_flight as u64);
+        let mut sample = Sample::new();
+        let mut start = Instant::now();
+        let mut completed = 0;
+        loop {
+            let measuring =
+                completed < warm_up || sample.calls < min_calls || start.elapsed() < time;
+            if measuring {
+                while window.len() < case.in_flight {
+                    window.push_back((Instant::now(), rpc.call(message.clone())));
+                }
+            }
+            let Some((sent, call)) = window.pop_front() else {
+                break;
+            };
+            check(call.await.map_err(call_error)?)?;
+            completed += 1;
+            if completed == warm_up {
+                start = Instant::now();
+            } else if completed > warm_up && measuring {
+                sample.rtts.push(sent.elapsed());
+                sample.calls += 1;
+                sample.elapsed = start.elapsed();
+            }
+        }
+        Ok(sample)
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Measures every case `rounds` times, interleaved, each for about
+/// `time`; `progress` hears about each round.
+pub fn run(
+    rounds: usize,
+    time: Duration,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<RpcFigure>, RpcBenchError> {
+    let cases = Case::all();
+    let mut rates = vec![Vec::new(); cases.len()];
+    let mut rtts = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        progress(&format!(
+            "RPC, round {}/{rounds}: {} cases",
+            round + 1,
+            cases.len()
+        ));
+        for (i, case) in cases.iter().enumerate() {
+            let sample = measure(case, time)?;
+            rates[i].push(sample.calls as f64 / sample.elapsed.as_secs_f64());
+            rtts[i].push(median(
+                sample
+                    .rtts
+                    .iter()
+                    .map(|rtt| rtt.as_secs_f64() * 1e6)
+                    .collect(),
+            ));
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .zip(rates.into_iter().zip(rtts))
+        .map(|(case, (rates, rtts))| RpcFigure {
+            case,
+            calls_per_sec: median(rates),
+            median_rtt_us: median(rtts),
+        })
+        .collect())
+}
+
+/// Looks up one figure.
+pub fn find<'a>(
+    figures: &'a [RpcFigure],
+    backend: Backend,
+    serialiser: &str,
+    payload_bytes: usize,
+    in_flight: usize,
+) -> Option<&'a RpcFigure> {
+    figures.iter().find(|f| {
+        f.case.backend == backend
+            && f.case.serialiser_name() == serialiser
+            && f.case.payload_bytes == payload_bytes
+            && f.case.in_flight == in_flight
+    })
+}
+
+/// The two ratios the RPC layer is judged by, for one serialiser and
+/// payload: sync round trip / raw ping-pong round trip, and async calls per
+/// second with a full window / raw messages per second with a full window.
+pub fn ratios(
+    figures: &[RpcFigure],
+    serialiser: &str,
+    payload_bytes: usize,
+) -> (Option<f64>, Option<f64>) {
+    let rtt_ratio = find(figures, Backend::Sync, serialiser, payload_bytes, 1)
+        .zip(find(figures, Backend::Raw, "none", payload_bytes, 1))
+        .map(|(sync, raw)| sync.median_rtt_us / raw.median_rtt_us);
+    let rate_ratio = find(figures, Backend::Async, serialiser, payload_bytes, WINDOW)
+        .zip(find(figures, Backend::Raw, "none", payload_bytes, WINDOW))
+        .map(|(rpc, raw)| rpc.calls_per_sec / raw.calls_per_sec);
+    (rtt_ratio, rate_ratio)
+}
