@@ -1119,6 +1119,60 @@ mod tests {
         assert!(rest.is_empty());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A command stream arriving in arbitrary pieces (a pause after
+        /// each, so that the reader mostly sees them one by one) reads back
+        /// as it was sent, and the reader stops at `run`.
+        #[test]
+        fn commands_round_trip_under_any_split(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..8),
+            cuts in proptest::collection::vec(0usize..3000, 0..12),
+        ) {
+            let mut out = Outbox::default();
+            for arg in &args {
+                out.arg(arg).unwrap();
+            }
+            out.limit(77);
+            out.run(&Target::Name("m::f".into())).unwrap();
+            let bytes = out.data.clone();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(bytes.len());
+            cuts.sort();
+            cuts.dedup();
+            let pieces: Vec<Vec<u8>> = cuts.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect();
+            let (mut a, b) = UnixStream::pair().unwrap();
+            let writer = std::thread::spawn(move || {
+                for piece in pieces {
+                    a.write_all(&piece).unwrap();
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                }
+            });
+            let mut reader = FrameReader::new();
+            let mut seen = Vec::new();
+            let mut limit = None;
+            loop {
+                let frame = reader
+                    .read_frame(b.as_fd(), COMMAND_TAGS, 1 << 20, &mut || {})
+                    .unwrap()
+                    .expect("the stream ended before run");
+                match decode_command(frame).unwrap() {
+                    Command::Arg(arg) => seen.push(arg),
+                    Command::Limit(l) => limit = Some(l),
+                    Command::Run(Target::Name(name)) => {
+                        proptest::prop_assert_eq!(name, "m::f");
+                        break;
+                    }
+                    _ => proptest::prop_assert!(false, "an unexpected command"),
+                }
+            }
+            writer.join().unwrap();
+            proptest::prop_assert_eq!(seen, args);
+            proptest::prop_assert_eq!(limit, Some(77));
+        }
+    }
+
     #[test]
     fn reader_stops_at_frame_end() {
         let (mut a, b) = UnixStream::pair().unwrap();

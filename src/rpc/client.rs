@@ -757,6 +757,8 @@ struct State {
     reading: bool,
     /// A driver task holds it for good.
     driver: bool,
+    /// Threads asleep on `Core::wake`.
+    waiters: usize,
     handle_dropped: bool,
     write_shut: bool,
 }
@@ -814,7 +816,9 @@ impl Core {
             doing: "preparing the RPC socket".into(),
             source,
         };
-        rustix::io::ioctl_fionbio(socket, true).map_err(|e| io(e.into()))?;
+        // Blocking: every read or write that must not wait says so itself
+        // (`MSG_DONTWAIT`), and a blocking reader can sleep in its read.
+        rustix::io::ioctl_fionbio(socket, false).map_err(|e| io(e.into()))?;
         let read_fd = socket.try_clone().map_err(io)?;
         let listening = handlers.on_destroy.is_some()
             || handlers.on_event.is_some()
@@ -828,6 +832,7 @@ impl Core {
                 next_id: 1,
                 reading: false,
                 driver: false,
+                waiters: 0,
                 handle_dropped: false,
                 write_shut: false,
             }),
@@ -1028,6 +1033,7 @@ impl Core {
                 return Ok(());
             }
             if state.reading || state.driver {
+                state.waiters += 1;
                 state = match deadline {
                     Some(d) => {
                         self.wake
@@ -1040,6 +1046,7 @@ impl Core {
                         .wait(state)
                         .unwrap_or_else(PoisonError::into_inner),
                 };
+                state.waiters -= 1;
                 drop(state);
                 continue;
             }
@@ -1049,8 +1056,10 @@ impl Core {
             {
                 let mut state = self.lock();
                 state.reading = false;
+                if state.waiters > 0 {
+                    self.wake.notify_all();
+                }
             }
-            self.wake.notify_all();
             #[cfg(feature = "tokio")]
             self.driver_wake.notify_one();
             if let Err(error) = result {
@@ -1063,6 +1072,18 @@ impl Core {
     fn read_blocking(&self, deadline: Option<Instant>) -> Result<(), Error> {
         use rustix::event::{PollFd, PollFlags};
         let want_write = self.wants_write();
+        if !want_write && deadline.is_none() {
+            // Nothing to send and no time limit: sleep in the read itself,
+            // one system call instead of a poll and a read. Whatever is
+            // queued later by another thread waits at most for the reply
+            // to a request sent in full, which comes.
+            let read = self.read_once_waiting(true)?;
+            self.dispatch()?;
+            if let ReadResult::End = read {
+                self.finish_end()?;
+            }
+            return Ok(());
+        }
         let mut flags = PollFlags::IN;
         if want_write {
             flags |= PollFlags::OUT;
@@ -1097,9 +1118,14 @@ impl Core {
 
     /// Reads what is there (without waiting).
     fn read_once(&self) -> Result<ReadResult, Error> {
+        self.read_once_waiting(false)
+    }
+
+    /// Reads once; `wait`: until something arrives.
+    fn read_once_waiting(&self, wait: bool) -> Result<ReadResult, Error> {
         let read = {
             let mut decoder = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
-            decoder.read_from(self.read_fd.as_fd(), true)
+            decoder.read_from(self.read_fd.as_fd(), !wait)
         };
         match read {
             Ok(0) => Ok(ReadResult::End),
@@ -1148,10 +1174,17 @@ impl Core {
 
     fn fulfil(&self, slot: Arc<Slot>, outcome: Outcome) {
         slot.fulfil(outcome);
-        // Through the state lock, so a waiter that looked before the fulfil
-        // is asleep by now and hears this.
-        drop(self.lock());
-        self.wake.notify_all();
+        self.wake_waiters();
+    }
+
+    /// Wakes the blocking waiters, if there are any (a notify is a system
+    /// call even when nobody waits). Through the state lock, so that a
+    /// waiter that looked before the change is asleep by now and hears
+    /// this.
+    fn wake_waiters(&self) {
+        if self.lock().waiters > 0 {
+            self.wake.notify_all();
+        }
     }
 
     fn emit_log(&self, payload: &[u8]) {
@@ -1276,8 +1309,7 @@ impl Core {
         if let Some(queue) = &handlers.events {
             queue.push((bytes, fds));
             drop(handlers);
-            drop(self.lock());
-            self.wake.notify_all();
+            self.wake_waiters();
         } else if let Some(handler) = handlers.on_event.as_mut() {
             handler(bytes, fds);
         } else {
@@ -1364,8 +1396,7 @@ impl Core {
         for slot in pending.into_values() {
             slot.fulfil(Err(failure.clone()));
         }
-        drop(self.lock());
-        self.wake.notify_all();
+        self.wake_waiters();
         match &error {
             Some(error) => self.report(error),
             None => {
@@ -1420,7 +1451,7 @@ impl Core {
             }
             notified.await;
         }
-        self.wake.notify_all();
+        self.wake_waiters();
         let fd = match self.read_fd.try_clone() {
             // SAFETY: the AsyncFd owns this duplicate until it is dropped at
             // the end of this function.
