@@ -115,6 +115,28 @@
 //! process's pidfd. `Fork::new` and `fork` never wait for the new process, so
 //! they are fine to call from async code.
 //!
+//! ## Calling functions in a process: RPC
+//!
+//! A socket is enough to build anything, but most workers answer requests.
+//! [`Fork::rpc`] turns any `Fork` into an RPC handle (AnyEvent::Fork::RPC in
+//! Rust): the child runs a plain `fn` (one call at a time) or an `async fn`
+//! (many at once), the parent calls it blocking or with `.await`, and
+//! arguments, results and events are any serde values, descriptors
+//! included.
+//!
+//! ```
+//! fn square(n: u64) -> u64 {
+//!     n * n
+//! }
+//!
+//! let rpc = anyfork::Fork::new()?.rpc(square).start()?;
+//! assert_eq!(rpc.call_blocking(12)?, 144);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`rpc`] module explains choosing a backend and a serialiser, events,
+//! failures, when the child exits, and what a call costs.
+//!
 //! ## The protocol
 //!
 //! [`proto`] describes the bytes on a control socket; [`serve`] what a

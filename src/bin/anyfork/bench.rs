@@ -280,9 +280,12 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     ));
     // RPC first, while this process is small.
     let rpc = if options.rpc {
+        // Parent and children on different CPUs, unless everything is
+        // pinned to one.
         Some(rpc_bench::run(
             options.rpc_rounds(),
             options.rpc_cell_time(),
+            !options.pin && cpus >= 2,
             &progress,
         )?)
     } else {
@@ -401,7 +404,14 @@ pub fn render_table(report: &Report) -> String {
     }
     if let Some(rpc) = &report.rpc {
         out.push('\n');
-        out.push_str(&render_rpc_table(rpc));
+        let placement = if report.options.pin {
+            "This process and its children all on CPU 0."
+        } else if report.cpus >= 2 {
+            "This process on CPU 0, the children on CPU 1 (so that every case wakes across CPUs)."
+        } else {
+            "One CPU."
+        };
+        out.push_str(&render_rpc_table(rpc, placement));
     }
     out
 }
@@ -454,11 +464,12 @@ fn payload_name(bytes: usize) -> String {
     }
 }
 
-fn render_rpc_table(figures: &[RpcFigure]) -> String {
+fn render_rpc_table(figures: &[RpcFigure], placement: &str) -> String {
     use rpc_bench::{Backend, WINDOW};
     let mut out = format!(
         "RPC: each call sends a string and gets it back. raw = the same messages by hand, no RPC.\n\
-         Round trips (RTT) are medians, one call at a time; rates with 1 or {WINDOW} calls in flight.\n\n"
+         Round trips (RTT) are medians, one call at a time; rates with 1 or {WINDOW} calls in flight.\n\
+         {placement}\n\n"
     );
     out.push_str(&format!(
         "| payload | serialiser | sync RTT µs | sync / raw RTT | async RTT µs | async calls/s | async ×{WINDOW} calls/s | ×{WINDOW} async / raw |\n"

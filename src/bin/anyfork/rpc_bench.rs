@@ -19,10 +19,17 @@
 //! 1 MiB payloads. A figure is the median over rounds of the calls per
 //! second, and the median round trip (from making the call to having its
 //! result) of the calls in them.
+//!
+//! The one-at-a-time cases of a payload (raw ping-pong and the sync
+//! backend with each serialiser) run together, their processes taking
+//! turns in short blocks of calls. Unless everything is pinned to one CPU
+//! (`--pin`), this process runs on CPU 0 and the children on CPU 1 while
+//! RPC is measured (see [`Placement`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -226,30 +233,26 @@ fn runtime(case: &Case) -> Result<tokio::runtime::Runtime, RpcBenchError> {
         })
 }
 
-/// Measures one case for about `time`.
+/// Whether a case is one of the one-call-at-a-time cases that are measured
+/// together (see [`measure_round_trips`]).
+fn is_round_trip(case: &Case) -> bool {
+    case.in_flight == 1 && matches!(case.backend, Backend::Raw | Backend::Sync)
+}
+
+/// Measures one of the other cases for about `time`.
 fn measure(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
     match case.backend {
-        Backend::Raw if case.in_flight == 1 => raw_ping_pong(case, time),
-        Backend::Raw => raw_pipelined(case, time),
-        Backend::Sync => sync_calls(case, time),
         Backend::Async => async_calls(case, time),
+        Backend::Raw | Backend::Sync => raw_pipelined(case, time),
     }
 }
 
-fn start_raw_child(case: &Case) -> Result<UnixStream, RpcBenchError> {
-    let start = |source| RpcBenchError::Start {
-        case: case.describe(),
-        source,
-    };
-    Fork::new()
-        .map_err(start)?
-        .send_arg(case.payload_bytes.to_string())
-        .run(echo_messages)
-        .map_err(start)
-}
+/// One call, one at a time, to a process that was started for it.
+type RoundTrip<'a> = Box<dyn FnMut() -> Result<(), RpcBenchError> + 'a>;
 
-fn raw_ping_pong(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
-    let io_error = |doing| {
+/// A raw echo: write the message, read it back.
+fn raw_round_trip(case: &Case) -> Result<RoundTrip<'_>, RpcBenchError> {
+    let io_error = move |doing| {
         move |source| RpcBenchError::Io {
             case: case.describe(),
             doing,
@@ -259,32 +262,135 @@ fn raw_ping_pong(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
     let mut socket = start_raw_child(case)?;
     let message = payload(case.payload_bytes).into_bytes();
     let mut back = vec![0u8; case.payload_bytes];
-    let mut round_trip = |socket: &mut UnixStream| -> Result<(), RpcBenchError> {
+    Ok(Box::new(move || {
         socket
             .write_all(&message)
             .map_err(io_error("writing a message"))?;
         socket
             .read_exact(&mut back)
-            .map_err(io_error("reading a message"))
-    };
-    for _ in 0..WARM_UP {
-        round_trip(&mut socket)?;
-    }
-    let mut sample = Sample::new();
-    let start = Instant::now();
-    while sample.calls < MIN_CALLS || start.elapsed() < time {
-        let sent = Instant::now();
-        round_trip(&mut socket)?;
-        sample.rtts.push(sent.elapsed());
-        sample.calls += 1;
-    }
-    sample.elapsed = start.elapsed();
-    if back != message {
-        return Err(RpcBenchError::WrongReply {
+            .map_err(io_error("reading a message"))?;
+        if back == message {
+            Ok(())
+        } else {
+            Err(RpcBenchError::WrongReply {
+                case: case.describe(),
+            })
+        }
+    }))
+}
+
+/// A call to the synchronous backend, blocking, from a thread without a
+/// runtime.
+fn sync_round_trip(case: &Case) -> Result<RoundTrip<'_>, RpcBenchError> {
+    let rpc = new_fork(case)?
+        .rpc(echo)
+        .codec(codec(case))
+        .start()
+        .map_err(|source| RpcBenchError::Start {
             case: case.describe(),
-        });
+            source,
+        })?;
+    let message = payload(case.payload_bytes);
+    Ok(Box::new(move || {
+        let back = rpc
+            .call_blocking(message.clone())
+            .map_err(|source| RpcBenchError::Call {
+                case: case.describe(),
+                source,
+            })?;
+        if back == message {
+            Ok(())
+        } else {
+            Err(RpcBenchError::WrongReply {
+                case: case.describe(),
+            })
+        }
+    }))
+}
+
+/// The one-at-a-time cases of one payload (raw ping-pong, and the sync
+/// backend with every serialiser) measured together, for about `time`
+/// each: every process in turn gets a short block of calls, so that all
+/// see the same machine. Where the scheduler puts two processes that wake
+/// each other (the same CPU or not) changes a round trip by up to 3× on
+/// these machines, and it changes from moment to moment.
+fn measure_round_trips(cases: &[&Case], time: Duration) -> Result<Vec<Sample>, RpcBenchError> {
+    let mut partners = cases
+        .iter()
+        .map(|&case| match case.backend {
+            Backend::Raw => raw_round_trip(case),
+            _ => sync_round_trip(case),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for partner in &mut partners {
+        for _ in 0..WARM_UP {
+            partner()?;
+        }
     }
-    Ok(sample)
+    let block = match cases.first() {
+        Some(case) if case.payload_bytes >= 64 * 1024 => 2,
+        _ => 32,
+    };
+    let mut samples: Vec<Sample> = cases.iter().map(|_| Sample::new()).collect();
+    let total = time * cases.len() as u32;
+    let start = Instant::now();
+    while start.elapsed() < total || samples.iter().any(|s| s.calls < MIN_CALLS) {
+        for (partner, sample) in partners.iter_mut().zip(&mut samples) {
+            let block_start = Instant::now();
+            for _ in 0..block {
+                let sent = Instant::now();
+                partner()?;
+                sample.rtts.push(sent.elapsed());
+            }
+            sample.calls += block;
+            sample.elapsed += block_start.elapsed();
+        }
+    }
+    Ok(samples)
+}
+
+/// The CPU the measured children run on, or `usize::MAX`: they go where
+/// the scheduler puts them. Set by [`run`] for its duration.
+static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// A fork of the default template for one case, moved to the children's
+/// CPU if there is one.
+fn new_fork(case: &Case) -> Result<Fork, RpcBenchError> {
+    let start = |source| RpcBenchError::Start {
+        case: case.describe(),
+        source,
+    };
+    let fork = Fork::new().map_err(start)?;
+    let cpu = CHILD_CPU.load(Ordering::Relaxed);
+    if cpu != usize::MAX {
+        let pid = fork.pid().map_err(start)?;
+        pin(Some(pid), cpu).map_err(|source| RpcBenchError::Io {
+            case: case.describe(),
+            doing: "moving the process to its CPU",
+            source,
+        })?;
+    }
+    Ok(fork)
+}
+
+/// Pins a process (`None`: this thread) to one CPU.
+fn pin(pid: Option<u32>, cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let pid = pid.and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+    rustix::thread::sched_setaffinity(pid, &set)?;
+    Ok(())
+}
+
+fn start_raw_child(case: &Case) -> Result<UnixStream, RpcBenchError> {
+    let start = |source| RpcBenchError::Start {
+        case: case.describe(),
+        source,
+    };
+    new_fork(case)?
+        .send_arg(case.payload_bytes.to_string())
+        .run(echo_messages)
+        .map_err(start)
 }
 
 /// A writer task keeps `in_flight` messages in flight, gated by a
@@ -376,51 +482,16 @@ fn codec(case: &Case) -> Codec {
     case.serialiser.map_or(Codec::Raw, |(codec, _)| codec)
 }
 
-fn sync_calls(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
-    let rpc = Fork::new()
-        .and_then(|fork| fork.rpc(echo).codec(codec(case)).start())
-        .map_err(|source| RpcBenchError::Start {
-            case: case.describe(),
-            source,
-        })?;
-    let message = payload(case.payload_bytes);
-    let call = || {
-        let back = rpc
-            .call_blocking(message.clone())
-            .map_err(|source| RpcBenchError::Call {
-                case: case.describe(),
-                source,
-            })?;
-        if back.len() != message.len() {
-            return Err(RpcBenchError::WrongReply {
-                case: case.describe(),
-            });
-        }
-        Ok(())
-    };
-    for _ in 0..WARM_UP {
-        call()?;
-    }
-    let mut sample = Sample::new();
-    let start = Instant::now();
-    while sample.calls < MIN_CALLS || start.elapsed() < time {
-        let sent = Instant::now();
-        call()?;
-        sample.rtts.push(sent.elapsed());
-        sample.calls += 1;
-    }
-    sample.elapsed = start.elapsed();
-    Ok(sample)
-}
-
 fn async_calls(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
     let call_error = |source| RpcBenchError::Call {
         case: case.describe(),
         source,
     };
     runtime(case)?.block_on(async {
-        let rpc = Fork::new()
-            .and_then(|fork| fork.rpc(echo_async).codec(codec(case)).start())
+        let rpc = new_fork(case)?
+            .rpc(echo_async)
+            .codec(codec(case))
+            .start()
             .map_err(|source| RpcBenchError::Start {
                 case: case.describe(),
                 source,
@@ -478,14 +549,101 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// A permutation of `0..n` for round `round`: the first round in order,
+/// the others shuffled (Fisher-Yates with a fixed-seed generator, so runs
+/// are comparable).
+fn round_order(n: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if round == 0 {
+        return order;
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (round as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    for i in (1..n).rev() {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        order.swap(i, (r % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 /// Measures every case `rounds` times, interleaved, each for about
 /// `time`; `progress` hears about each round.
 pub fn run(
     rounds: usize,
     time: Duration,
+    split: bool,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<RpcFigure>, RpcBenchError> {
+    let placement = Placement::new(split)?;
+    let result = run_cases(rounds, time, progress);
+    drop(placement);
+    result
+}
+
+/// With `split`, this thread runs on CPU 0 and the measured children on
+/// CPU 1 until dropped, so that every case sees the same kind of wake-up:
+/// a round trip between two processes on these machines is 11–15 µs when
+/// the scheduler keeps them on one CPU and 30–40 µs across CPUs, and which
+/// one a process gets differs from process to process and moment to
+/// moment. Measured unplaced, the ratio of two cases says more about luck
+/// than about the code.
+struct Placement {
+    /// The CPUs this thread may use, to restore.
+    before: Option<rustix::thread::CpuSet>,
+}
+
+impl Placement {
+    fn new(split: bool) -> Result<Placement, RpcBenchError> {
+        let io = |source| RpcBenchError::Io {
+            case: "placing the processes".into(),
+            doing: "setting CPU affinity",
+            source,
+        };
+        if !split {
+            return Ok(Placement { before: None });
+        }
+        let before = rustix::thread::sched_getaffinity(None).map_err(|e| io(e.into()))?;
+        pin(None, 0).map_err(io)?;
+        CHILD_CPU.store(1, Ordering::Relaxed);
+        Ok(Placement {
+            before: Some(before),
+        })
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if let Some(before) = &self.before {
+            CHILD_CPU.store(usize::MAX, Ordering::Relaxed);
+            let _ = rustix::thread::sched_setaffinity(None, before);
+        }
+    }
+}
+
+fn run_cases(
+    rounds: usize,
+    time: Duration,
     progress: &dyn Fn(&str),
 ) -> Result<Vec<RpcFigure>, RpcBenchError> {
     let cases = Case::all();
+    // The jobs of a round: per payload, its round-trip cases together;
+    // every other case on its own.
+    let mut jobs: Vec<Vec<usize>> = Vec::new();
+    for payload in PAYLOADS {
+        jobs.push(
+            (0..cases.len())
+                .filter(|&i| cases[i].payload_bytes == payload && is_round_trip(&cases[i]))
+                .collect(),
+        );
+    }
+    jobs.extend(
+        (0..cases.len())
+            .filter(|&i| !is_round_trip(&cases[i]))
+            .map(|i| vec![i]),
+    );
     let mut rates = vec![Vec::new(); cases.len()];
     let mut rtts = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
@@ -494,16 +652,26 @@ pub fn run(
             round + 1,
             cases.len()
         ));
-        for (i, case) in cases.iter().enumerate() {
-            let sample = measure(case, time)?;
-            rates[i].push(sample.calls as f64 / sample.elapsed.as_secs_f64());
-            rtts[i].push(median(
-                sample
-                    .rtts
-                    .iter()
-                    .map(|rtt| rtt.as_secs_f64() * 1e6)
-                    .collect(),
-            ));
+        // Each round in its own order: where a case falls in the sequence
+        // (after a busy one, after an idle one) changes its latency.
+        for j in round_order(jobs.len(), round) {
+            let job = &jobs[j];
+            let samples = if job.len() == 1 && !is_round_trip(&cases[job[0]]) {
+                vec![measure(&cases[job[0]], time)?]
+            } else {
+                let group: Vec<&Case> = job.iter().map(|&i| &cases[i]).collect();
+                measure_round_trips(&group, time)?
+            };
+            for (&i, sample) in job.iter().zip(samples) {
+                rates[i].push(sample.calls as f64 / sample.elapsed.as_secs_f64());
+                rtts[i].push(median(
+                    sample
+                        .rtts
+                        .iter()
+                        .map(|rtt| rtt.as_secs_f64() * 1e6)
+                        .collect(),
+                ));
+            }
         }
     }
     Ok(cases
