@@ -85,9 +85,7 @@ fn take_ber(input: &mut &[u8]) -> Result<u64, RawError> {
 /// Writes octet strings in the `(w/a*)*` layout.
 pub fn encode_strings<S: AsRef<[u8]>>(strings: &[S], out: &mut Vec<u8>) {
     for s in strings {
-        let s = s.as_ref();
-        put_ber(out, s.len() as u64);
-        out.extend_from_slice(s);
+        put_string(out, s.as_ref());
     }
 }
 
@@ -111,11 +109,19 @@ pub fn decode_strings(mut input: &[u8]) -> Result<Vec<Vec<u8>>, RawError> {
 }
 
 /// Serializes `value` as a list of octet strings, appended to `out`.
+///
+/// # Errors
+///
+/// When the value holds something a list of strings cannot carry; `out`
+/// may then hold the strings written before it.
 pub fn to_bytes<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), RawError> {
-    let mut strings = Vec::new();
-    value.serialize(ListSerializer { out: &mut strings })?;
-    encode_strings(&strings, out);
-    Ok(())
+    value.serialize(ListSerializer { out })
+}
+
+/// Appends one octet string: its BER length, then its bytes.
+fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_ber(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
 }
 
 /// Deserializes a value from a list of octet strings.
@@ -130,12 +136,12 @@ pub fn from_bytes<'de, T: de::Deserialize<'de>>(input: &[u8]) -> Result<T, RawEr
 // Serializing: the top level is a list, each element one string.
 
 struct ListSerializer<'a> {
-    out: &'a mut Vec<Vec<u8>>,
+    out: &'a mut Vec<u8>,
 }
 
 /// Serializes one element into the list.
 struct ElementSerializer<'a> {
-    out: &'a mut Vec<Vec<u8>>,
+    out: &'a mut Vec<u8>,
 }
 
 macro_rules! scalar_as_list {
@@ -242,7 +248,7 @@ impl<'a> ser::Serializer for ListSerializer<'a> {
 /// octet string, not a list of numbers: bytes are kept aside until an
 /// element that is not a byte shows they were numbers after all.
 struct Elements<'a> {
-    out: &'a mut Vec<Vec<u8>>,
+    out: &'a mut Vec<u8>,
     /// Whether all-`u8` content becomes one string (sequences and tuples,
     /// not structs).
     bytes_as_string: bool,
@@ -250,7 +256,7 @@ struct Elements<'a> {
 }
 
 impl<'a> Elements<'a> {
-    fn new(out: &'a mut Vec<Vec<u8>>, bytes_as_string: bool) -> Self {
+    fn new(out: &'a mut Vec<u8>, bytes_as_string: bool) -> Self {
         Elements {
             out,
             bytes_as_string,
@@ -267,7 +273,7 @@ impl<'a> Elements<'a> {
             // Not a byte: the bytes so far were numbers.
             self.bytes_as_string = false;
             for byte in std::mem::take(&mut self.bytes) {
-                self.out.push(byte.to_string().into_bytes());
+                put_string(self.out, &byte.to_string().into_bytes());
             }
         }
         value.serialize(ElementSerializer { out: self.out })
@@ -275,7 +281,7 @@ impl<'a> Elements<'a> {
 
     fn finish(self) -> Result<(), RawError> {
         if !self.bytes.is_empty() {
-            self.out.push(self.bytes);
+            put_string(self.out, &self.bytes);
         }
         Ok(())
     }
@@ -330,8 +336,8 @@ impl ser::SerializeStruct for Elements<'_> {
 }
 
 impl ElementSerializer<'_> {
-    fn string(self, bytes: Vec<u8>) -> Result<(), RawError> {
-        self.out.push(bytes);
+    fn string(self, bytes: impl AsRef<[u8]>) -> Result<(), RawError> {
+        put_string(self.out, bytes.as_ref());
         Ok(())
     }
 }
@@ -366,10 +372,10 @@ impl<'a> ser::Serializer for ElementSerializer<'a> {
         self.string(v.to_string().into_bytes())
     }
     fn serialize_str(self, v: &str) -> Result<(), RawError> {
-        self.string(v.as_bytes().to_vec())
+        self.string(v.as_bytes())
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<(), RawError> {
-        self.string(v.to_vec())
+        self.string(v)
     }
     fn serialize_none(self) -> Result<(), RawError> {
         unsupported("None")
@@ -389,7 +395,7 @@ impl<'a> ser::Serializer for ElementSerializer<'a> {
         _: u32,
         variant: &'static str,
     ) -> Result<(), RawError> {
-        self.string(variant.as_bytes().to_vec())
+        self.string(variant.as_bytes())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
@@ -456,7 +462,7 @@ impl<'a> ser::Serializer for ElementSerializer<'a> {
 /// A nested sequence inside an element: only bytes (`Vec<u8>`, `[u8; N]`)
 /// make an octet string.
 struct ByteSeq<'a> {
-    out: &'a mut Vec<Vec<u8>>,
+    out: &'a mut Vec<u8>,
     bytes: Vec<u8>,
 }
 
@@ -603,7 +609,7 @@ impl ser::SerializeSeq for ByteSeq<'_> {
         Ok(())
     }
     fn end(self) -> Result<(), RawError> {
-        self.out.push(self.bytes);
+        put_string(self.out, &self.bytes);
         Ok(())
     }
 }
@@ -973,7 +979,9 @@ impl<'de> de::Deserializer<'de> for ElementDeserializer {
         }
     }
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        let text = self.text()?.to_owned();
+        // The string's own buffer becomes the text: no copy.
+        let text =
+            String::from_utf8(self.bytes).map_err(|_| RawError("a string is not UTF-8".into()))?;
         visitor.visit_string(text)
     }
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {

@@ -605,6 +605,14 @@ impl Placement {
         if !split {
             return Ok(Placement { before: None });
         }
+        // The default template must exist before this thread is pinned, or
+        // it (and every process it forks) would inherit CPU 0 for good.
+        Fork::new()
+            .and_then(|fork| fork.pid())
+            .map_err(|source| RpcBenchError::Start {
+                case: "the default template".into(),
+                source,
+            })?;
         let before = rustix::thread::sched_getaffinity(None).map_err(|e| io(e.into()))?;
         pin(None, 0).map_err(io)?;
         CHILD_CPU.store(1, Ordering::Relaxed);
