@@ -134,7 +134,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The [`rpc`] module explains choosing a backend and a serialiser, events,
+//! The [`rpc`](mod@rpc) module explains choosing a backend and a serialiser, events,
 //! failures, when the child exits, and what a call costs.
 //!
 //! ## The protocol
