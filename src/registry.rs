@@ -105,7 +105,7 @@ enum EntryKind {
 /// zero-sized `Copy` values): it has exactly one value, which safe code could
 /// copy freely, so producing it here is the same as copying the one the
 /// caller named.
-fn conjure<F: Copy + 'static>() -> F {
+pub(crate) fn conjure<F: Copy + 'static>() -> F {
     const {
         assert!(
             size_of::<F>() == 0,

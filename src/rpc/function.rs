@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec::{Codec, Encoded};
 use crate::args::Args;
-use crate::registry::{FunctionRef, Outcome};
+use crate::registry::{FunctionRef, Outcome, conjure};
 
 /// The default message type: a list of octet strings.
 pub type Octets = Vec<Vec<u8>>;
@@ -45,21 +45,6 @@ pub(crate) type InitCall = fn(Args) -> Option<String>;
 
 /// A `done` function as the async server calls it.
 pub(crate) type DoneCall = fn() -> Pin<Box<dyn Future<Output = ()>>>;
-
-/// Produces the one value of a zero-sized, `Copy`, `'static` function type
-/// (see [`crate::registry`]).
-fn conjure<F: Copy + 'static>() -> F {
-    const {
-        assert!(
-            size_of::<F>() == 0,
-            "anyfork: a function value must not capture anything"
-        )
-    };
-    // SAFETY: F is zero-sized (checked above), so the read touches no
-    // memory; F is Copy and 'static, so duplicating its only value breaks no
-    // invariant.
-    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
-}
 
 fn decode_request<Req: DeserializeOwned>(
     codec: Codec,

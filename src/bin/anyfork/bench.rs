@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyfork::{Args, Fork};
 
 use crate::json::Json;
+use crate::median::median;
 use crate::memory::{self, Ballast, Footprint};
 use crate::perl::{self, PerlFigures};
 use crate::rpc_bench::{self, RpcFigure};
@@ -239,22 +240,6 @@ fn measure(method: Method, template: &Fork, time: Duration) -> Result<f64, Bench
     Ok(f64::from(n) / start.elapsed().as_secs_f64())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-fn pin_to_cpu0() -> io::Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(0);
-    rustix::thread::sched_setaffinity(None, &set)?;
-    Ok(())
-}
-
 fn progress(text: &str) {
     eprintln!("anyfork bench: {text}");
 }
@@ -264,7 +249,7 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     // The machine's CPUs, counted before pinning narrows what we may use.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if options.pin {
-        pin_to_cpu0().map_err(io_error("pinning to CPU 0"))?;
+        crate::affinity::pin(None, 0).map_err(io_error("pinning to CPU 0"))?;
     }
     progress(&format!(
         "{} rounds of {:?} per process figure, {} rounds of {:?} per RPC figure, {}",

@@ -9,8 +9,10 @@
 //! anyfork help
 //! ```
 
+mod affinity;
 mod bench;
 mod json;
+mod median;
 mod memory;
 mod perl;
 mod rpc_bench;

@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::median::median;
+
 /// What the Perl module manages on this machine.
 #[derive(Debug, Clone)]
 pub struct PerlFigures {
@@ -59,11 +61,6 @@ fn run_once(mode: &str, time: Duration) -> Option<(String, f64)> {
     let text = String::from_utf8_lossy(&output.stdout);
     let (version, rate) = text.trim().split_once(' ')?;
     Some((version.to_owned(), rate.parse().ok()?))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Measures both methods `rounds` times; `None` if Perl or the module is

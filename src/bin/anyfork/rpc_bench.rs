@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 use anyfork::rpc::Codec;
 use anyfork::{Args, Fork};
 
+use crate::affinity::pin;
+use crate::median::median;
+
 /// The payload sizes, in bytes: a small call, 1 KiB and 1 MiB.
 pub const PAYLOADS: [usize; 3] = [16, 1024, 1 << 20];
 
@@ -286,10 +289,7 @@ fn sync_round_trip(case: &Case) -> Result<RoundTrip<'_>, RpcBenchError> {
         .rpc(echo)
         .codec(codec(case))
         .start()
-        .map_err(|source| RpcBenchError::Start {
-            case: case.describe(),
-            source,
-        })?;
+        .map_err(start_error(case))?;
     let message = payload(case.payload_bytes);
     Ok(Box::new(move || {
         let back = rpc
@@ -349,6 +349,14 @@ fn measure_round_trips(cases: &[&Case], time: Duration) -> Result<Vec<Sample>, R
     Ok(samples)
 }
 
+/// Wraps an error starting a process for `case`.
+fn start_error(case: &Case) -> impl Fn(anyfork::Error) -> RpcBenchError + '_ {
+    move |source| RpcBenchError::Start {
+        case: case.describe(),
+        source,
+    }
+}
+
 /// The CPU the measured children run on, or `usize::MAX`: they go where
 /// the scheduler puts them. Set by [`run`] for its duration.
 static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -356,14 +364,10 @@ static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// A fork of the default template for one case, moved to the children's
 /// CPU if there is one.
 fn new_fork(case: &Case) -> Result<Fork, RpcBenchError> {
-    let start = |source| RpcBenchError::Start {
-        case: case.describe(),
-        source,
-    };
-    let fork = Fork::new().map_err(start)?;
+    let fork = Fork::new().map_err(start_error(case))?;
     let cpu = CHILD_CPU.load(Ordering::Relaxed);
     if cpu != usize::MAX {
-        let pid = fork.pid().map_err(start)?;
+        let pid = fork.pid().map_err(start_error(case))?;
         pin(Some(pid), cpu).map_err(|source| RpcBenchError::Io {
             case: case.describe(),
             doing: "moving the process to its CPU",
@@ -373,24 +377,11 @@ fn new_fork(case: &Case) -> Result<Fork, RpcBenchError> {
     Ok(fork)
 }
 
-/// Pins a process (`None`: this thread) to one CPU.
-fn pin(pid: Option<u32>, cpu: usize) -> io::Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    let pid = pid.and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
-    rustix::thread::sched_setaffinity(pid, &set)?;
-    Ok(())
-}
-
 fn start_raw_child(case: &Case) -> Result<UnixStream, RpcBenchError> {
-    let start = |source| RpcBenchError::Start {
-        case: case.describe(),
-        source,
-    };
     new_fork(case)?
         .send_arg(case.payload_bytes.to_string())
         .run(echo_messages)
-        .map_err(start)
+        .map_err(start_error(case))
 }
 
 /// A writer task keeps `in_flight` messages in flight, gated by a
@@ -492,10 +483,7 @@ fn async_calls(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
             .rpc(echo_async)
             .codec(codec(case))
             .start()
-            .map_err(|source| RpcBenchError::Start {
-                case: case.describe(),
-                source,
-            })?;
+            .map_err(start_error(case))?;
         let message = payload(case.payload_bytes);
         let check = |back: String| {
             if back.len() == message.len() {
@@ -538,15 +526,6 @@ fn async_calls(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
         }
         Ok(sample)
     })
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 /// A permutation of `0..n` for round `round`: the first round in order,
