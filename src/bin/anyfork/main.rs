@@ -122,7 +122,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Default => {
             tour::run()?;
             println!(
-                "11. How fast: anyfork bench --quick (run `anyfork bench` for the full, 3-round version)\n"
+                "11. How fast: anyfork bench --quick (`anyfork bench` is the full version, about 3 minutes)\n"
             );
             bench(bench::Options {
                 quick: true,
