@@ -434,6 +434,19 @@ impl Outbox {
         self.fds.extend(fds.into_iter().map(|fd| (end, fd)));
     }
 
+    /// Lets `append` add bytes to the queue directly; the descriptors it
+    /// returns go with the last of them (RPC frames encoded in place use
+    /// this).
+    pub(crate) fn append_with<T, E>(
+        &mut self,
+        append: impl FnOnce(&mut Vec<u8>) -> Result<(T, Vec<OwnedFd>), E>,
+    ) -> Result<T, E> {
+        let (value, fds) = append(&mut self.data)?;
+        let end = self.data.len();
+        self.fds.extend(fds.into_iter().map(|fd| (end, fd)));
+        Ok(value)
+    }
+
     /// Bytes queued but not yet sent.
     pub(crate) fn unsent(&self) -> usize {
         self.data.len() - self.sent

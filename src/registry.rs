@@ -186,9 +186,9 @@ impl Entry {
     pub const fn rpc_async<F, Req, Fut>(name: &'static str, f: F) -> Self
     where
         F: Fn(Req) -> Fut + Copy + 'static,
-        Req: serde::de::DeserializeOwned,
+        Req: serde::de::DeserializeOwned + 'static,
         Fut: std::future::Future + 'static,
-        Fut::Output: serde::Serialize,
+        Fut::Output: serde::Serialize + 'static,
     {
         let _ = f;
         Self {

@@ -312,6 +312,39 @@ fn arguments_the_child_cannot_decode_fail_that_call() {
     assert_eq!(rpc.call_blocking((1, 2)).unwrap(), 3);
 }
 
+/// Half of its results are something the raw codec cannot carry.
+fn maybe(n: u32) -> Option<u32> {
+    (n % 2 == 0).then_some(n)
+}
+
+async fn maybe_async(n: u32) -> Option<u32> {
+    maybe(n)
+}
+
+fn check_unencodable(result: Result<Option<u32>, Error>) {
+    match result {
+        Err(Error::Failed { message, .. }) => {
+            assert!(message.contains("cannot encode the result"), "{message}")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_result_the_child_cannot_encode_fails_that_call_sync() {
+    let rpc = Fork::new().unwrap().rpc(maybe).start().unwrap();
+    check_unencodable(rpc.call_blocking(1));
+    assert_eq!(rpc.call_blocking(2).unwrap(), Some(2));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_result_the_child_cannot_encode_fails_that_call_async() {
+    let rpc = Fork::new().unwrap().rpc(maybe_async).start().unwrap();
+    let (odd, even) = (rpc.call(1), rpc.call(4));
+    check_unencodable(odd.await);
+    assert_eq!(even.await.unwrap(), Some(4));
+}
+
 #[test]
 fn a_request_over_the_childs_limit_stops_its_server() {
     fn length(bytes: Vec<u8>) -> usize {

@@ -61,6 +61,50 @@ pub(crate) struct Frame {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+/// Appends a frame whose payload `write` appends to the buffer it is given
+/// (the payload is encoded in place: no copy), returning the descriptors
+/// that go with it. If `write` fails, `out` is as it was.
+pub(crate) fn encode_with<E>(
+    out: &mut Outbox,
+    id: u32,
+    kind: u8,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<Vec<OwnedFd>, E>,
+) -> Result<Result<(), E>, ProtocolError> {
+    out.append_with(|data| {
+        let start = data.len();
+        data.extend_from_slice(&[0u8; HEADER_LEN]);
+        let fds = match write(data) {
+            Ok(fds) => fds,
+            Err(e) => {
+                data.truncate(start);
+                return Ok((Err(e), Vec::new()));
+            }
+        };
+        let len = data.len() - start - HEADER_LEN;
+        let Ok(len) = u32::try_from(len) else {
+            data.truncate(start);
+            return Err(ProtocolError::TooLong {
+                tag: Tag(kind),
+                len: len as u64,
+                limit: u32::MAX as u64,
+            });
+        };
+        if fds.len() > MAX_FDS_PER_SEND {
+            data.truncate(start);
+            return Err(ProtocolError::Malformed {
+                tag: Tag(kind),
+                what: "a message may carry at most 32 file descriptors",
+            });
+        }
+        let header = &mut data[start..start + HEADER_LEN];
+        header[..4].copy_from_slice(&id.to_be_bytes());
+        header[4..8].copy_from_slice(&len.to_be_bytes());
+        header[8] = kind;
+        header[9] = fds.len() as u8;
+        Ok((Ok(()), fds))
+    })
+}
+
 /// One frame whose payload is still in the [`Decoder`]'s buffer.
 #[derive(Debug)]
 pub(crate) struct FrameRef<'a> {
@@ -358,6 +402,39 @@ mod tests {
             decoder.feed(&bytes, std::iter::empty());
             while let Ok(Some(_)) = decoder.next() {}
         }
+    }
+
+    #[test]
+    fn frames_encoded_in_place_read_back_and_a_failed_encoding_leaves_nothing() {
+        let mut out = Outbox::default();
+        encode(&mut out, 1, kind::REPLY, b"before", Vec::new()).unwrap();
+        let written = encode_with(&mut out, 2, kind::REPLY, |buf: &mut Vec<u8>| {
+            buf.extend_from_slice(b"in place");
+            Ok::<_, String>(Vec::new())
+        });
+        assert_eq!(written.unwrap(), Ok(()));
+        let failed = encode_with(&mut out, 3, kind::REPLY, |buf: &mut Vec<u8>| {
+            buf.extend_from_slice(b"half a message");
+            Err::<Vec<OwnedFd>, _>("cannot encode".to_owned())
+        });
+        assert_eq!(failed.unwrap(), Err("cannot encode".to_owned()));
+        encode(&mut out, 4, kind::EVENT, b"after", Vec::new()).unwrap();
+        let bytes = bytes_of(&mut out);
+        let mut decoder = Decoder::new(TO_PARENT, 1 << 20, 16);
+        decoder.feed(&bytes, std::iter::empty());
+        let mut seen = Vec::new();
+        while let Some(frame) = decoder.next().unwrap() {
+            seen.push((frame.id, frame.payload));
+        }
+        decoder.at_end().unwrap();
+        assert_eq!(
+            seen,
+            [
+                (1, b"before".to_vec()),
+                (2, b"in place".to_vec()),
+                (4, b"after".to_vec())
+            ]
+        );
     }
 
     #[test]

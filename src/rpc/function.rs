@@ -18,7 +18,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::codec::{Codec, Encoded};
+use super::codec::Codec;
 use crate::args::Args;
 use crate::registry::{FunctionRef, Outcome, conjure};
 
@@ -34,11 +34,31 @@ pub(crate) type CallFailure = String;
 pub(crate) type SyncCall =
     fn(Codec, &[u8], Vec<OwnedFd>, &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure>;
 
-/// A future the async server runs for one call.
-pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<Encoded, CallFailure>>>>;
+/// A call's result, kept as a value until the server encodes it straight
+/// into what it sends.
+pub(crate) trait EncodeReply {
+    /// Appends the encoded result to `out`; returns its descriptors.
+    fn encode_into(&self, codec: Codec, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure>;
+}
 
-/// An asynchronous RPC function as the server calls it.
-pub(crate) type AsyncCall = fn(Codec, Vec<u8>, Vec<OwnedFd>) -> CallFuture;
+struct Reply<R>(R);
+
+impl<R: Serialize> EncodeReply for Reply<R> {
+    fn encode_into(&self, codec: Codec, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure> {
+        codec
+            .encode_appending(&self.0, out)
+            .map_err(|e| format!("cannot encode the result: {e}"))
+    }
+}
+
+/// A future the async server runs for one call.
+pub(crate) type CallFuture =
+    Pin<Box<dyn Future<Output = Result<Box<dyn EncodeReply>, CallFailure>>>>;
+
+/// An asynchronous RPC function as the server calls it: decodes the request
+/// where it was read (so the request's bytes need not be copied) and
+/// returns the call to run.
+pub(crate) type AsyncCall = fn(Codec, &[u8], Vec<OwnedFd>) -> CallFuture;
 
 /// An `init` function as the server calls it.
 pub(crate) type InitCall = fn(Args) -> Option<String>;
@@ -54,12 +74,6 @@ fn decode_request<Req: DeserializeOwned>(
     codec
         .decode(bytes, fds)
         .map_err(|e| format!("cannot decode the arguments: {e}"))
-}
-
-fn encode_reply<Rep: Serialize>(codec: Codec, reply: &Rep) -> Result<Encoded, CallFailure> {
-    codec
-        .encode(reply)
-        .map_err(|e| format!("cannot encode the result: {e}"))
 }
 
 pub(crate) fn sync_trampoline<F, Req, Rep>(
@@ -81,19 +95,19 @@ where
 
 pub(crate) fn async_trampoline<F, Req, Fut>(
     codec: Codec,
-    bytes: Vec<u8>,
+    bytes: &[u8],
     fds: Vec<OwnedFd>,
 ) -> CallFuture
 where
     F: Fn(Req) -> Fut + Copy + 'static,
-    Req: DeserializeOwned,
+    Req: DeserializeOwned + 'static,
     Fut: Future + 'static,
-    Fut::Output: Serialize,
+    Fut::Output: Serialize + 'static,
 {
+    let request = decode_request(codec, bytes, fds);
     Box::pin(async move {
-        let request = decode_request(codec, &bytes, fds)?;
-        let reply = conjure::<F>()(request).await;
-        encode_reply(codec, &reply)
+        let reply = conjure::<F>()(request?).await;
+        Ok(Box::new(Reply(reply)) as Box<dyn EncodeReply>)
     })
 }
 
@@ -217,9 +231,9 @@ where
 impl<F, Req, Fut> IntoRpc<(AsyncFn, Req, Fut)> for F
 where
     F: Fn(Req) -> Fut + Copy + 'static,
-    Req: Serialize + DeserializeOwned,
+    Req: Serialize + DeserializeOwned + 'static,
     Fut: Future + 'static,
-    Fut::Output: Serialize + DeserializeOwned,
+    Fut::Output: Serialize + DeserializeOwned + 'static,
 {
     type Req = Req;
     type Rep = Fut::Output;

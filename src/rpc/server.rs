@@ -87,6 +87,42 @@ fn write_frame(
     let writer = guard.as_mut().ok_or(EventError::NotServing)?;
     frame::encode(&mut writer.outbox, id, frame_kind, payload, fds)
         .map_err(|e| EventError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    send_queued(writer)
+}
+
+/// Queues the reply to call `id`, encoding the result straight into the
+/// queue; a result that cannot be encoded fails the call instead.
+#[cfg(feature = "tokio")]
+fn write_reply(
+    id: u32,
+    reply: &dyn super::function::EncodeReply,
+    codec: super::Codec,
+) -> Result<(), EventError> {
+    let mut guard = lock_writer();
+    let writer = guard.as_mut().ok_or(EventError::NotServing)?;
+    let failure = match frame::encode_with(&mut writer.outbox, id, kind::REPLY, |out| {
+        reply.encode_into(codec, out)
+    }) {
+        Ok(Ok(())) => None,
+        Ok(Err(message)) => Some(message),
+        Err(e) => Some(format!("cannot send the result: {e}")),
+    };
+    if let Some(message) = failure {
+        frame::encode(
+            &mut writer.outbox,
+            id,
+            kind::FAILED,
+            message.as_bytes(),
+            Vec::new(),
+        )
+        .map_err(|e| EventError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    }
+    send_queued(writer)
+}
+
+/// Hands what was queued to the writer task (async backend), or writes it
+/// now (sync backend).
+fn send_queued(writer: &mut Writer) -> Result<(), EventError> {
     #[cfg(feature = "tokio")]
     if let Some(wake) = &writer.wake {
         wake.notify_one();
@@ -304,21 +340,14 @@ crate::function!(serve as "anyfork::rpc::serve");
 /// The registered name of the server.
 pub(crate) const SERVE: &str = "anyfork::rpc::serve";
 
-/// Runs a call, turning a panic into a failure message.
-fn answer(
-    id: u32,
-    result: std::thread::Result<Result<super::codec::Encoded, String>>,
-) -> Result<(), EventError> {
-    match result {
-        Ok(Ok(encoded)) => write_frame(id, kind::REPLY, &encoded.bytes, encoded.fds),
-        Ok(Err(message)) => write_frame(id, kind::FAILED, message.as_bytes(), Vec::new()),
-        Err(panic) => write_frame(
-            id,
-            kind::FAILED,
-            format!("panicked: {}", panic_message(&*panic)).as_bytes(),
-            Vec::new(),
-        ),
-    }
+/// Fails call `id` with `message`.
+fn fail_call(id: u32, message: &str) -> Result<(), EventError> {
+    write_frame(id, kind::FAILED, message.as_bytes(), Vec::new())
+}
+
+/// Fails call `id` with the message of the panic that ended it.
+fn fail_panicked(id: u32, panic: &(dyn std::any::Any + Send)) -> Result<(), EventError> {
+    fail_call(id, &format!("panicked: {}", panic_message(panic)))
 }
 
 /// A reply buffer grown past this by one large reply is given back.
@@ -352,8 +381,8 @@ fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(),
             }));
             let written = match result {
                 Ok(Ok(fds)) => write_frame(id, kind::REPLY, &reply, fds),
-                Ok(Err(message)) => write_frame(id, kind::FAILED, message.as_bytes(), Vec::new()),
-                Err(panic) => answer(id, Err(panic)),
+                Ok(Err(message)) => fail_call(id, &message),
+                Err(panic) => fail_panicked(id, &*panic),
             };
             if let Err(e) = written {
                 // The parent is gone: nobody to answer.
@@ -378,9 +407,9 @@ fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(),
 }
 
 /// A future that turns a panic into an `Err`.
-struct CatchUnwind<F>(Pin<Box<F>>);
+struct CatchUnwind<F: ?Sized>(Pin<Box<F>>);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = std::thread::Result<F::Output>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
@@ -475,7 +504,7 @@ fn serve_async(
         let mut decoder = Decoder::new(frame::TO_CHILD, max_frame, buflen);
         'read: loop {
             loop {
-                let frame = match decoder.next() {
+                let frame = match decoder.next_borrowed() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
                     Err(e) => return Err(fatal(format!("bad request: {e}"))),
@@ -491,11 +520,26 @@ fn serve_async(
                     }
                     continue;
                 }
+                // The request is decoded here, where it was read; the call
+                // runs as a task of its own.
+                let future = match catch_unwind(AssertUnwindSafe(|| {
+                    call(codec, frame.payload, frame.fds)
+                })) {
+                    Ok(future) => future,
+                    Err(panic) => {
+                        let _ = fail_panicked(id, &*panic);
+                        continue;
+                    }
+                };
                 let (calls_done, idle_done) = (calls.clone(), idle.clone());
                 let task = tokio::task::spawn_local(async move {
-                    let result = CatchUnwind(Box::pin(call(codec, frame.payload, frame.fds))).await;
+                    let result = CatchUnwind(future).await;
                     calls_done.borrow_mut().remove(&id);
-                    let _ = answer(id, result);
+                    let _ = match result {
+                        Ok(Ok(reply)) => write_reply(id, &*reply, codec),
+                        Ok(Err(message)) => fail_call(id, &message),
+                        Err(panic) => fail_panicked(id, &*panic),
+                    };
                     idle_done.notify_one();
                 });
                 // The task runs only once this loop yields, so it is in the
