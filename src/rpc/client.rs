@@ -416,14 +416,8 @@ where
         self.core.lock().link.process().cloned()
     }
 
-    fn decode(&self, (bytes, fds): (Vec<u8>, Vec<OwnedFd>)) -> Result<Rep, Error> {
-        self.core
-            .codec
-            .decode(&bytes, fds)
-            .map_err(|source| Error::Codec {
-                function: self.core.function.clone(),
-                source,
-            })
+    fn decode(&self, message: (Vec<u8>, Vec<OwnedFd>)) -> Result<Rep, Error> {
+        decode_message(self.core.codec, &self.core.function, message)
     }
 
     /// Calls the function and waits (blocking) for its result.
@@ -491,7 +485,7 @@ where
         let (codec, function) = (self.core.codec, self.core.function.clone());
         async move {
             let reply = submitted?.await?;
-            decode_reply(codec, &function, reply)
+            decode_message(codec, &function, reply)
         }
     }
 
@@ -547,11 +541,12 @@ where
     }
 }
 
-fn decode_reply<Rep: DeserializeOwned>(
+/// Decodes a reply or an event of the handle for `function`.
+fn decode_message<T: DeserializeOwned>(
     codec: Codec,
     function: &str,
     (bytes, fds): (Vec<u8>, Vec<OwnedFd>),
-) -> Result<Rep, Error> {
+) -> Result<T, Error> {
     codec.decode(&bytes, fds).map_err(|source| Error::Codec {
         function: function.to_owned(),
         source,
@@ -580,14 +575,8 @@ impl<Ev> std::fmt::Debug for Events<Ev> {
 }
 
 impl<Ev: DeserializeOwned> Events<Ev> {
-    fn decode(&self, (bytes, fds): (Vec<u8>, Vec<OwnedFd>)) -> Result<Ev, Error> {
-        self.core
-            .codec
-            .decode(&bytes, fds)
-            .map_err(|source| Error::Codec {
-                function: self.core.function.clone(),
-                source,
-            })
+    fn decode(&self, message: (Vec<u8>, Vec<OwnedFd>)) -> Result<Ev, Error> {
+        decode_message(self.core.codec, &self.core.function, message)
     }
 
     /// The next event, waiting (blocking) for it; `None` once the child's

@@ -130,15 +130,16 @@
 //! synchronous backend is two system calls in the parent (`sendto`,
 //! `recvmsg`) and two in the child, as a hand-written round trip is; on a
 //! 2-vCPU machine it takes about 10 µs when parent and child share a CPU
-//! (8.4 µs by hand) and about 41 µs across CPUs, the same as by hand,
+//! (8.4 µs by hand) and 40–50 µs across CPUs, the same as by hand,
 //! because the cross-CPU wake-up dominates. With many calls in flight on
 //! the asynchronous backend, requests and replies that are queued together
-//! go out together, so small calls run at about 450,000 a second, more
+//! go out together, so small calls run at 360,000–480,000 a second, more
 //! than a hand-written echo that writes each message on its own.
 //!
 //! Large messages cost copies: the codec's encoding, the frame, and the
-//! owned values on both sides. A 1 MiB string takes about 1.1 ms with CBOR
-//! or postcard across CPUs, where moving the bytes by hand takes 0.5 ms;
+//! owned values on both sides. A 1 MiB string takes 1.1–1.4 ms with CBOR
+//! or postcard across CPUs, where moving the bytes by hand takes
+//! 0.55–0.67 ms;
 //! JSON takes longer (it escapes and checks every character). Much of the rest is glibc's `malloc` giving freed memory
 //! back to the kernel and faulting it in again for the next message:
 //! raising its thresholds (`GLIBC_TUNABLES=glibc.malloc.trim_threshold=...:
