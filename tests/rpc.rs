@@ -556,6 +556,45 @@ async fn the_async_reader_drains_replies_that_arrive_together() {
     }
 }
 
+/// Says how long its argument was, as an event and as the result.
+fn announce_size(bytes: Vec<u8>) -> usize {
+    let _ = anyfork::rpc::event(&bytes.len());
+    bytes.len()
+}
+
+#[test]
+fn a_large_request_goes_out_while_another_thread_waits_for_events() {
+    // One thread waits (blocking) for an event; another sends a request
+    // larger than the socket holds, which the child must read whole before
+    // it can send that event. The waiting reader must not keep the rest of
+    // the request from going out.
+    let mut rpc = Fork::new()
+        .unwrap()
+        .rpc(announce_size)
+        .codec(Codec::Postcard)
+        .event_stream::<usize>()
+        .start()
+        .unwrap();
+    let mut events = rpc.events().unwrap();
+    rpc.call_blocking(vec![1]).unwrap();
+    assert_eq!(events.next_blocking().unwrap().unwrap(), 1);
+    let (done, finished) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let event = events.next_blocking();
+        let _ = done.send(());
+        event
+    });
+    // Let the waiter start reading first.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let size = 8 << 20;
+    let caller = std::thread::spawn(move || rpc.call_blocking(vec![7; size]));
+    finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the large request never got out");
+    assert_eq!(waiter.join().unwrap().unwrap().unwrap(), size);
+    assert_eq!(caller.join().unwrap().unwrap(), size);
+}
+
 // --- descriptors in calls ---------------------------------------------------
 
 #[test]

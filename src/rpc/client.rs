@@ -1021,6 +1021,15 @@ impl Core {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(());
             }
+            if state.reading && !state.driver && state.link.outbox().unsent() > 0 {
+                // Another thread reads, perhaps asleep in a read that
+                // nothing ends until what is queued is out (a request
+                // larger than the socket holds): write it from here.
+                drop(state);
+                self.wait_writable(deadline);
+                self.send_queued();
+                continue;
+            }
             if state.reading || state.driver {
                 state.waiters += 1;
                 state = match deadline {
@@ -1054,6 +1063,22 @@ impl Core {
             if let Err(error) = result {
                 self.close(Some(error));
             }
+        }
+    }
+
+    /// Waits until the socket can take more, or `deadline` passes, or the
+    /// connection fails (the reader reports that), or 10 ms pass, so that
+    /// a caller whose own reply came meanwhile does not wait on for
+    /// someone else's request.
+    fn wait_writable(&self, deadline: Option<Instant>) {
+        use rustix::event::{PollFd, PollFlags};
+        const RECHECK: Duration = Duration::from_millis(10);
+        let mut fds = [PollFd::new(&self.read_fd, PollFlags::OUT)];
+        let wait = deadline.map_or(RECHECK, |d| {
+            d.saturating_duration_since(Instant::now()).min(RECHECK)
+        });
+        if let Ok(timeout) = rustix::fs::Timespec::try_from(wait) {
+            let _ = rustix::event::poll(&mut fds, Some(&timeout));
         }
     }
 
