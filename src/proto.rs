@@ -426,14 +426,6 @@ impl Outbox {
         self.frame(tag::RUN, &encode_target(target))
     }
 
-    /// Appends bytes with descriptors that must arrive no later than they
-    /// do (RPC frames use this).
-    pub(crate) fn bytes_with_fds(&mut self, bytes: &[u8], fds: impl IntoIterator<Item = OwnedFd>) {
-        self.data.extend_from_slice(bytes);
-        let end = self.data.len();
-        self.fds.extend(fds.into_iter().map(|fd| (end, fd)));
-    }
-
     /// Lets `append` add bytes to the queue directly; the descriptors it
     /// returns go with the last of them (RPC frames encoded in place use
     /// this).
@@ -1083,7 +1075,11 @@ mod tests {
             } else {
                 Vec::new()
             };
-            out.bytes_with_fds(&chunk, fds);
+            out.append_with(|data| {
+                data.extend_from_slice(&chunk);
+                Ok::<_, ()>(((), fds))
+            })
+            .unwrap();
             expected.extend_from_slice(&chunk);
             loop {
                 match out.send_some(a.as_fd(), true) {

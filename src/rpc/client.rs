@@ -1091,12 +1091,7 @@ impl Core {
             // one system call instead of a poll and a read. Whatever is
             // queued later by another thread waits at most for the reply
             // to a request sent in full, which comes.
-            let read = self.read_once_waiting(true)?;
-            self.dispatch()?;
-            if let ReadResult::End = read {
-                self.finish_end()?;
-            }
-            return Ok(());
+            return self.read_and_dispatch(true);
         }
         let mut flags = PollFlags::IN;
         if want_write {
@@ -1117,7 +1112,7 @@ impl Core {
             self.send_queued();
         }
         if revents.intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP) {
-            self.read_and_dispatch()?;
+            self.read_and_dispatch(false)?;
         }
         Ok(())
     }
@@ -1130,13 +1125,8 @@ impl Core {
         }
     }
 
-    /// Reads what is there (without waiting).
-    fn read_once(&self) -> Result<ReadResult, Error> {
-        self.read_once_waiting(false)
-    }
-
-    /// Reads once; `wait`: until something arrives.
-    fn read_once_waiting(&self, wait: bool) -> Result<ReadResult, Error> {
+    /// Reads once: what is there, or with `wait` until something arrives.
+    fn read_once(&self, wait: bool) -> Result<ReadResult, Error> {
         let read = {
             let mut decoder = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
             decoder.read_from(self.read_fd.as_fd(), !wait)
@@ -1175,10 +1165,9 @@ impl Core {
         Ok(())
     }
 
-    /// Reads what is there and hands every complete frame on (blocking
-    /// readers).
-    fn read_and_dispatch(&self) -> Result<(), Error> {
-        let read = self.read_once()?;
+    /// Reads once and hands every complete frame on (blocking readers).
+    fn read_and_dispatch(&self, wait: bool) -> Result<(), Error> {
+        let read = self.read_once(wait)?;
         self.dispatch()?;
         if let ReadResult::End = read {
             self.finish_end()?;
@@ -1490,7 +1479,7 @@ impl Core {
                         // Readiness is edge-triggered: it is cleared only
                         // when a read found nothing, never after a read
                         // that may have left data behind.
-                        let read = match self.read_once() {
+                        let read = match self.read_once(false) {
                             Ok(ReadResult::Nothing) => {
                                 ready.clear_ready();
                                 continue;

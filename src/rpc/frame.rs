@@ -122,26 +122,22 @@ pub(crate) fn encode(
     payload: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Result<(), ProtocolError> {
-    let too_long = || ProtocolError::TooLong {
-        tag: Tag(kind),
-        len: payload.len() as u64,
-        limit: u32::MAX as u64,
-    };
-    let len = u32::try_from(payload.len()).map_err(|_| too_long())?;
-    if fds.len() > MAX_FDS_PER_SEND {
-        return Err(ProtocolError::Malformed {
+    // Checked before anything is copied; the rest as for `encode_with`.
+    if u32::try_from(payload.len()).is_err() {
+        return Err(ProtocolError::TooLong {
             tag: Tag(kind),
-            what: "a message may carry at most 32 file descriptors",
+            len: payload.len() as u64,
+            limit: u32::MAX as u64,
         });
     }
-    let mut header = [0u8; HEADER_LEN];
-    header[..4].copy_from_slice(&id.to_be_bytes());
-    header[4..8].copy_from_slice(&len.to_be_bytes());
-    header[8] = kind;
-    header[9] = fds.len() as u8;
-    out.bytes_with_fds(&header, std::iter::empty());
-    out.bytes_with_fds(payload, fds);
-    Ok(())
+    let written = encode_with(out, id, kind, |buf| {
+        buf.extend_from_slice(payload);
+        Ok::<_, std::convert::Infallible>(fds)
+    })?;
+    match written {
+        Ok(()) => Ok(()),
+        Err(never) => match never {},
+    }
 }
 
 /// Reads frames from a byte stream with descriptors.

@@ -98,26 +98,18 @@ fn write_reply(
     reply: &dyn super::function::EncodeReply,
     codec: super::Codec,
 ) -> Result<(), EventError> {
-    let mut guard = lock_writer();
-    let writer = guard.as_mut().ok_or(EventError::NotServing)?;
-    let failure = match frame::encode_with(&mut writer.outbox, id, kind::REPLY, |out| {
-        reply.encode_into(codec, out)
-    }) {
-        Ok(Ok(())) => None,
-        Ok(Err(message)) => Some(message),
-        Err(e) => Some(format!("cannot send the result: {e}")),
+    let failure = {
+        let mut guard = lock_writer();
+        let writer = guard.as_mut().ok_or(EventError::NotServing)?;
+        match frame::encode_with(&mut writer.outbox, id, kind::REPLY, |out| {
+            reply.encode_into(codec, out)
+        }) {
+            Ok(Ok(())) => return send_queued(writer),
+            Ok(Err(message)) => message,
+            Err(e) => format!("cannot send the result: {e}"),
+        }
     };
-    if let Some(message) = failure {
-        frame::encode(
-            &mut writer.outbox,
-            id,
-            kind::FAILED,
-            message.as_bytes(),
-            Vec::new(),
-        )
-        .map_err(|e| EventError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-    }
-    send_queued(writer)
+    fail_call(id, &failure)
 }
 
 /// Hands what was queued to the writer task (async backend), or writes it
@@ -363,7 +355,10 @@ fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(),
     loop {
         loop {
             // The request is decoded where it was read, and the reply
-            // encoded into a buffer kept from call to call.
+            // encoded into a buffer kept from call to call (not straight
+            // into the send queue, as the async backend does: the function
+            // runs inside the encoding here, and may send events, which
+            // take the queue's lock).
             let frame = match decoder.next_borrowed() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
