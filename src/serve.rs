@@ -58,11 +58,23 @@ pub const EXIT_SERVE_FAILED: i32 = 125;
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static SERVE_BEFORE_MAIN: extern "C" fn() = serve_before_main;
+static SERVE_BEFORE_MAIN: extern "C" fn(libc::c_int, *const *const libc::c_char) =
+    serve_before_main;
 
 /// Called by the loader before `main` in every program that links anyfork.
-extern "C" fn serve_before_main() {
-    serve_if_marked();
+/// glibc passes `.init_array` functions the program's `argc` and `argv`
+/// (and `envp`, not needed here).
+extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_char) {
+    let program = if argc > 0 && !argv.is_null() {
+        // SAFETY: glibc hands `.init_array` functions the `argv` that `main`
+        // will get: `argc` valid, NUL-terminated strings.
+        let first = unsafe { *argv };
+        // SAFETY: as above; checked for null first.
+        (!first.is_null()).then(|| unsafe { CStr::from_ptr(first) })
+    } else {
+        None
+    };
+    serve_if_marked(program);
 }
 
 /// Enters serve mode if this process was started as a serving process;
@@ -77,10 +89,12 @@ extern "C" fn serve_before_main() {
 /// // ... the program
 /// ```
 pub fn init() {
-    serve_if_marked();
+    serve_if_marked(None);
 }
 
-fn serve_if_marked() {
+/// `program` is `argv[0]` where known: the parent starts serving processes
+/// with the program's path there (see [`crate::sys::spawn`]).
+fn serve_if_marked(program: Option<&CStr>) {
     let name = c"ANYFORK_SERVE";
     // SAFETY: before main the process has one thread, so nothing modifies
     // the environment concurrently; afterwards callers accept the usual
@@ -89,12 +103,14 @@ fn serve_if_marked() {
     if value.is_null() {
         return;
     }
-    // SAFETY: getenv returned a valid C string.
-    let value = unsafe { CStr::from_ptr(value) }.to_bytes().to_vec();
+    // SAFETY: getenv returned a valid C string. unsetenv below only removes
+    // the pointer from `environ`; the string itself stays where it is.
+    let value = unsafe { CStr::from_ptr(value) };
+    let marker = parse_marker(value.to_bytes());
     // SAFETY: as above: single-threaded here, and the marker must not reach
     // programs the child execs.
     unsafe { libc::unsetenv(name.as_ptr()) };
-    serve_marked(&value)
+    serve_marked(marker, program)
 }
 
 /// Splits a marker `FD:VERSION` into the descriptor and the version check's
@@ -124,8 +140,8 @@ fn parse_marker(value: &[u8]) -> Result<(i32, Result<(), String>), String> {
 
 /// Serve mode for an exec'd process: check the marker, clean the descriptor
 /// table, serve.
-fn serve_marked(value: &[u8]) -> ! {
-    let (fd, version) = match parse_marker(value) {
+fn serve_marked(marker: Result<(i32, Result<(), String>), String>, program: Option<&CStr>) -> ! {
+    let (fd, version) = match marker {
         Ok(parsed) => parsed,
         Err(why) => give_up_early(&format!("bad serve marker: {why}")),
     };
@@ -146,7 +162,7 @@ fn serve_marked(value: &[u8]) -> ! {
     let control = unsafe { OwnedFd::from_raw_fd(fd) };
     // Whatever else leaked in through exec is not ours to keep.
     let _ = fds::close_all_except(fd);
-    name_after_program();
+    name_after_program(program);
     let _ = fds::set_cloexec(&control);
     // Like Rust's runtime before main: writes to a closed pipe are errors,
     // not deaths.
@@ -161,20 +177,21 @@ fn serve_marked(value: &[u8]) -> ! {
 }
 
 /// Gives the process its program's name: started as `/proc/self/exe`, it
-/// would show as `exe` in `ps` and `top`.
-fn name_after_program() {
-    if let Ok(path) = std::fs::read_link("/proc/self/exe") {
-        if let Some(name) = path.file_name() {
-            let mut bytes: Vec<u8> = std::os::unix::ffi::OsStrExt::as_bytes(name)
-                .iter()
-                .copied()
-                .take(15)
-                .collect();
-            bytes.retain(|&b| b != 0);
-            if let Ok(name) = std::ffi::CString::new(bytes) {
-                let _ = rustix::thread::set_name(&name);
-            }
-        }
+/// would show as `exe` in `ps` and `top`. The name comes from `argv[0]`
+/// where the loader passed it, else from the link `/proc/self/exe`.
+fn name_after_program(program: Option<&CStr>) {
+    let path = match program {
+        Some(program) => program.to_bytes().to_vec(),
+        None => match std::fs::read_link("/proc/self/exe") {
+            Ok(path) => std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec(),
+            Err(_) => return,
+        },
+    };
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    // The kernel keeps 15 bytes of a thread's name.
+    let name = &name[..name.len().min(15)];
+    if let Ok(name) = std::ffi::CString::new(name) {
+        let _ = rustix::thread::set_name(&name);
     }
 }
 

@@ -66,6 +66,27 @@ fn a_child_holds_exactly_stdio_its_socket_and_what_it_was_sent() {
     drop(pipe_r);
 }
 
+/// Sends its own name, as `ps` shows it.
+fn own_name(mut socket: UnixStream, _args: Args) -> std::io::Result<()> {
+    let name = std::fs::read_to_string("/proc/self/comm")?;
+    socket.write_all(name.trim_end().as_bytes())
+}
+
+#[test]
+fn serving_processes_carry_the_programs_name_not_exe() {
+    // Started as /proc/self/exe, a process would be called "exe".
+    let exe = std::env::current_exe().unwrap();
+    let program = exe.file_name().unwrap().as_encoded_bytes();
+    let expected = String::from_utf8_lossy(&program[..program.len().min(15)]).into_owned();
+    for fork in [
+        Fork::new_exec().unwrap(),
+        Fork::new().unwrap(),
+        Fork::new_exec().unwrap().fork().unwrap(),
+    ] {
+        assert_eq!(read_all(fork.run(own_name).unwrap()), expected);
+    }
+}
+
 #[test]
 fn descriptors_anyfork_opens_in_the_parent_are_close_on_exec() {
     let before = common::own_fds_above_stderr();

@@ -11,11 +11,12 @@
 //! - [`posix_spawn(3)`](https://man7.org/linux/man-pages/man3/posix_spawn.3.html)
 //! - [`proc_pid_exe(5)`](https://man7.org/linux/man-pages/man5/proc_pid_exe.5.html)
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
+use std::sync::OnceLock;
 
 /// The descriptor number at which a spawned serving process finds its control
 /// socket.
@@ -24,6 +25,19 @@ pub(crate) const SERVE_FD: i32 = 3;
 /// The executable every serving process runs: the caller's own, by inode, so a
 /// binary replaced on disk meanwhile does not matter.
 pub(crate) const SELF_EXE: &CStr = c"/proc/self/exe";
+
+/// The `argv[0]` serving processes get: the program's own path, looked up
+/// once. It names them in `ps` (see `serve::name_after_program`); the
+/// executable itself is always [`SELF_EXE`].
+fn program_path() -> &'static CStr {
+    static PATH: OnceLock<CString> = OnceLock::new();
+    PATH.get_or_init(|| {
+        std::fs::read_link(std::ffi::OsStr::from_bytes(SELF_EXE.to_bytes()))
+            .ok()
+            .and_then(|path| CString::new(path.into_os_string().into_vec()).ok())
+            .unwrap_or_else(|| c"anyfork-serve".to_owned())
+    })
+}
 
 /// Owns a `posix_spawn_file_actions_t`.
 struct FileActions(libc::posix_spawn_file_actions_t);
@@ -76,12 +90,7 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 /// Spawns `/proc/self/exe` with `socket` at descriptor [`SERVE_FD`] and
 /// `marker` (`NAME=VALUE`) added to the environment. Returns the new pid.
 pub(crate) fn spawn_self(socket: BorrowedFd<'_>, marker: &CStr) -> io::Result<i32> {
-    // The argv[0] the process is seen with in `ps`: the program's own path.
-    let exe_path = std::fs::read_link("/proc/self/exe")
-        .map(|p| p.into_os_string())
-        .unwrap_or_else(|_| OsStr::new("anyfork-serve").to_owned());
-    let argv0 =
-        CString::new(exe_path.as_bytes()).unwrap_or_else(|_| CString::from(c"anyfork-serve"));
+    let argv0 = program_path();
     let argv = [argv0.as_ptr(), ptr::null()];
 
     let marker_name = marker
