@@ -164,6 +164,17 @@ impl Fork {
     /// If [`early`](crate::early) was called, the early template is forked
     /// instead, which is faster still.
     ///
+    /// # What it costs
+    ///
+    /// An `exec` of your program: the kernel maps it, the dynamic loader
+    /// loads its shared libraries, and the serving process is ready before
+    /// `main` would run (anyfork's own part is about 60 µs). Each shared
+    /// library costs: on `*-linux-gnu` every Rust program loads
+    /// `libgcc_s.so.1` for unwinding, about 90 µs per exec on the machines
+    /// this crate was measured on. The `static-unwinder` feature links that
+    /// unwinder into your program instead, as the `anyfork` binary is linked
+    /// (see [the crate's features](crate#cargo-features)).
+    ///
     /// ```
     /// let fork = anyfork::Fork::new_exec()?;
     /// assert!(fork.pid()? > 0);

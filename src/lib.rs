@@ -137,6 +137,24 @@
 //! The [`rpc`](mod@rpc) module explains choosing a backend and a serialiser, events,
 //! failures, when the child exits, and what a call costs.
 //!
+//! ## Cargo features
+//!
+//! | feature | default | gives |
+//! |---|---|---|
+//! | `tokio` | yes | [`Fork::run_async`], [`Process::wait_async`], async RPC calls and the async RPC backend |
+//! | `cbor` | yes | the CBOR serialiser for RPC (ciborium) |
+//! | `json` | yes | the JSON serialiser for RPC (serde_json) |
+//! | `postcard` | yes | the postcard serialiser for RPC |
+//! | `static-unwinder` | no | links libgcc's unwinder into your program instead of loading `libgcc_s.so.1` (on `*-linux-gnu`): every [`Fork::new_exec`] about 90 µs faster |
+//!
+//! `static-unwinder` changes how your whole program is linked, which is why
+//! it is yours to choose: anyfork's build script points the linker's
+//! `-lgcc_s` at gcc's `libgcc_eh.a`, the unwinder Rust itself links into
+//! fully static programs. libc stays shared, so [`Fork::require`] and
+//! everything else work as before; panics unwind as before. Without gcc's
+//! `libgcc_eh.a` (another toolchain, another target) the feature does
+//! nothing. The `anyfork` binary and examples are always linked this way.
+//!
 //! ## The protocol
 //!
 //! [`proto`] describes the bytes on a control socket; [`serve`] what a
