@@ -63,9 +63,10 @@ static SERVE_BEFORE_MAIN: extern "C" fn(libc::c_int, *const *const libc::c_char)
 
 /// Called by the loader before `main` in every program that links anyfork.
 /// glibc passes `.init_array` functions the program's `argc` and `argv`
-/// (and `envp`, not needed here).
+/// (and `envp`, not needed here); other C libraries (musl) pass nothing, so
+/// the arguments are only looked at with glibc.
 extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_char) {
-    let program = if argc > 0 && !argv.is_null() {
+    let program = if cfg!(target_env = "gnu") && argc > 0 && !argv.is_null() {
         // SAFETY: glibc hands `.init_array` functions the `argv` that `main`
         // will get: `argc` valid, NUL-terminated strings.
         let first = unsafe { *argv };

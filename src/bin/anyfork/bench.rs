@@ -11,7 +11,9 @@
 //!
 //! with this process grown to 5, 20, 200 and 2000 MB of touched memory. The
 //! figures are medians over rounds that interleave the methods, so that a
-//! noisy moment does not favour one of them.
+//! noisy moment does not favour one of them. Perl's AnyEvent::Fork, when
+//! installed, is measured in the same rounds at 5 MB (between ours), and
+//! compared with that size's figures.
 //!
 //! Then the RPC part ([`crate::rpc_bench`]): calls against raw socket I/O.
 
@@ -25,11 +27,13 @@ use anyfork::{Args, Fork};
 use crate::json::Json;
 use crate::median::median;
 use crate::memory::{self, Ballast, Footprint};
-use crate::perl::{self, PerlFigures};
+use crate::perl::{PerlFigures, PerlRounds};
 use crate::rpc_bench::{self, RpcFigure};
 
 /// The sizes this process is grown to, in MB.
 const SIZES_MB: [u64; 4] = [5, 20, 200, 2000];
+/// The parent size at which Perl's rates are measured and compared.
+const PERL_COMPARED_AT_MB: u64 = SIZES_MB[0];
 
 /// How the benchmark runs.
 #[derive(Debug, Clone, Copy)]
@@ -309,6 +313,7 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
 
     let mut ballast = Ballast::default();
     let mut figures = Vec::new();
+    let mut perl = PerlRounds::default();
     for &parent_mb in &SIZES_MB {
         ballast
             .grow_to(parent_mb)
@@ -327,6 +332,17 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
                 ));
                 rates[i].push(measure(method, &custom, options.cell_time())?);
             }
+            // Perl's rounds go between ours at the size the ratios use, so
+            // that both are measured in the same minute.
+            if options.perl && parent_mb == PERL_COMPARED_AT_MB {
+                progress(&format!(
+                    "{:>4} MB parent, round {}/{}: Perl's AnyEvent::Fork new and new_exec",
+                    parent_mb,
+                    round + 1,
+                    options.rounds(),
+                ));
+                perl.round(options.cell_time() * 2);
+            }
         }
         for (i, &method) in Method::ALL.iter().enumerate() {
             figures.push(Figure {
@@ -338,18 +354,11 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
         }
     }
     drop(ballast);
-
-    let perl = if options.perl {
-        progress("Perl's AnyEvent::Fork, for comparison");
-        perl::measure(options.rounds(), options.cell_time() * 2)
-    } else {
-        None
-    };
     Ok(SpawnReport {
         figures,
         template: template_footprint,
         child: child_footprint,
-        perl,
+        perl: perl.figures(),
     })
 }
 
@@ -433,8 +442,12 @@ fn render_spawn_table(report: &SpawnReport) -> String {
             perl.version,
             thousands(perl.new_per_sec),
             thousands(perl.new_exec_per_sec),
-            times(report.rate(Method::New, 5).map(|r| r / perl.new_per_sec)),
-            times(report.rate(Method::NewExec, 5).map(|r| r / perl.new_exec_per_sec)),
+            times(report.rate(Method::New, PERL_COMPARED_AT_MB).map(|r| r / perl.new_per_sec)),
+            times(
+                report
+                    .rate(Method::NewExec, PERL_COMPARED_AT_MB)
+                    .map(|r| r / perl.new_exec_per_sec)
+            ),
         )),
         None => out.push_str("Perl AnyEvent::Fork: not measured (not installed, or --no-perl)\n"),
     }
@@ -557,7 +570,7 @@ fn spawn_json(report: &SpawnReport) -> Vec<(String, Json)> {
             report
                 .perl
                 .as_ref()
-                .and_then(|p| Some(report.rate(m, 5)? / theirs(p))),
+                .and_then(|p| Some(report.rate(m, PERL_COMPARED_AT_MB)? / theirs(p))),
         )
     };
     vec![

@@ -63,21 +63,49 @@ fn run_once(mode: &str, time: Duration) -> Option<(String, f64)> {
     Some((version.to_owned(), rate.parse().ok()?))
 }
 
-/// Measures both methods `rounds` times; `None` if Perl or the module is
-/// missing.
-pub fn measure(rounds: usize, time: Duration) -> Option<PerlFigures> {
-    let mut version = String::new();
-    let (mut new, mut new_exec) = (Vec::new(), Vec::new());
-    for _ in 0..rounds.max(1) {
-        let (v, rate) = run_once("new", time)?;
-        new.push(rate);
-        let (_, rate) = run_once("new_exec", time)?;
-        new_exec.push(rate);
-        version = v;
+/// Perl's rates, gathered one round at a time so that the rounds can be
+/// taken between anyfork's own, side by side.
+#[derive(Debug, Default)]
+pub struct PerlRounds {
+    version: String,
+    new: Vec<f64>,
+    new_exec: Vec<f64>,
+    /// Perl or the module is missing: stop trying.
+    missing: bool,
+}
+
+impl PerlRounds {
+    /// Measures `new` and then `new_exec` once each, for `time` each.
+    /// Returns false (and measures nothing more) if Perl or the module is
+    /// missing.
+    pub fn round(&mut self, time: Duration) -> bool {
+        if self.missing {
+            return false;
+        }
+        let both = run_once("new", time).zip(run_once("new_exec", time));
+        match both {
+            Some(((version, new), (_, new_exec))) => {
+                self.version = version;
+                self.new.push(new);
+                self.new_exec.push(new_exec);
+                true
+            }
+            None => {
+                self.missing = true;
+                false
+            }
+        }
     }
-    Some(PerlFigures {
-        version,
-        new_per_sec: median(new),
-        new_exec_per_sec: median(new_exec),
-    })
+
+    /// The medians of the rounds; `None` if none was measured.
+    pub fn figures(self) -> Option<PerlFigures> {
+        if self.missing || self.new.is_empty() {
+            return None;
+        }
+        Some(PerlFigures {
+            version: self.version,
+            new_per_sec: median(self.new),
+            new_exec_per_sec: median(self.new_exec),
+        })
+    }
 }
