@@ -130,7 +130,7 @@
 //! synchronous backend is two system calls in the parent (`sendto`,
 //! `recvmsg`) and two in the child, as a hand-written round trip is; on a
 //! 2-vCPU machine it takes about 10 µs when parent and child share a CPU
-//! (8.4 µs by hand) and 40–50 µs across CPUs, the same as by hand,
+//! (8–10 µs by hand) and 40–50 µs across CPUs, the same as by hand,
 //! because the cross-CPU wake-up dominates. With many calls in flight on
 //! the asynchronous backend, requests and replies that are queued together
 //! go out together, so small calls run at 360,000–480,000 a second, more
