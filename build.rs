@@ -24,7 +24,7 @@
 
 use std::env;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
@@ -82,5 +82,5 @@ fn static_unwinder() -> Option<PathBuf> {
     }
     let path = PathBuf::from(String::from_utf8(output.stdout).ok()?.trim());
     // A compiler that does not know the file prints its bare name.
-    (path.is_absolute() && Path::new(&path).is_file()).then_some(path)
+    (path.is_absolute() && path.is_file()).then_some(path)
 }

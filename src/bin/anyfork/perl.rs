@@ -75,25 +75,20 @@ pub struct PerlRounds {
 }
 
 impl PerlRounds {
-    /// Measures `new` and then `new_exec` once each, for `time` each.
-    /// Returns false (and measures nothing more) if Perl or the module is
-    /// missing.
-    pub fn round(&mut self, time: Duration) -> bool {
+    /// Measures `new` and then `new_exec` once each, for `time` each. Once
+    /// Perl or the module turns out to be missing, measures nothing more.
+    pub fn round(&mut self, time: Duration) {
         if self.missing {
-            return false;
+            return;
         }
-        let both = run_once("new", time).zip(run_once("new_exec", time));
+        let both = run_once("new", time).and_then(|new| Some((new, run_once("new_exec", time)?.1)));
         match both {
-            Some(((version, new), (_, new_exec))) => {
+            Some(((version, new), new_exec)) => {
                 self.version = version;
                 self.new.push(new);
                 self.new_exec.push(new_exec);
-                true
             }
-            None => {
-                self.missing = true;
-                false
-            }
+            None => self.missing = true,
         }
     }
 
