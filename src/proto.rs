@@ -85,6 +85,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sys::fdpass::{self, MAX_FDS_PER_SEND};
+use crate::sys::poll;
 
 /// The environment variable that starts serve mode; its value is
 /// `FD:VERSION`.
@@ -616,10 +617,14 @@ impl FrameReader {
     fn fill(&mut self, socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
         let mut got = 0;
         while got < buf.len() {
-            match fdpass::recv_with_fds(socket, &mut buf[got..], &mut self.fds, false) {
+            match fdpass::recv_with_fds(socket, &mut buf[got..], &mut self.fds, true) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Waiting in poll, not in recv: see `sys::poll`.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    poll::wait_readable(socket, None)?;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -633,13 +638,21 @@ impl FrameReader {
         if self.peeked.len() < PEEK_LEN {
             self.peeked.resize(PEEK_LEN, 0);
         }
-        let mut flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        let mut waited = false;
         loop {
-            match rustix::net::recv(socket, &mut self.peeked[..], flags) {
+            match rustix::net::recv(
+                socket,
+                &mut self.peeked[..],
+                RecvFlags::PEEK | RecvFlags::DONTWAIT,
+            ) {
                 Ok((n, _)) => return Ok(n),
-                Err(rustix::io::Errno::AGAIN) if flags.contains(RecvFlags::DONTWAIT) => {
-                    before_wait();
-                    flags = RecvFlags::PEEK;
+                // Waiting in poll, not in recv: see `sys::poll`.
+                Err(rustix::io::Errno::AGAIN) => {
+                    if !waited {
+                        before_wait();
+                        waited = true;
+                    }
+                    poll::wait_readable(socket, None)?;
                 }
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
@@ -993,8 +1006,12 @@ impl ReplyBuffer {
             }
             let mut chunk = vec![0u8; self.wanted(budget)?];
             let n = loop {
-                match rustix::net::recv(socket, &mut chunk, rustix::net::RecvFlags::empty()) {
+                match rustix::net::recv(socket, &mut chunk, rustix::net::RecvFlags::DONTWAIT) {
                     Err(rustix::io::Errno::INTR) => {}
+                    // Waiting in poll, not in recv: see `sys::poll`.
+                    Err(rustix::io::Errno::AGAIN) => {
+                        poll::wait_readable(socket, None)?;
+                    }
                     other => break other.map_err(io::Error::from)?.0,
                 }
             };

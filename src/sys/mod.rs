@@ -14,9 +14,12 @@
 //!   serve marker's descriptor, counting threads).
 //! - [`exe`]: where code lives in the executable, so a function value can be
 //!   named across `exec`.
+//! - [`poll`]: waiting for a socket to become readable without being woken
+//!   each time the peer reads (why anyfork does not block in `recv`).
 
 pub(crate) mod clone;
 pub(crate) mod exe;
 pub(crate) mod fdpass;
 pub(crate) mod fds;
+pub(crate) mod poll;
 pub(crate) mod spawn;
