@@ -279,3 +279,41 @@ fn malformed_replies_are_errors_in_the_parent() {
         Err(Error::Ended { .. })
     ));
 }
+
+/// A function passed by value is named by its offset in this executable; a
+/// serving process that runs another executable (here the `anyfork` tool,
+/// reached through `new_from_fh`) must refuse rather than jump there.
+#[test]
+fn a_function_value_sent_to_another_executable_is_refused() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let theirs_fd = theirs.as_raw_fd();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_anyfork"));
+    command.env("ANYFORK_SERVE", "3:1").stdin(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(theirs_fd, 3) == 3 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut other = command.spawn().unwrap();
+    drop(theirs);
+
+    match Fork::new_from_fh(std::os::fd::OwnedFd::from(ours)).run(never_runs) {
+        Err(Error::Refused { kind, message, .. }) => {
+            assert_eq!(kind, ChildErrorKind::WrongExecutable);
+            assert!(message.contains("different executable"), "{message}");
+        }
+        other => panic!("expected WrongExecutable, got {other:?}"),
+    }
+    assert_eq!(
+        other.wait().unwrap().code(),
+        Some(anyfork::EXIT_SERVE_FAILED)
+    );
+}
