@@ -11,9 +11,10 @@
 //!
 //! with this process grown to 5, 20, 200 and 2000 MB of touched memory. The
 //! figures are medians over rounds that interleave the methods, so that a
-//! noisy moment does not favour one of them. Perl's AnyEvent::Fork, when
-//! installed, is measured in the same rounds at 5 MB (between ours), and
-//! compared with that size's figures.
+//! noisy moment does not favour one of them; the full run's rounds also
+//! sweep the sizes up and down (see `Options::visits`). Perl's
+//! AnyEvent::Fork, when installed, is measured in the same rounds at 5 MB
+//! (between ours), and compared with that size's figures.
 //!
 //! Then the RPC part ([`crate::rpc_bench`]): calls against raw socket I/O.
 
@@ -54,7 +55,7 @@ pub struct Options {
 
 impl Options {
     /// Rounds interleave the methods; figures are medians over rounds. Even
-    /// the quick run has three: one 250 ms cell is too noisy for ratios.
+    /// the quick run has three: one short cell is too noisy for ratios.
     /// The full run spends its time on more, shorter rounds: a burst of
     /// noise on these machines lasts seconds, and a median of five outlasts
     /// more of them than a median of three.
@@ -62,9 +63,36 @@ impl Options {
         if self.quick { 3 } else { 5 }
     }
 
+    /// The order in which sizes are measured: (round, index into
+    /// [`SIZES_MB`]). The full run visits every size in every round, up from
+    /// 5 to 2000 MB and the next round back down, so a size's figure is the
+    /// median of rounds spread over the whole run, like every other size's:
+    /// the ratios between sizes do not measure how the machine drifted
+    /// between the first minute and the last (and going up and down cancels
+    /// a steady drift). Growing this process to 2000 MB takes seconds here,
+    /// so the quick run grows it once: all rounds of a size, then the next.
+    fn visits(&self) -> Vec<(usize, usize)> {
+        let sizes = 0..SIZES_MB.len();
+        if self.quick {
+            return sizes
+                .flat_map(|size| (0..self.rounds()).map(move |round| (round, size)))
+                .collect();
+        }
+        (0..self.rounds())
+            .flat_map(|round| {
+                let order: Vec<usize> = if round % 2 == 0 {
+                    sizes.clone().collect()
+                } else {
+                    sizes.clone().rev().collect()
+                };
+                order.into_iter().map(move |size| (round, size))
+            })
+            .collect()
+    }
+
     fn cell_time(&self) -> Duration {
         if self.quick {
-            Duration::from_millis(250)
+            Duration::from_millis(200)
         } else {
             Duration::from_millis(600)
         }
@@ -315,48 +343,50 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
     drop(idle);
 
     let mut ballast = Ballast::default();
-    let mut figures = Vec::new();
+    let mut rates = vec![vec![Vec::new(); Method::ALL.len()]; SIZES_MB.len()];
+    let mut parent_rss_kb = [0u64; SIZES_MB.len()];
     let mut perl = PerlRounds::default();
-    for &parent_mb in &SIZES_MB {
+    for (round, size) in options.visits() {
+        let parent_mb = SIZES_MB[size];
         ballast
-            .grow_to(parent_mb)
-            .map_err(io_error("growing the parent"))?;
-        let parent_rss_kb =
+            .shrink_to(parent_mb)
+            .and_then(|()| ballast.grow_to(parent_mb))
+            .map_err(io_error("sizing the parent"))?;
+        parent_rss_kb[size] =
             memory::resident_kb(std::process::id()).map_err(io_error("reading our size"))?;
-        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); Method::ALL.len()];
-        for round in 0..options.rounds() {
-            for (i, &method) in Method::ALL.iter().enumerate() {
-                progress(&format!(
-                    "{:>4} MB parent, round {}/{}: {}",
-                    parent_mb,
-                    round + 1,
-                    options.rounds(),
-                    method.title()
-                ));
-                rates[i].push(measure(method, &custom, options.cell_time())?);
-            }
-            // Perl's rounds go between ours at the size the ratios use, so
-            // that both are measured in the same minute.
-            if options.perl && parent_mb == PERL_COMPARED_AT_MB {
-                progress(&format!(
-                    "{:>4} MB parent, round {}/{}: Perl's AnyEvent::Fork new and new_exec",
-                    parent_mb,
-                    round + 1,
-                    options.rounds(),
-                ));
-                perl.round(options.cell_time() * 2);
-            }
+        for (i, &method) in Method::ALL.iter().enumerate() {
+            progress(&format!(
+                "round {}/{}, {:>4} MB parent: {}",
+                round + 1,
+                options.rounds(),
+                parent_mb,
+                method.title()
+            ));
+            rates[size][i].push(measure(method, &custom, options.cell_time())?);
         }
+        // Perl's rounds go between ours at the size the ratios use, so
+        // that both are measured in the same minute.
+        if options.perl && parent_mb == PERL_COMPARED_AT_MB {
+            progress(&format!(
+                "round {}/{}, {:>4} MB parent: Perl's AnyEvent::Fork new and new_exec",
+                round + 1,
+                options.rounds(),
+                parent_mb,
+            ));
+            perl.round(options.cell_time() * 2);
+        }
+    }
+    let mut figures = Vec::new();
+    for (size, &parent_mb) in SIZES_MB.iter().enumerate() {
         for (i, &method) in Method::ALL.iter().enumerate() {
             figures.push(Figure {
                 method,
                 parent_mb,
-                parent_rss_kb,
-                per_sec: median(std::mem::take(&mut rates[i])),
+                parent_rss_kb: parent_rss_kb[size],
+                per_sec: median(std::mem::take(&mut rates[size][i])),
             });
         }
     }
-    drop(ballast);
     Ok(SpawnReport {
         figures,
         template: template_footprint,
@@ -645,4 +675,41 @@ fn rpc_json(figures: &[RpcFigure]) -> Vec<(String, Json)> {
         ("rpc".into(), Json::List(list)),
         ("rpc_ratios".into(), Json::List(ratios)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(quick: bool) -> Options {
+        Options {
+            quick,
+            json: false,
+            pin: false,
+            perl: false,
+            spawn: true,
+            rpc: false,
+        }
+    }
+
+    #[test]
+    fn the_full_run_sweeps_every_size_up_and_down_in_turn() {
+        let visits = options(false).visits();
+        let sizes: Vec<usize> = visits.iter().map(|&(_, size)| size).collect();
+        assert_eq!(
+            sizes,
+            [0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0, 0, 1, 2, 3]
+        );
+        assert!(
+            visits.windows(2).all(|w| w[0].0 <= w[1].0),
+            "rounds in order"
+        );
+    }
+
+    #[test]
+    fn the_quick_run_grows_once() {
+        let visits = options(true).visits();
+        let sizes: Vec<usize> = visits.iter().map(|&(_, size)| size).collect();
+        assert_eq!(sizes, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+    }
 }

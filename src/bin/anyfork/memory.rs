@@ -3,26 +3,91 @@
 use std::io;
 
 /// Memory held only to make this process big, every page touched.
+///
+/// Mapped directly rather than allocated, so that
+/// [`shrink_to`](Ballast::shrink_to) really gives it back (`malloc` may keep freed memory resident), and in
+/// small pages (no transparent huge pages), so that a `fork` of this process
+/// has a page table entry to copy for every 4 kB, whatever the machine's
+/// huge-page setting.
 #[derive(Default)]
 pub struct Ballast {
-    chunks: Vec<Vec<u8>>,
+    regions: Vec<Region>,
 }
 
 impl Ballast {
-    /// Allocates and touches memory until this process's resident size is
-    /// at least `mb` megabytes.
+    /// Maps and touches memory until this process's resident size is at
+    /// least `mb` megabytes.
     pub fn grow_to(&mut self, mb: u64) -> io::Result<()> {
-        const CHUNK: usize = 1 << 20;
-        while resident_kb(std::process::id())? < mb * 1024 {
-            let mut chunk = vec![0u8; CHUNK];
-            // Write every page so it is really resident (calloc'd pages are
-            // not until touched).
-            for page in chunk.chunks_mut(4096) {
-                page[0] = 1;
-            }
-            self.chunks.push(chunk);
+        let want_kb = mb * 1024;
+        let have_kb = resident_kb(std::process::id())?;
+        if have_kb < want_kb {
+            self.regions
+                .push(Region::touched((want_kb - have_kb) as usize * 1024)?);
         }
         Ok(())
+    }
+
+    /// Gives memory back, the most recently added first, until this
+    /// process's resident size is at most `mb` megabytes or nothing is
+    /// left. Growing to a size and shrinking back to it gives the same
+    /// regions back: each `grow_to` adds one.
+    pub fn shrink_to(&mut self, mb: u64) -> io::Result<()> {
+        while !self.regions.is_empty() && resident_kb(std::process::id())? > mb * 1024 {
+            self.regions.pop();
+        }
+        Ok(())
+    }
+}
+
+/// An anonymous private mapping, unmapped on drop.
+struct Region {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Region {
+    /// Maps `len` bytes (rounded up to pages), every page resident and
+    /// written.
+    fn touched(len: usize) -> io::Result<Self> {
+        let page = page_size() as usize;
+        let len = len.div_ceil(page) * page;
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let region = Region { addr, len };
+        // SAFETY: advice on the mapping made above. Small pages first (a
+        // kernel without transparent huge pages refuses; nothing to undo),
+        // then every page made resident and writable in one call, much
+        // faster than a fault per page (kernels before 5.14 refuse; the
+        // loop below then faults them in).
+        unsafe {
+            libc::madvise(addr, len, libc::MADV_NOHUGEPAGE);
+            libc::madvise(addr, len, libc::MADV_POPULATE_WRITE);
+        }
+        for offset in (0..len).step_by(page) {
+            // SAFETY: `offset` is inside the mapping, which is writable.
+            unsafe { addr.cast::<u8>().add(offset).write_volatile(1) };
+        }
+        Ok(region)
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this region made; nothing
+        // refers into it any more.
+        unsafe { libc::munmap(self.addr, self.len) };
     }
 }
 
