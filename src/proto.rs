@@ -617,16 +617,16 @@ impl FrameReader {
     fn fill(&mut self, socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
         let mut got = 0;
         while got < buf.len() {
-            match fdpass::recv_with_fds(socket, &mut buf[got..], &mut self.fds, true) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Waiting in poll, not in recv: see `sys::poll`.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    poll::wait_readable(socket, None)?;
-                }
-                Err(e) => return Err(e),
+            // Waiting in poll, not in recv: see `sys::poll`.
+            let n = poll::read_when_readable(
+                socket,
+                || {},
+                || fdpass::recv_with_fds(socket, &mut buf[got..], &mut self.fds, true),
+            )?;
+            if n == 0 {
+                break;
             }
+            got += n;
         }
         Ok(got)
     }
@@ -638,26 +638,12 @@ impl FrameReader {
         if self.peeked.len() < PEEK_LEN {
             self.peeked.resize(PEEK_LEN, 0);
         }
-        let mut waited = false;
-        loop {
-            match rustix::net::recv(
-                socket,
-                &mut self.peeked[..],
-                RecvFlags::PEEK | RecvFlags::DONTWAIT,
-            ) {
-                Ok((n, _)) => return Ok(n),
-                // Waiting in poll, not in recv: see `sys::poll`.
-                Err(rustix::io::Errno::AGAIN) => {
-                    if !waited {
-                        before_wait();
-                        waited = true;
-                    }
-                    poll::wait_readable(socket, None)?;
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let peeked = &mut self.peeked;
+        // Waiting in poll, not in recv: see `sys::poll`.
+        poll::read_when_readable(socket, before_wait, || {
+            let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+            Ok(rustix::net::recv(socket, &mut peeked[..], flags)?.0)
+        })
     }
 
     /// Reads one frame whose tag is one of `tags` and whose length is at
@@ -1005,16 +991,12 @@ impl ReplyBuffer {
                 return Ok(Some(reply));
             }
             let mut chunk = vec![0u8; self.wanted(budget)?];
-            let n = loop {
-                match rustix::net::recv(socket, &mut chunk, rustix::net::RecvFlags::DONTWAIT) {
-                    Err(rustix::io::Errno::INTR) => {}
-                    // Waiting in poll, not in recv: see `sys::poll`.
-                    Err(rustix::io::Errno::AGAIN) => {
-                        poll::wait_readable(socket, None)?;
-                    }
-                    other => break other.map_err(io::Error::from)?.0,
-                }
-            };
+            // Waiting in poll, not in recv: see `sys::poll`.
+            let n = poll::read_when_readable(
+                socket,
+                || {},
+                || Ok(rustix::net::recv(socket, &mut chunk, rustix::net::RecvFlags::DONTWAIT)?.0),
+            )?;
             if n == 0 {
                 self.at_end()?;
                 return Ok(None);

@@ -29,7 +29,7 @@
 //! - [`unix(7)`](https://man7.org/linux/man-pages/man7/unix.7.html)
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -49,6 +49,31 @@ pub(crate) fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Res
     }
 }
 
+/// Calls `read`, a read that does not block, until it reports something
+/// other than "would block", waiting in [`wait_readable`] for `fd` between
+/// tries; `before_wait` runs once, before the first wait. Interrupted reads
+/// are tried again.
+pub(crate) fn read_when_readable<T>(
+    fd: BorrowedFd<'_>,
+    mut before_wait: impl FnMut(),
+    mut read: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let mut waited = false;
+    loop {
+        match read() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !waited {
+                    before_wait();
+                    waited = true;
+                }
+                wait_readable(fd, None)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +89,23 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         drop(a);
         assert!(wait_readable(&b, Some(Duration::from_secs(5))).unwrap());
+    }
+
+    #[test]
+    fn a_read_that_would_block_waits_once_announced_then_gets_the_data() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            a.write_all(b"late").unwrap();
+        });
+        let mut announced = 0;
+        let mut buf = [0u8; 8];
+        let fd = b.try_clone().unwrap();
+        let n = read_when_readable(fd.as_fd(), || announced += 1, || b.read(&mut buf)).unwrap();
+        assert_eq!((&buf[..n], announced), (&b"late"[..], 1));
+        writer.join().unwrap();
     }
 }

@@ -5,10 +5,10 @@ use std::io;
 /// Memory held only to make this process big, every page touched.
 ///
 /// Mapped directly rather than allocated, so that
-/// [`shrink_to`](Ballast::shrink_to) really gives it back (`malloc` may keep freed memory resident), and in
-/// small pages (no transparent huge pages), so that a `fork` of this process
-/// has a page table entry to copy for every 4 kB, whatever the machine's
-/// huge-page setting.
+/// [`shrink_to`](Ballast::shrink_to) really gives it back (`malloc` may keep
+/// freed memory resident), and in small pages (no transparent huge pages),
+/// so that a `fork` of this process has a page table entry to copy for every
+/// 4 kB, whatever the machine's huge-page setting.
 #[derive(Default)]
 pub struct Ballast {
     regions: Vec<Region>,
@@ -69,15 +69,17 @@ impl Region {
         // SAFETY: advice on the mapping made above. Small pages first (a
         // kernel without transparent huge pages refuses; nothing to undo),
         // then every page made resident and writable in one call, much
-        // faster than a fault per page (kernels before 5.14 refuse; the
-        // loop below then faults them in).
-        unsafe {
+        // faster than a fault per page.
+        let populated = unsafe {
             libc::madvise(addr, len, libc::MADV_NOHUGEPAGE);
-            libc::madvise(addr, len, libc::MADV_POPULATE_WRITE);
-        }
-        for offset in (0..len).step_by(page) {
-            // SAFETY: `offset` is inside the mapping, which is writable.
-            unsafe { addr.cast::<u8>().add(offset).write_volatile(1) };
+            libc::madvise(addr, len, libc::MADV_POPULATE_WRITE) == 0
+        };
+        if !populated {
+            // Kernels before 5.14: fault every page in.
+            for offset in (0..len).step_by(page) {
+                // SAFETY: `offset` is inside the mapping, which is writable.
+                unsafe { addr.cast::<u8>().add(offset).write_volatile(1) };
+            }
         }
         Ok(region)
     }
