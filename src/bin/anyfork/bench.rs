@@ -78,14 +78,13 @@ impl Options {
                 .flat_map(|size| (0..self.rounds()).map(move |round| (round, size)))
                 .collect();
         }
+        let last = SIZES_MB.len() - 1;
         (0..self.rounds())
             .flat_map(|round| {
-                let order: Vec<usize> = if round % 2 == 0 {
-                    sizes.clone().collect()
-                } else {
-                    sizes.clone().rev().collect()
-                };
-                order.into_iter().map(move |size| (round, size))
+                let down = round % 2 == 1;
+                sizes
+                    .clone()
+                    .map(move |i| (round, if down { last - i } else { i }))
             })
             .collect()
     }
@@ -354,25 +353,21 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
             .map_err(io_error("sizing the parent"))?;
         parent_rss_kb[size] =
             memory::resident_kb(std::process::id()).map_err(io_error("reading our size"))?;
-        for (i, &method) in Method::ALL.iter().enumerate() {
+        let announce = |what: &str| {
             progress(&format!(
-                "round {}/{}, {:>4} MB parent: {}",
+                "round {}/{}, {parent_mb:>4} MB parent: {what}",
                 round + 1,
                 options.rounds(),
-                parent_mb,
-                method.title()
-            ));
+            ))
+        };
+        for (i, &method) in Method::ALL.iter().enumerate() {
+            announce(method.title());
             rates[size][i].push(measure(method, &custom, options.cell_time())?);
         }
         // Perl's rounds go between ours at the size the ratios use, so
         // that both are measured in the same minute.
         if options.perl && parent_mb == PERL_COMPARED_AT_MB {
-            progress(&format!(
-                "round {}/{}, {:>4} MB parent: Perl's AnyEvent::Fork new and new_exec",
-                round + 1,
-                options.rounds(),
-                parent_mb,
-            ));
+            announce("Perl's AnyEvent::Fork new and new_exec");
             perl.round(options.cell_time() * 2);
         }
     }
