@@ -91,6 +91,16 @@ pub enum Error {
         /// The `posix_spawn` or socket error.
         source: io::Error,
     },
+    /// This program runs with privileges its caller does not have (setuid,
+    /// setgid or file capabilities: `AT_SECURE`), where serve mode is
+    /// refused, so [`Fork::new_exec`](crate::Fork::new_exec) cannot start a
+    /// serving process. Call [`early`](crate::early) first thing in `main`:
+    /// every process is then forked, never started with `exec`.
+    #[error(
+        "this program runs setuid, setgid or with file capabilities (AT_SECURE), where serve mode is refused: \
+         new_exec cannot start a serving process; call anyfork::early() first thing in main to fork processes instead"
+    )]
+    Privileged,
     /// [`early`](crate::early) or [`Template::here`](crate::Template::here)
     /// was called in a process with more than one thread.
     #[error(

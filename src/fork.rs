@@ -183,7 +183,9 @@ impl Fork {
     ///
     /// # Errors
     ///
-    /// [`Error::Spawn`] if the process cannot be created.
+    /// [`Error::Spawn`] if the process cannot be created;
+    /// [`Error::Privileged`] in a setuid, setgid or file-capability program
+    /// without [`early`](crate::early).
     pub fn new_exec() -> Result<Fork, Error> {
         if let Some(forked) = crate::early::fork_early() {
             return forked;
@@ -204,6 +206,10 @@ impl Fork {
     }
 
     fn spawn_with_marker(value: &str) -> Result<Fork, Error> {
+        if crate::sys::secure::is_secure_exec() {
+            // The serving process would refuse (see `serve`): say why here.
+            return Err(Error::Privileged);
+        }
         let (ours, theirs) = socketpair().map_err(|source| Error::Spawn { source })?;
         let marker = format!("{}={value}", proto::SERVE_MARKER);
         let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {

@@ -160,6 +160,27 @@
 //! [`proto`] describes the bytes on a control socket; [`serve`] what a
 //! serving process does with them and the exit statuses it uses.
 //!
+//! ## What anyfork trusts
+//!
+//! - **The peer on a control socket is the parent.** A serving process does
+//!   whatever its control socket asks: it runs functions of its executable,
+//!   loads any library ([`Fork::require`]) and forks. Whoever holds the
+//!   other end of that socket can make the process run code. Never hand a
+//!   control socket (or a [`Fork::to_fh`] descriptor) to a less trusted
+//!   program.
+//! - **A serving process is never a privilege boundary.** It runs with the
+//!   credentials of the program that made it. Serve mode is entered from an
+//!   environment variable, so it is refused in a program started setuid,
+//!   setgid or with file capabilities (`AT_SECURE`): such a program exits
+//!   instead of serving when it finds the marker, and its own
+//!   [`Fork::new_exec`] reports [`Error::Privileged`]; it can still call
+//!   [`early`] first thing in `main` and fork its processes from there.
+//! - **A process's word about itself is checked.** The pid a process
+//!   received with [`Fork::new_from_fh`] claims for itself is accepted only
+//!   when the kernel confirms it (`SCM_CREDENTIALS`), and such a process is
+//!   never waited for or reaped here: it belongs to the program that created
+//!   it.
+//!
 //! ## Typical problems
 //!
 //! - **Templates made from the program copy more than memory.** [`early`]

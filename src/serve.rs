@@ -12,6 +12,16 @@
 //! example without a line in `main`; [`init`] does the same for
 //! programs that prefer to say so.
 //!
+//! Serve mode is refused in a process started in secure-execution mode
+//! (`AT_SECURE`: a setuid or setgid executable, or one with file
+//! capabilities): whoever started it chose its environment and its
+//! descriptors, and a serving process runs whatever its control socket
+//! asks (`require` loads any library). Such a process prints why on stderr
+//! and exits with [`EXIT_SERVE_FAILED`] without reading its socket; the
+//! program's `main` does not run either. A privileged program that wants
+//! worker processes calls [`early`](crate::early) first thing in `main`:
+//! then no serving process is ever started with `exec`.
+//!
 //! Serving starts before Rust's runtime has set anything up, so the process
 //! stays as small as the executable allows: no threads, no runtime, no
 //! buffers kept between commands.
@@ -75,7 +85,9 @@ extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_c
     } else {
         None
     };
-    serve_if_marked(program);
+    // SAFETY: the loader runs `.init_array` functions before `main`, with
+    // one thread and nothing else touching the environment.
+    unsafe { serve_if_marked(program) };
 }
 
 /// Enters serve mode if this process was started as a serving process;
@@ -86,30 +98,50 @@ extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_c
 /// visible in `main` may call it first thing; it is cheap (one `getenv`).
 ///
 /// ```
-/// anyfork::init(); // first thing in main; never returns in a serving process
+/// // SAFETY: first thing in main: no other thread exists yet.
+/// unsafe { anyfork::init() }; // never returns in a serving process
 /// // ... the program
 /// ```
-pub fn init() {
-    serve_if_marked(None);
+///
+/// # Safety
+///
+/// In a serving process it removes the serve marker from the environment
+/// (`unsetenv`), so no other thread may read or change the environment
+/// during the call, as for [`std::env::remove_var`]: call it before the
+/// program starts any thread.
+pub unsafe fn init() {
+    // SAFETY: the caller guarantees what serve_if_marked needs.
+    unsafe { serve_if_marked(None) };
 }
 
 /// `program` is `argv[0]` where known: the parent starts serving processes
 /// with the program's path there (see [`crate::sys::spawn`]).
-fn serve_if_marked(program: Option<&CStr>) {
+///
+/// # Safety
+///
+/// No other thread may read or change the environment meanwhile.
+unsafe fn serve_if_marked(program: Option<&CStr>) {
     let name = c"ANYFORK_SERVE";
-    // SAFETY: before main the process has one thread, so nothing modifies
-    // the environment concurrently; afterwards callers accept the usual
-    // getenv rules (std's env lock is not involved in reading a pointer).
+    // SAFETY: the caller guarantees that nothing changes the environment
+    // concurrently.
     let value = unsafe { libc::getenv(name.as_ptr()) };
     if value.is_null() {
         return;
+    }
+    if crate::sys::secure::is_secure_exec() {
+        // Whoever started this process chose its environment: the marker
+        // proves nothing. Do not touch the descriptor it names.
+        give_up_early(
+            "refusing serve mode: this program runs with privileges its caller does not have \
+             (setuid, setgid or file capabilities: AT_SECURE); see \"What anyfork trusts\" in the crate docs",
+        );
     }
     // SAFETY: getenv returned a valid C string. unsetenv below only removes
     // the pointer from `environ`; the string itself stays where it is.
     let value = unsafe { CStr::from_ptr(value) };
     let marker = parse_marker(value.to_bytes());
-    // SAFETY: as above: single-threaded here, and the marker must not reach
-    // programs the child execs.
+    // SAFETY: as above: nothing touches the environment concurrently, and
+    // the marker must not reach programs the child execs.
     unsafe { libc::unsetenv(name.as_ptr()) };
     serve_marked(marker, program)
 }

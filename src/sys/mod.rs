@@ -14,6 +14,8 @@
 //!   serve marker's descriptor, counting threads).
 //! - [`exe`]: where code lives in the executable, so a function value can be
 //!   named across `exec`.
+//! - [`secure`]: whether the process runs setuid, setgid or with file
+//!   capabilities (`AT_SECURE`), where serve mode is refused.
 //! - [`poll`]: waiting for a socket to become readable without being woken
 //!   each time the peer reads (why anyfork does not block in `recv`).
 
@@ -22,4 +24,5 @@ pub(crate) mod exe;
 pub(crate) mod fdpass;
 pub(crate) mod fds;
 pub(crate) mod poll;
+pub(crate) mod secure;
 pub(crate) mod spawn;
