@@ -184,9 +184,11 @@
 //! ## Typical problems
 //!
 //! - **Templates made from the program copy more than memory.** [`early`]
-//!   and [`Template::here`] copy the program as it is. anyfork closes every
-//!   descriptor but stdin, stdout, stderr and the control socket in the copy
-//!   (a worker gets exactly what you send it), but objects that stand for
+//!   and [`Template::here`] copy the program as it is. anyfork points every
+//!   descriptor but stdin, stdout, stderr and the control socket at
+//!   `/dev/null` in the copy (a worker gets nothing of the program's open
+//!   files, and a static `File` or logger of the program writes nowhere
+//!   instead of into a worker's socket), but objects that stand for
 //!   something outside the process (a connection, a GUI toolkit's state) are
 //!   copied as they are, and threads are not copied at all. Call `early`
 //!   before such things exist, build only plain data before `here`, or prefer

@@ -8,9 +8,13 @@
 //! open leak into it, and objects whose destructors talk to the outside
 //! world exist twice. anyfork limits the damage:
 //!
-//! - the template holds no descriptor but stdin, stdout, stderr and its
-//!   control socket, exactly like a template started with `exec`: whatever
-//!   the program had open stays the program's (send what workers need with
+//! - the template holds no descriptor of the program's but stdin, stdout
+//!   and stderr: every other one is pointed at `/dev/null` (close-on-exec)
+//!   in the copy, not closed, because objects of the program (a static
+//!   `File`, a logger) still own those numbers there; closed, the numbers
+//!   would be reused by descriptors the template receives, and those
+//!   objects would write into a worker's socket. Whatever the program had
+//!   open stays the program's (send what workers need with
 //!   [`send_fh`](Fork::send_fh));
 //! - the template and its forks never run the program's exit handlers or
 //!   destructors: they end with `_exit`;
@@ -109,7 +113,15 @@ fn fork_program_paused(what: &'static str, origin: Origin) -> Result<Fork, Error
             early::forget_after_fork();
             reaper::forget_after_fork();
             use std::os::fd::AsRawFd;
-            let _ = fds::close_all_except(theirs.as_raw_fd());
+            // Not closed: objects of the program still own those numbers.
+            if let Err(e) = fds::replace_all_with_null_except(theirs.as_raw_fd()) {
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("anyfork: {what}: cannot replace the program's descriptors: {e}\n")
+                        .as_bytes(),
+                );
+                serve::exit(serve::EXIT_SERVE_FAILED);
+            }
             serve::serve_forked(theirs)
         }
         Ok(Forked::Parent(pid)) => {

@@ -11,6 +11,30 @@ static TABLE: OnceLock<Vec<u64>> = OnceLock::new();
 /// A `Fork` made before `Template::here()`: unusable in the template's forks.
 static MADE_BEFORE: Mutex<Option<anyfork::Fork>> = Mutex::new(None);
 
+/// A log file the program opened first (so it has the lowest free number):
+/// in the copies its number must not be reused for a worker's socket.
+static LOG: OnceLock<std::fs::File> = OnceLock::new();
+
+/// Descriptors above stderr: (not /dev/null, /dev/null).
+fn count_fds() -> std::io::Result<(usize, usize)> {
+    let (mut real, mut null) = (0, 0);
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let fd: i32 = entry.file_name().to_string_lossy().parse().unwrap_or(-1);
+        if fd <= 2 {
+            continue;
+        }
+        match std::fs::read_link(entry.path()) {
+            Ok(target) if target == std::path::Path::new("/dev/null") => null += 1,
+            // read_dir's own descriptor
+            Ok(target) if target.ends_with("fd") && target.starts_with("/proc") => {}
+            Ok(_) => real += 1,
+            Err(_) => {}
+        }
+    }
+    Ok((real, null))
+}
+
 fn worker(mut socket: UnixStream, mut args: anyfork::Args) -> std::io::Result<()> {
     let id = args.string().map_err(std::io::Error::other)?;
     let sum: u64 = TABLE.get().map(|t| t.iter().sum()).unwrap_or(0);
@@ -25,11 +49,19 @@ fn worker(mut socket: UnixStream, mut args: anyfork::Args) -> std::io::Result<()
         Some(_) => "accepted",
         None => "missing",
     };
-    let fds = std::fs::read_dir("/proc/self/fd")?.count() - 1;
-    write!(socket, "{id} {sum} {foreign} {fds}")
+    // The program's log file is /dev/null here: this goes nowhere, and
+    // certainly not into this worker's socket, which a closed number would
+    // have become.
+    if let Some(mut log) = LOG.get() {
+        log.write_all(b"written through the program's static File")?;
+    }
+    let (real, null) = count_fds()?;
+    write!(socket, "{id} {sum} {foreign} {real} {}", null > 0)
 }
 
 fn main() {
+    let log_path = std::env::temp_dir().join(format!("anyfork-here-log-{}", std::process::id()));
+    LOG.get_or_init(|| std::fs::File::create(&log_path).expect("create the log"));
     TABLE.get_or_init(|| (1..=1000).collect());
     *MADE_BEFORE.lock().expect("lock") =
         Some(anyfork::Fork::new().expect("Fork::new before here()"));
@@ -51,7 +83,9 @@ fn main() {
     for (id, mut socket, process) in workers {
         let mut seen = String::new();
         socket.read_to_string(&mut seen).expect("read");
-        assert_eq!(seen, format!("{id} 500500 refused 4"), "worker {id}");
+        // Its own socket is its only real descriptor above stderr; the
+        // program's are /dev/null.
+        assert_eq!(seen, format!("{id} 500500 refused 1 true"), "worker {id}");
         assert!(process.wait().expect("wait").success());
     }
 
@@ -64,5 +98,8 @@ fn main() {
     }
     drop(stop_tx);
     let _ = thread.join();
+    let logged = std::fs::read_to_string(&log_path).expect("read the log");
+    assert_eq!(logged, "", "the copies' writes went to /dev/null");
+    let _ = std::fs::remove_file(&log_path);
     println!("template_here: all checks passed");
 }

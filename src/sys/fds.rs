@@ -40,6 +40,59 @@ pub(crate) fn close_all_except(keep: RawFd) -> io::Result<()> {
     close_range(keep + 1, RawFd::MAX)
 }
 
+/// Points every open descriptor above stderr except `keep` at `/dev/null`
+/// (close-on-exec), without closing any.
+///
+/// For a copy of a running program ([`early`](crate::early),
+/// [`Template::here`](crate::Template::here)): objects of the program (a
+/// static `File`, a logger) still own the numbers of its descriptors in the
+/// copy. Closed, those numbers would be reused by descriptors the copy
+/// receives later, and the program's objects would write into a worker's
+/// socket; pointed at `/dev/null`, they stay taken and harmless (I/O
+/// safety). Uses `/proc/self/fd` to find them, or tries every number below
+/// the descriptor limit where `/proc` is missing.
+pub(crate) fn replace_all_with_null_except(keep: RawFd) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let null = rustix::fs::open(
+        "/dev/null",
+        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let null_fd = null.as_raw_fd();
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .unwrap_or(1 << 16)
+                .min(1 << 16) as RawFd;
+            (3..limit).collect()
+        }
+    };
+    for fd in open {
+        if fd <= 2 || fd == keep || fd == null_fd {
+            continue;
+        }
+        // SAFETY: only asks whether the number is open (read_dir's own
+        // descriptor is in the list and closed by now).
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if rustix::io::fcntl_getfd(borrowed).is_err() {
+            continue;
+        }
+        // SAFETY: dup3 atomically replaces what `fd` refers to with
+        // /dev/null; the number stays open, so whatever object of the
+        // program owns it keeps a valid descriptor and no other object can
+        // be handed that number.
+        if unsafe { libc::dup3(null_fd, fd, libc::O_CLOEXEC) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Why a descriptor cannot serve as a control socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NotAControlSocket {
