@@ -31,9 +31,13 @@ static DEFAULT: Mutex<Option<DefaultTemplate>> = Mutex::new(None);
 
 /// A process forked from the default template, creating it first if
 /// needed.
+///
+/// A template that is really gone (its socket closed, or its link broken) is
+/// replaced, once per call. Any other failure (no descriptors left for a
+/// socket pair, say) is the caller's: the template and its spare are kept.
 pub(crate) fn fork() -> Result<Fork, Error> {
     let mut default = DEFAULT.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut retried = false;
+    let mut replaced = false;
     loop {
         let mut state = match default.take() {
             Some(state) => state,
@@ -54,11 +58,14 @@ pub(crate) fn fork() -> Result<Fork, Error> {
                 *default = Some(state);
                 return Ok(forked);
             }
-            Err(Error::Ended { .. } | Error::Io { .. } | Error::Broken { .. }) if !retried => {
+            Err(_) if !replaced && state.template.is_gone() => {
                 tracing::warn!("anyfork: the default template is gone; starting a new one");
-                retried = true;
+                replaced = true;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                *default = Some(state);
+                return Err(e);
+            }
         }
     }
 }

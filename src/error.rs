@@ -91,6 +91,18 @@ pub enum Error {
         /// The `posix_spawn` or socket error.
         source: io::Error,
     },
+    /// A system call in this program failed while preparing a process (no
+    /// descriptors left for a socket, say); the templates involved are
+    /// fine.
+    #[error("{doing}: {call} failed: {source}")]
+    System {
+        /// The system call.
+        call: &'static str,
+        /// What anyfork was doing.
+        doing: &'static str,
+        /// Its error.
+        source: io::Error,
+    },
     /// This program runs with privileges its caller does not have (setuid,
     /// setgid or file capabilities: `AT_SECURE`), where serve mode is
     /// refused, so [`Fork::new_exec`](crate::Fork::new_exec) cannot start a

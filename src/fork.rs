@@ -148,9 +148,11 @@ impl Fork {
     ///
     /// # Errors
     ///
-    /// [`Error::Spawn`] if the default template cannot be started; I/O
-    /// errors if it cannot be reached (a template that died is replaced
-    /// once, transparently).
+    /// [`Error::Spawn`] if the default template cannot be started;
+    /// [`Error::System`] if this program cannot make the new process's
+    /// socket (no descriptors left: the template is kept for the next
+    /// call); I/O errors if the template cannot be reached (a template that
+    /// is gone is replaced once, transparently).
     pub fn new() -> Result<Fork, Error> {
         crate::default_template::fork()
     }
@@ -210,7 +212,11 @@ impl Fork {
             // The serving process would refuse (see `serve`): say why here.
             return Err(Error::Privileged);
         }
-        let (ours, theirs) = socketpair().map_err(|source| Error::Spawn { source })?;
+        let (ours, theirs) = socketpair().map_err(|source| Error::System {
+            call: "socketpair",
+            doing: "creating the socket of a new process",
+            source,
+        })?;
         let marker = format!("{}={value}", proto::SERVE_MARKER);
         let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
@@ -283,8 +289,11 @@ impl Fork {
     pub fn fork(&self) -> Result<Fork, Error> {
         let mut template = self.link()?;
         template.usable()?;
-        let (ours, theirs) =
-            socketpair().map_err(|source| template.io_error("creating a socket pair", source))?;
+        let (ours, theirs) = socketpair().map_err(|source| Error::System {
+            call: "socketpair",
+            doing: "creating the socket of a new process",
+            source,
+        })?;
         template.outbox.fork(theirs);
         template.send("forking")?;
         let child = Link {
@@ -660,6 +669,13 @@ impl Fork {
         let template = link.template.upgrade();
         drop(link);
         template.is_none_or(|t| lock(&t).death_note().is_none())
+    }
+
+    /// Whether this (template) process is gone: its socket has closed, or
+    /// the link broke. Does not wait.
+    pub(crate) fn is_gone(&self) -> bool {
+        let mut link = lock(&self.shared);
+        link.broken.is_some() || link.socket.is_none() || link.death_note().is_some()
     }
 
     /// Queues `run` of `function` without sending anything or waiting: the
