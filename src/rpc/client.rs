@@ -827,7 +827,9 @@ impl Core {
             }),
             wake: Condvar::new(),
             read_fd,
-            decoder: Mutex::new(Decoder::new(frame::TO_PARENT, max_frame, buflen)),
+            decoder: Mutex::new(
+                Decoder::new(frame::TO_PARENT, max_frame, buflen).after_serve_replies(),
+            ),
             scratch: Mutex::new(Vec::new()),
             handlers: Mutex::new(handlers),
             listening,

@@ -155,9 +155,17 @@ pub(crate) struct Decoder {
     kinds: &'static [u8],
     /// Largest payload accepted.
     limit: u64,
-    /// How much to ask the socket for at least.
+    /// How much a read may ask the socket for: the manual's `buflen`,
+    /// doubled while frames outgrow it. Memory is allocated only for what
+    /// a frame needs (at least [`MIN_ROOM`]), never for all of it up front.
     read_len: usize,
+    /// The serve protocol's replies (`P`, `S`) come first (the parent's
+    /// side): their headers are not RPC headers.
+    serve_replies: bool,
 }
+
+/// The room a read gets when no frame in progress needs more.
+const MIN_ROOM: usize = 64 * 1024;
 
 impl Decoder {
     pub(crate) fn new(kinds: &'static [u8], limit: u64, buflen: usize) -> Decoder {
@@ -169,7 +177,33 @@ impl Decoder {
             kinds,
             limit,
             read_len: buflen.max(HEADER_LEN),
+            serve_replies: false,
         }
+    }
+
+    /// For the parent: the serve protocol's replies come before the first
+    /// RPC frame (see [`next_serve_reply`](Self::next_serve_reply)).
+    pub(crate) fn after_serve_replies(mut self) -> Decoder {
+        self.serve_replies = true;
+        self
+    }
+
+    /// How many more bytes the frame begun in the buffer needs (its header,
+    /// or the rest of its payload, bounded by the limit: a larger frame is
+    /// an error at the next `next`). 0 between frames.
+    fn frame_needs(&self) -> usize {
+        let available = &self.buffer[self.start..self.end];
+        if self.serve_replies || available.is_empty() {
+            return 0;
+        }
+        if available.len() < HEADER_LEN {
+            return HEADER_LEN - available.len();
+        }
+        let len = u32::from_be_bytes([available[4], available[5], available[6], available[7]]);
+        let total = HEADER_LEN as u64 + u64::from(len).min(self.limit);
+        usize::try_from(total)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(available.len())
     }
 
     /// Bytes received but not yet taken as frames.
@@ -223,12 +257,15 @@ impl Decoder {
         socket: BorrowedFd<'_>,
         nonblocking: bool,
     ) -> io::Result<usize> {
-        // Room for at least `read_len`, doubled while frames outgrow it
-        // (the manual's buflen rule); a read takes all the room there is.
+        // A read asks for up to `read_len`, doubled while frames outgrow it
+        // (the manual's buflen rule), but room is made only for what the
+        // frame in progress needs, or MIN_ROOM: a huge buflen costs nothing
+        // until frames are that large.
         if self.buffered() + 128 > self.read_len {
-            self.read_len = self.read_len * 2 + 16;
+            self.read_len = self.read_len.saturating_mul(2).saturating_add(16);
         }
-        self.make_room(self.read_len);
+        let room = self.read_len.min(self.frame_needs().max(MIN_ROOM));
+        self.make_room(room);
         let result = fdpass::recv_with_fds(
             socket,
             &mut self.buffer[self.end..],
@@ -315,6 +352,10 @@ impl Decoder {
         }
         let reply = proto::decode_reply(tag, &available[proto::HEADER_LEN..total])?;
         self.start += total;
+        if matches!(reply, proto::Reply::Started(_)) {
+            // Every later byte is an RPC frame.
+            self.serve_replies = false;
+        }
         Ok(Some(reply))
     }
 
