@@ -362,6 +362,15 @@ impl Fork {
     /// `run`, `pid` or `fork` of it reports [`Error::Refused`] with the
     /// message.
     ///
+    /// An initialiser must not leave threads running if the process is to
+    /// be forked: a template forks with a raw `clone` that only a
+    /// single-threaded process survives (another thread could hold
+    /// `malloc`'s lock), so a template with threads refuses every fork
+    /// ([`Error::Refused`] with
+    /// [`ChildErrorKind::Threaded`](crate::ChildErrorKind::Threaded),
+    /// naming the initialiser) until they have ended. The same holds for a
+    /// library loaded with [`require`](Fork::require).
+    ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// static SEED: AtomicU64 = AtomicU64::new(0);

@@ -202,6 +202,9 @@ pub enum ChildErrorKind {
     ForkFailed,
     /// A function value was sent to a process running another executable.
     WrongExecutable,
+    /// A template refused to fork because an initialiser or library started
+    /// threads in it.
+    Threaded,
     /// Anything else (the message says what).
     Other,
 }
@@ -216,6 +219,7 @@ impl ChildErrorKind {
             Self::ForkFailed => 5,
             Self::WrongExecutable => 6,
             Self::Other => 7,
+            Self::Threaded => 8,
         }
     }
 
@@ -227,6 +231,7 @@ impl ChildErrorKind {
             4 => Self::Protocol,
             5 => Self::ForkFailed,
             6 => Self::WrongExecutable,
+            8 => Self::Threaded,
             _ => Self::Other,
         }
     }
@@ -241,6 +246,7 @@ impl fmt::Display for ChildErrorKind {
             Self::Protocol => "protocol error",
             Self::ForkFailed => "fork failed",
             Self::WrongExecutable => "different executable",
+            Self::Threaded => "template has threads",
             Self::Other => "error",
         })
     }

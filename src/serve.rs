@@ -275,6 +275,9 @@ struct Server {
     limit: u64,
     /// Whether this process has sent its `P` frame.
     pid_sent: bool,
+    /// Which initialiser or library left threads behind in this process:
+    /// it then refuses to fork (see [`Server::fork`]).
+    threaded_by: Option<String>,
 }
 
 impl Server {
@@ -286,6 +289,7 @@ impl Server {
             libraries: Vec::new(),
             limit: proto::DEFAULT_MAX_FRAME_LEN,
             pid_sent: false,
+            threaded_by: None,
         }
     }
 
@@ -341,7 +345,12 @@ impl Server {
                 Command::Require(path) => {
                     self.announce();
                     match Library::load(&path) {
-                        Ok(library) => self.libraries.push(library),
+                        Ok(library) => {
+                            self.libraries.push(library);
+                            self.note_threads(|| {
+                                format!("library `{}`", String::from_utf8_lossy(&path))
+                            });
+                        }
                         Err(e) => self.fail(
                             ChildErrorKind::RequireFailed,
                             format!("{}: {e}", String::from_utf8_lossy(&path)),
@@ -382,6 +391,15 @@ impl Server {
                 ChildErrorKind::InitialiserFailed,
                 format!("`{label}`: {message}"),
             );
+        }
+        self.note_threads(|| format!("initialiser `{label}`"));
+    }
+
+    /// After user code ran here (an initialiser, a library's constructors):
+    /// if it left threads behind, remember who, so that forks are refused.
+    fn note_threads(&mut self, culprit: impl FnOnce() -> String) {
+        if self.threaded_by.is_none() && fds::thread_count().is_ok_and(|n| n > 1) {
+            self.threaded_by = Some(culprit());
         }
     }
 
@@ -424,8 +442,32 @@ impl Server {
     }
 
     fn fork(&mut self, socket: OwnedFd) {
-        // SAFETY: a serving process is single-threaded, and the child
-        // continues in this loop, never in the caller's code.
+        if let Some(culprit) = &self.threaded_by {
+            // Threads may have ended since; otherwise forking with a raw
+            // clone (no fork handlers) could leave the copy with a lock
+            // another thread held, malloc's say: refuse.
+            match fds::thread_count() {
+                Ok(1) => self.threaded_by = None,
+                count => {
+                    let threads = count.map_or_else(|_| "several".to_owned(), |n| n.to_string());
+                    let message = format!(
+                        "template {} has {threads} threads, started by {culprit}: \
+                         forking it could deadlock the copy, so it does not fork",
+                        std::process::id()
+                    );
+                    log(&message);
+                    let kind = ChildErrorKind::Threaded;
+                    send_all(
+                        socket.as_fd(),
+                        &proto::encode_reply(&Reply::Error { kind, message }),
+                    );
+                    return;
+                }
+            }
+        }
+        // SAFETY: the process is single-threaded (checked after every
+        // initialiser and library that could have started a thread), and
+        // the child continues in this loop, never in the caller's code.
         match unsafe { clone::clone_sibling() } {
             Ok(Forked::Child) => {
                 // Become the new process: the socket that came with the

@@ -144,3 +144,42 @@ fn a_template_can_be_forked_from_many_threads() {
         t.join().unwrap();
     }
 }
+
+/// Starts a thread that outlives it.
+fn start_a_thread(_args: &[Vec<u8>]) {
+    std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(3600)));
+}
+
+/// Starts a thread and waits for it to end.
+fn start_and_join_a_thread(_args: &[Vec<u8>]) {
+    let _ = std::thread::spawn(|| ()).join();
+}
+
+fn say_ok(mut socket: UnixStream, _args: Args) -> std::io::Result<()> {
+    socket.write_all(b"ok")
+}
+
+#[test]
+fn a_template_whose_initialiser_left_a_thread_refuses_to_fork() {
+    let template = Fork::new().unwrap().eval(start_a_thread, [""; 0]);
+    assert!(template.pid().is_ok(), "the template itself is fine");
+    for _ in 0..2 {
+        match template.fork().unwrap().run(say_ok) {
+            Err(anyfork::Error::Refused { kind, message, .. }) => {
+                assert_eq!(kind, anyfork::ChildErrorKind::Threaded);
+                assert!(message.contains("start_a_thread"), "{message}");
+                assert!(message.contains("2 threads"), "{message}");
+            }
+            other => panic!("a threaded template forked: {other:?}"),
+        }
+    }
+    // It can still run a function itself.
+    assert_eq!(read_all(template.run(say_ok).unwrap()), "ok");
+
+    // A thread that has ended is no reason to refuse.
+    let template = Fork::new().unwrap().eval(start_and_join_a_thread, [""; 0]);
+    assert_eq!(
+        read_all(template.fork().unwrap().run(say_ok).unwrap()),
+        "ok"
+    );
+}
