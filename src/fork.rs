@@ -26,7 +26,7 @@ use crate::process::Process;
 use crate::proto::{self, Outbox, Reply, Target};
 use crate::reaper;
 use crate::registry::{self, FunctionRef, FunctionRepr, IntoInit, IntoRun, Lookup};
-use crate::sys::spawn;
+use crate::sys::{fdpass, spawn};
 
 /// How long to wait for a process that closed its socket to be reaped, when
 /// explaining why it is gone.
@@ -93,6 +93,15 @@ pub(crate) struct Link {
     unchecked_names: bool,
     /// Whether the process's `P` frame has been read.
     pid_frame_seen: bool,
+    /// The process was not made by this program (received with
+    /// `new_from_fh`, or forked from such a template): the pid it claims is
+    /// believed only when the kernel confirms the sender
+    /// (`SCM_CREDENTIALS`), and it is never waited for or reaped here.
+    verify_pids: bool,
+    /// Commands that can fail (`eval`, `require`) were queued since the
+    /// process last confirmed it carried everything out; `pid` asks it to
+    /// confirm (`i`) before answering.
+    unconfirmed: bool,
     /// Reply bytes read but not yet taken.
     replies: proto::ReplyBuffer,
     /// An error found while queueing, reported by the next sending call.
@@ -118,6 +127,12 @@ impl Fork {
 
     /// A `Fork` for a socket whose other end a serving process holds.
     pub(crate) fn from_socket(socket: OwnedFd, pid: Option<u32>, origin: Origin) -> Fork {
+        let verify_pids = origin == Origin::FromFh;
+        if verify_pids {
+            // From now on the kernel says who sent what we read. Failing
+            // that, no pid is ever believed: `process` then says so.
+            let _ = fdpass::pass_credentials(socket.as_fd());
+        }
         let mut link = Link {
             owner: std::process::id(),
             socket: Some(socket),
@@ -127,6 +142,8 @@ impl Fork {
             template: Weak::new(),
             unchecked_names: origin == Origin::FromFh,
             pid_frame_seen: false,
+            verify_pids,
+            unconfirmed: verify_pids,
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
@@ -294,6 +311,10 @@ impl Fork {
             doing: "creating the socket of a new process",
             source,
         })?;
+        if template.verify_pids {
+            // Set before the new process can send anything.
+            let _ = fdpass::pass_credentials(ours.as_fd());
+        }
         template.outbox.fork(theirs);
         template.send("forking")?;
         let child = Link {
@@ -310,6 +331,8 @@ impl Fork {
             template: Arc::downgrade(&self.shared),
             unchecked_names: template.unchecked_names,
             pid_frame_seen: false,
+            verify_pids: template.verify_pids,
+            unconfirmed: template.verify_pids,
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
@@ -404,6 +427,7 @@ impl Fork {
                 Ok(target) => {
                     let args: Vec<I::Item> = args.into_iter().collect();
                     let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+                    link.unconfirmed = true;
                     if let Err(source) = link.outbox.eval(&target, &args) {
                         let process = link.name.clone();
                         link.defer(Error::Encode { process, source });
@@ -426,6 +450,7 @@ impl Fork {
         {
             let mut link = lock(&self.shared);
             link.unchecked_names = true;
+            link.unconfirmed = true;
             if let Err(source) = link.outbox.require(path.as_ref().as_os_str().as_bytes()) {
                 let process = link.name.clone();
                 link.defer(Error::Encode { process, source });
@@ -443,7 +468,10 @@ impl Fork {
     }
 
     /// The process's pid. Sends queued commands, and waits for the process
-    /// to exist if it was just forked.
+    /// to exist if it was just forked. If an [`eval`](Fork::eval) or
+    /// [`require`](Fork::require) was queued since, it also waits until the
+    /// process has carried them out (one round trip), so that a failure is
+    /// reported here rather than later.
     ///
     /// Every process anyfork creates is a direct child of the program, so
     /// the pid can be waited for; [`process`](Fork::process) gives a handle
@@ -455,13 +483,31 @@ impl Fork {
     pub fn pid(&self) -> Result<u32, Error> {
         let mut link = self.link()?;
         link.usable()?;
-        if let Some(pid) = link.name.pid {
-            return Ok(pid);
+        match (link.name.pid, link.unconfirmed) {
+            (Some(pid), false) => return Ok(pid),
+            (None, false) => {
+                // A fresh process says its pid unasked.
+                link.send("sending commands")?;
+                return match link.read("waiting for the pid")? {
+                    Reply::Pid(_) => link.name.pid.ok_or_else(|| link.no_pid()),
+                    other => Err(link.unexpected(other)),
+                };
+            }
+            _ => {}
         }
+        // An initialiser or library may fail, and a process received from
+        // elsewhere has not said its pid here: ask it to confirm.
+        link.outbox.sync();
         link.send("sending commands")?;
-        match link.read("waiting for the pid")? {
-            Reply::Pid(pid) => Ok(pid),
-            other => Err(link.unexpected(other)),
+        loop {
+            match link.read("waiting for the process to carry out its commands")? {
+                Reply::Pid(_) => continue,
+                Reply::InSync(_) => {
+                    link.unconfirmed = false;
+                    return link.name.pid.ok_or_else(|| link.no_pid());
+                }
+                other => return Err(link.unexpected(other)),
+            }
         }
     }
 
@@ -657,7 +703,12 @@ impl Fork {
     ///
     /// Function names cannot be checked here (the process may run another
     /// executable), and its exit status belongs to the program that created
-    /// it: [`Process::wait`] reports [`Error::NotAChild`].
+    /// it: [`Process::wait`] reports [`Error::NotAChild`], and the process
+    /// is never reaped here. The pid it claims is believed only when the
+    /// kernel confirms that it sent the claim (`SCM_CREDENTIALS`); a false
+    /// claim is [`Error::Protocol`] with
+    /// [`ProtocolError::WrongPid`](crate::ProtocolError::WrongPid), so a peer
+    /// cannot make this program signal or reap another of its children.
     pub fn new_from_fh(fd: impl Into<OwnedFd>) -> Fork {
         Fork::from_socket(fd.into(), None, Origin::FromFh)
     }
@@ -737,7 +788,7 @@ async fn async_exchange(
     stream: &mut tokio::net::UnixStream,
     doing: &str,
 ) -> Result<(), AsyncFailure> {
-    use tokio::io::{AsyncReadExt, Interest};
+    use tokio::io::Interest;
 
     loop {
         let sent = stream
@@ -755,10 +806,10 @@ async fn async_exchange(
     loop {
         let taken = link
             .replies
-            .take()
+            .take_with_sender()
             .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
-        if let Some(reply) = taken {
-            match link.note(reply).map_err(AsyncFailure::Error)? {
+        if let Some((reply, sender)) = taken {
+            match link.note(reply, sender).map_err(AsyncFailure::Error)? {
                 Reply::Pid(_) => continue,
                 Reply::Started(_) => return Ok(()),
                 other => return Err(AsyncFailure::Error(link.unexpected(other))),
@@ -769,14 +820,26 @@ async fn async_exchange(
             .wanted(link.reply_budget())
             .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
         let mut chunk = vec![0u8; wanted];
-        match stream.read(&mut chunk).await {
+        let mut sender = None;
+        let read = stream
+            .async_io(Interest::READABLE, || {
+                fdpass::recv_with_fds_from(
+                    stream.as_fd(),
+                    &mut chunk,
+                    &mut std::collections::VecDeque::new(),
+                    true,
+                    &mut sender,
+                )
+            })
+            .await;
+        match read {
             Ok(0) => {
                 link.replies
                     .at_end()
                     .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
                 return Err(AsyncFailure::Closed);
             }
-            Ok(n) => link.replies.extend(&chunk[..n]),
+            Ok(n) => link.replies.extend_from(&chunk[..n], sender),
             Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
             Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
         }
@@ -821,8 +884,8 @@ impl Link {
 
     /// Takes a reply read by someone else (the RPC client reads replies and
     /// frames together): the pid bookkeeping, and errors for `E` frames.
-    pub(crate) fn take_reply(&mut self, reply: Reply) -> Result<Reply, Error> {
-        let reply = self.note(reply)?;
+    pub(crate) fn take_reply(&mut self, reply: Reply, sender: Option<u32>) -> Result<Reply, Error> {
+        let reply = self.note(reply, sender)?;
         match reply {
             Reply::Error { .. } => Err(self.unexpected(reply)),
             other => Ok(other),
@@ -832,6 +895,11 @@ impl Link {
     /// The process closed its socket before `S`: why.
     pub(crate) fn ended_before_start(&mut self, doing: &str) -> Error {
         self.explain_end(doing)
+    }
+
+    /// Whether the kernel must confirm who sends this process's frames.
+    pub(crate) fn verifies_pids(&self) -> bool {
+        self.verify_pids
     }
 
     /// The error for a reply that makes no sense here.
@@ -855,6 +923,8 @@ impl Link {
             template: Weak::new(),
             unchecked_names: true,
             pid_frame_seen: false,
+            verify_pids: true,
+            unconfirmed: false,
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: Some("the Fork was taken apart".into()),
@@ -877,8 +947,8 @@ impl Link {
     fn learn_pid(&mut self, pid: u32) {
         if self.name.pid.is_none() {
             self.name.pid = Some(pid);
-            self.process = Some(if self.name.origin == Origin::FromFh {
-                Process::open(pid)
+            self.process = Some(if self.verify_pids {
+                Process::foreign(pid)
             } else {
                 Process::child(pid)
             });
@@ -954,6 +1024,10 @@ impl Link {
                 tag: proto::Tag(proto::tag::STARTED),
                 what: "the process started a function nobody asked for",
             }),
+            Reply::InSync(_) => self.protocol_error(proto::ProtocolError::Malformed {
+                tag: proto::Tag(proto::tag::IN_SYNC),
+                what: "the process answered a sync nobody asked for",
+            }),
         }
     }
 
@@ -1014,8 +1088,8 @@ impl Link {
             return Err(self.broken_error());
         };
         let budget = self.reply_budget();
-        match self.replies.next_from(socket.as_fd(), budget) {
-            Ok(Some(reply)) => self.note(reply),
+        match self.replies.next_with_sender(socket.as_fd(), budget) {
+            Ok(Some((reply, sender))) => self.note(reply, sender),
             Ok(None) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) if is_peer_gone(&e) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) => Err(self.io_error(doing, e)),
@@ -1044,7 +1118,7 @@ impl Link {
                     self.replies.extend(&frame[..n]);
                     match self.replies.take() {
                         Ok(Some(reply @ Reply::Pid(_))) => {
-                            if self.note(reply).is_err() {
+                            if self.note(reply, None).is_err() {
                                 return false;
                             }
                         }
@@ -1078,15 +1152,18 @@ impl Link {
 
     /// Keeps track of the pid frames in replies: the first `P` names the
     /// process, a second is a protocol error; `S` repeats the pid.
-    fn note(&mut self, reply: Reply) -> Result<Reply, Error> {
+    ///
+    /// `sender` is the pid the kernel says sent the frame, where known; it
+    /// decides whether a process this program did not make is believed.
+    fn note(&mut self, reply: Reply, sender: Option<u32>) -> Result<Reply, Error> {
         match reply {
             Reply::Pid(pid) if !self.pid_frame_seen => {
                 self.pid_frame_seen = true;
-                self.learn_pid(pid);
+                self.claim(pid, sender, false)?;
                 Ok(reply)
             }
-            Reply::Started(pid) => {
-                self.learn_pid(pid);
+            Reply::Started(pid) | Reply::InSync(pid) => {
+                self.claim(pid, sender, true)?;
                 Ok(reply)
             }
             Reply::Pid(_) => {
@@ -1098,17 +1175,37 @@ impl Link {
         }
     }
 
+    /// A process says it is `pid`. A process this program made is believed;
+    /// any other only when the kernel confirms that `pid` sent the frame.
+    /// An unconfirmed `P` (sent before the check could be made) is ignored;
+    /// an unconfirmed `S` or `I`, sent after this program asked, is a lie.
+    fn claim(&mut self, pid: u32, sender: Option<u32>, checkable: bool) -> Result<(), Error> {
+        if !self.verify_pids || sender == Some(pid) {
+            self.learn_pid(pid);
+            return Ok(());
+        }
+        if !checkable {
+            return Ok(());
+        }
+        let error = self.protocol_error(proto::ProtocolError::WrongPid {
+            claimed: pid,
+            sender,
+        });
+        self.broken = Some(error.to_string());
+        Err(error)
+    }
+
     /// The process closed its socket while `doing`: find out why.
     fn explain_end(&mut self, doing: &str) -> Error {
         // What did it say before it went?
         while let Some(socket) = &self.socket {
             let budget = self.reply_budget();
-            match self.replies.next_from(socket.as_fd(), budget) {
-                Ok(Some(reply)) => match self.note(reply) {
+            match self.replies.next_with_sender(socket.as_fd(), budget) {
+                Ok(Some((reply, sender))) => match self.note(reply, sender) {
                     Ok(reply @ (Reply::Error { .. } | Reply::Started(_))) => {
                         return self.unexpected(reply);
                     }
-                    Ok(Reply::Pid(_)) => {}
+                    Ok(Reply::Pid(_) | Reply::InSync(_)) => {}
                     Err(error) => return error,
                 },
                 Err(proto::ReadError::Protocol(e)) => return self.protocol_error(e),
@@ -1144,7 +1241,7 @@ impl Link {
         let mut said = None;
         let ended = loop {
             let socket = self.socket.as_ref()?;
-            let buffered = match self.replies.take() {
+            let buffered = match self.replies.take_with_sender() {
                 Ok(Some(reply)) => Some(reply),
                 Ok(None) => None,
                 Err(_) => break true,
@@ -1167,14 +1264,16 @@ impl Link {
             let budget = self.reply_budget();
             let next = match buffered {
                 Some(reply) => Ok(Some(reply)),
-                None => self.replies.next_from(socket.as_fd(), budget),
+                None => self.replies.next_with_sender(socket.as_fd(), budget),
             };
             match next {
-                Ok(Some(Reply::Pid(pid))) => self.learn_pid(pid),
-                Ok(Some(Reply::Error { kind, message })) => {
+                Ok(Some((Reply::Pid(pid), sender))) => {
+                    let _ = self.claim(pid, sender, false);
+                }
+                Ok(Some((Reply::Error { kind, message }, _))) => {
                     said = Some(format!("{kind}: {message}"))
                 }
-                Ok(Some(Reply::Started(_))) => {}
+                Ok(Some((Reply::Started(_) | Reply::InSync(_), _))) => {}
                 Ok(None) | Err(_) => break true,
             }
         };
@@ -1217,8 +1316,9 @@ impl Drop for Link {
             std::mem::forget(socket);
             return;
         }
-        if self.name.pid.is_some() || self.name.origin == Origin::FromFh {
-            // Closing makes the process exit; its `Process` reaps it.
+        if self.name.pid.is_some() || self.verify_pids {
+            // Closing makes the process exit; its `Process` reaps it (or
+            // its creator does, for a process this program did not make).
             return;
         }
         // The pid is on its way: the process sends it before it exits. Let

@@ -133,16 +133,12 @@ impl Process {
         Process::new(pid, true, None)
     }
 
-    /// A handle to a process some other program may have created: whether
-    /// it is our child is asked of the kernel, and it is named by pidfd.
-    pub(crate) fn open(pid: u32) -> Process {
-        let pidfd = open_pidfd(pid);
-        let child = pidfd.as_ref().is_some_and(|fd| {
-            // A child can be waited for; WNOWAIT leaves its status in place.
-            let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-            rustix::process::waitid(WaitId::PidFd(fd.as_fd()), opts).is_ok()
-        });
-        Process::new(pid, child, Some(pidfd))
+    /// A handle to a process another program created (received with
+    /// `new_from_fh`): never waited for or reaped here, signalled through a
+    /// pidfd opened now, while the pid is known to be the process's (the
+    /// kernel just confirmed it sent a frame).
+    pub(crate) fn foreign(pid: u32) -> Process {
+        Process::new(pid, false, Some(open_pidfd(pid)))
     }
 
     fn pidfd(&self) -> Option<BorrowedFd<'_>> {

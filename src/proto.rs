@@ -27,6 +27,7 @@
 //! | `f` | fork         | one marker byte `!`; the new process's socket is attached    |
 //! | `l` | limit        | u64: the largest frame the process accepts from now on       |
 //! | `x` | run          | target (below); answered by `S`, then the socket is the function's |
+//! | `i` | sync         | empty; answered by `I` once every earlier command was carried out |
 //!
 //! A target (what `eval` and `run` call) is either `0` followed by the
 //! function's registered name, or `1`, a u64 offset of the function's
@@ -39,6 +40,7 @@
 //! |-----|---------|--------------------------------------------|
 //! | `P` | pid     | u32 pid                                    |
 //! | `S` | started | u32 pid: the function is about to be called; every later byte is the function's |
+//! | `I` | in sync | u32 pid: the answer to `i`                 |
 //! | `E` | error   | u8 [`ChildErrorKind`], then a UTF-8 message; the process exits |
 //!
 //! `P` is always a process's first frame (`S` repeats the pid for a parent
@@ -115,7 +117,9 @@ pub(crate) mod tag {
     pub(crate) const FORK: u8 = b'f';
     pub(crate) const LIMIT: u8 = b'l';
     pub(crate) const RUN: u8 = b'x';
+    pub(crate) const SYNC: u8 = b'i';
     pub(crate) const PID_REPLY: u8 = b'P';
+    pub(crate) const IN_SYNC: u8 = b'I';
     pub(crate) const STARTED: u8 = b'S';
     pub(crate) const ERROR: u8 = b'E';
 }
@@ -176,6 +180,15 @@ pub enum ProtocolError {
     /// A descriptor arrived where none was announced.
     #[error("a file descriptor arrived that no frame announced")]
     UnexpectedFd,
+    /// A process this program did not make claimed a pid that is not its
+    /// own (or the kernel could not confirm it).
+    #[error("the process claims to be process {claimed}, but the kernel says the sender is {}", match sender { Some(pid) => format!("process {pid}"), None => "unknown".to_owned() })]
+    WrongPid {
+        /// The pid it claimed.
+        claimed: u32,
+        /// The sender's pid, as the kernel says (`SCM_CREDENTIALS`).
+        sender: Option<u32>,
+    },
     /// A payload did not have the documented layout.
     #[error("malformed frame {tag}: {what}")]
     Malformed {
@@ -284,6 +297,7 @@ pub(crate) enum Command {
     Require(Vec<u8>),
     Fork(OwnedFd),
     Limit(u64),
+    Sync,
     Run(Target),
 }
 
@@ -292,6 +306,7 @@ pub(crate) enum Command {
 pub(crate) enum Reply {
     Pid(u32),
     Started(u32),
+    InSync(u32),
     Error {
         kind: ChildErrorKind,
         message: String,
@@ -433,6 +448,11 @@ impl Outbox {
         self.frame(tag::RUN, &encode_target(target))
     }
 
+    pub(crate) fn sync(&mut self) {
+        self.data.push(tag::SYNC);
+        put_u32(&mut self.data, 0);
+    }
+
     /// Lets `append` add bytes to the queue directly; the descriptors it
     /// returns go with the last of them (RPC frames encoded in place use
     /// this).
@@ -559,11 +579,12 @@ pub(crate) const COMMAND_TAGS: &[u8] = &[
     tag::REQUIRE,
     tag::FORK,
     tag::LIMIT,
+    tag::SYNC,
     tag::RUN,
 ];
 
 /// Tags a parent accepts.
-pub(crate) const REPLY_TAGS: &[u8] = &[tag::PID_REPLY, tag::STARTED, tag::ERROR];
+pub(crate) const REPLY_TAGS: &[u8] = &[tag::PID_REPLY, tag::STARTED, tag::IN_SYNC, tag::ERROR];
 
 /// Parses a frame header: the tag must be one of `tags` (checked first, so
 /// that garbage is reported as such), the length at most `limit`.
@@ -867,6 +888,10 @@ pub(crate) fn decode_command(frame: Frame) -> Result<Command, ProtocolError> {
             Command::Limit(limit)
         }
         tag::RUN => Command::Run(decode_target(tag, &payload)?),
+        tag::SYNC => {
+            c.finish("sync: the payload must be empty")?;
+            Command::Sync
+        }
         other => return Err(ProtocolError::UnknownTag(Tag(other))),
     };
     Ok(command)
@@ -877,6 +902,7 @@ pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
     let (tag, payload) = match reply {
         Reply::Pid(pid) => (tag::PID_REPLY, pid.to_be_bytes().to_vec()),
         Reply::Started(pid) => (tag::STARTED, pid.to_be_bytes().to_vec()),
+        Reply::InSync(pid) => (tag::IN_SYNC, pid.to_be_bytes().to_vec()),
         Reply::Error { kind, message } => {
             let mut p = vec![kind.code()];
             // Keep within what the parent accepts, on a character boundary.
@@ -899,13 +925,13 @@ pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
 pub(crate) fn decode_reply(tag: u8, payload: &[u8]) -> Result<Reply, ProtocolError> {
     let mut c = Cursor { tag, rest: payload };
     match tag {
-        tag::PID_REPLY | tag::STARTED => {
+        tag::PID_REPLY | tag::STARTED | tag::IN_SYNC => {
             let pid = c.u32("payload must be a u32 pid")?;
             c.finish("payload must be a u32 pid")?;
-            Ok(if tag == tag::PID_REPLY {
-                Reply::Pid(pid)
-            } else {
-                Reply::Started(pid)
+            Ok(match tag {
+                tag::PID_REPLY => Reply::Pid(pid),
+                tag::STARTED => Reply::Started(pid),
+                _ => Reply::InSync(pid),
             })
         }
         tag::ERROR => {
@@ -929,6 +955,11 @@ pub(crate) const PID_FRAME_LEN: usize = HEADER_LEN + 4;
 #[derive(Debug, Default)]
 pub(crate) struct ReplyBuffer {
     bytes: Vec<u8>,
+    /// Who sent the buffered bytes, as the kernel vouched (see
+    /// [`fdpass::recv_with_fds_from`]); `None` if unknown or if the
+    /// buffered bytes came from more than one sender.
+    sender: Option<u32>,
+    mixed: bool,
 }
 
 impl ReplyBuffer {
@@ -947,6 +978,18 @@ impl ReplyBuffer {
 
     /// Takes the next complete frame, if one is buffered.
     pub(crate) fn take(&mut self) -> Result<Option<Reply>, ProtocolError> {
+        Ok(self.take_with_sender()?.map(|(reply, _)| reply))
+    }
+
+    /// [`take`](Self::take), with the pid the kernel says sent the frame.
+    pub(crate) fn take_with_sender(
+        &mut self,
+    ) -> Result<Option<(Reply, Option<u32>)>, ProtocolError> {
+        let sender = if self.mixed { None } else { self.sender };
+        Ok(self.take_frame()?.map(|reply| (reply, sender)))
+    }
+
+    fn take_frame(&mut self) -> Result<Option<Reply>, ProtocolError> {
         if self.missing()?.is_some() {
             return Ok(None);
         }
@@ -968,6 +1011,18 @@ impl ReplyBuffer {
 
     /// Adds bytes read from the socket.
     pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.extend_from(bytes, None);
+    }
+
+    /// Adds bytes read from the socket, sent by `sender` as far as the
+    /// kernel knows.
+    pub(crate) fn extend_from(&mut self, bytes: &[u8], sender: Option<u32>) {
+        if self.bytes.is_empty() {
+            self.sender = sender;
+            self.mixed = false;
+        } else if self.sender != sender {
+            self.mixed = true;
+        }
         self.bytes.extend_from_slice(bytes);
     }
 
@@ -992,22 +1047,45 @@ impl ReplyBuffer {
         socket: BorrowedFd<'_>,
         budget: usize,
     ) -> Result<Option<Reply>, ReadError> {
+        Ok(self
+            .next_with_sender(socket, budget)?
+            .map(|(reply, _)| reply))
+    }
+
+    /// [`next_from`](Self::next_from), with the pid the kernel says sent
+    /// the frame (known when `SO_PASSCRED` is on: see
+    /// [`fdpass::pass_credentials`]).
+    pub(crate) fn next_with_sender(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        budget: usize,
+    ) -> Result<Option<(Reply, Option<u32>)>, ReadError> {
         loop {
-            if let Some(reply) = self.take()? {
+            if let Some(reply) = self.take_with_sender()? {
                 return Ok(Some(reply));
             }
             let mut chunk = vec![0u8; self.wanted(budget)?];
-            // Waiting in poll, not in recv: see `sys::poll`.
+            let mut sender = None;
+            // Waiting in poll, not in recv: see `sys::poll`. Descriptors
+            // nobody announced are closed.
             let n = poll::read_when_readable(
                 socket,
                 || {},
-                || Ok(rustix::net::recv(socket, &mut chunk, rustix::net::RecvFlags::DONTWAIT)?.0),
+                || {
+                    fdpass::recv_with_fds_from(
+                        socket,
+                        &mut chunk,
+                        &mut VecDeque::new(),
+                        true,
+                        &mut sender,
+                    )
+                },
             )?;
             if n == 0 {
                 self.at_end()?;
                 return Ok(None);
             }
-            self.extend(&chunk[..n]);
+            self.extend_from(&chunk[..n], sender);
         }
     }
 }

@@ -342,6 +342,7 @@ impl Server {
                 Command::Arg(bytes) => self.items.push(Arg::Bytes(bytes)),
                 Command::Fd(fd) => self.items.push(Arg::Fd(fd)),
                 Command::Limit(limit) => self.limit = limit,
+                Command::Sync => self.say(Some(&Reply::InSync(std::process::id()))),
                 Command::Require(path) => {
                     self.announce();
                     match Library::load(&path) {

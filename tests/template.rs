@@ -183,3 +183,33 @@ fn a_template_whose_initialiser_left_a_thread_refuses_to_fork() {
         "ok"
     );
 }
+
+fn failing_initialiser(_args: &[Vec<u8>]) -> Result<(), String> {
+    Err("the table is missing".into())
+}
+
+fn quiet_initialiser(_args: &[Vec<u8>]) {}
+
+#[test]
+fn pid_and_process_report_a_failed_eval() {
+    // The default template's spare already said its pid: the failure must
+    // still be reported, not the pid.
+    for _ in 0..3 {
+        let fork = Fork::new().unwrap().eval(failing_initialiser, [""; 0]);
+        match fork.pid() {
+            Err(anyfork::Error::Refused { kind, message, .. }) => {
+                assert_eq!(kind, anyfork::ChildErrorKind::InitialiserFailed);
+                assert!(message.contains("the table is missing"), "{message}");
+            }
+            other => panic!("pid() after a failing eval: {other:?}"),
+        }
+        assert!(fork.pid().is_err(), "and it stays failed");
+        let fork = Fork::new().unwrap().eval(failing_initialiser, [""; 0]);
+        assert!(fork.process().is_err());
+    }
+    // A good initialiser: the pid, and the same pid again.
+    let fork = Fork::new().unwrap().eval(quiet_initialiser, [""; 0]);
+    let pid = fork.pid().unwrap();
+    assert_eq!(fork.pid().unwrap(), pid);
+    assert_eq!(read_all(fork.run(say_ok).unwrap()), "ok");
+}

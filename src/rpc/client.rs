@@ -809,6 +809,10 @@ impl Core {
         // (`MSG_DONTWAIT`), and a blocking reader can sleep in its read.
         rustix::io::ioctl_fionbio(socket, false).map_err(|e| io(e.into()))?;
         let read_fd = socket.try_clone().map_err(io)?;
+        let mut decoder = Decoder::new(frame::TO_PARENT, max_frame, buflen).after_serve_replies();
+        if link.verifies_pids() {
+            decoder = decoder.tracking_senders();
+        }
         let listening = handlers.on_destroy.is_some()
             || handlers.on_event.is_some()
             || handlers.events.is_some();
@@ -827,9 +831,7 @@ impl Core {
             }),
             wake: Condvar::new(),
             read_fd,
-            decoder: Mutex::new(
-                Decoder::new(frame::TO_PARENT, max_frame, buflen).after_serve_replies(),
-            ),
+            decoder: Mutex::new(decoder),
             scratch: Mutex::new(Vec::new()),
             handlers: Mutex::new(handlers),
             listening,
@@ -1248,7 +1250,7 @@ impl Core {
                 .map_err(|e| Error::Start(Arc::new(state.link.protocol(e))))?;
             return match reply {
                 None => Ok(None),
-                Some(reply) => match state.link.take_reply(reply) {
+                Some((reply, sender)) => match state.link.take_reply(reply, sender) {
                     Ok(Reply::Started(_)) => {
                         state.phase = Phase::Running;
                         Ok(Some(Action::Nothing))

@@ -162,6 +162,13 @@ pub(crate) struct Decoder {
     /// The serve protocol's replies (`P`, `S`) come first (the parent's
     /// side): their headers are not RPC headers.
     serve_replies: bool,
+    /// Ask the kernel who sent what is read (see
+    /// [`fdpass::recv_with_fds_from`]), for a process this program did not
+    /// make.
+    track_sender: bool,
+    /// Who sent the buffered bytes, if known and one process.
+    sender: Option<u32>,
+    mixed_senders: bool,
 }
 
 /// The room a read gets when no frame in progress needs more.
@@ -178,7 +185,17 @@ impl Decoder {
             limit,
             read_len: buflen.max(HEADER_LEN),
             serve_replies: false,
+            track_sender: false,
+            sender: None,
+            mixed_senders: false,
         }
+    }
+
+    /// Keeps track of who sent what is read (the socket must have
+    /// `SO_PASSCRED` on), for [`next_serve_reply`](Self::next_serve_reply).
+    pub(crate) fn tracking_senders(mut self) -> Decoder {
+        self.track_sender = true;
+        self
     }
 
     /// For the parent: the serve protocol's replies come before the first
@@ -266,13 +283,32 @@ impl Decoder {
         }
         let room = self.read_len.min(self.frame_needs().max(MIN_ROOM));
         self.make_room(room);
-        let result = fdpass::recv_with_fds(
-            socket,
-            &mut self.buffer[self.end..],
-            &mut self.fds,
-            nonblocking,
-        );
+        let was_empty = self.start == self.end;
+        let mut sender = None;
+        let result = if self.track_sender {
+            fdpass::recv_with_fds_from(
+                socket,
+                &mut self.buffer[self.end..],
+                &mut self.fds,
+                nonblocking,
+                &mut sender,
+            )
+        } else {
+            fdpass::recv_with_fds(
+                socket,
+                &mut self.buffer[self.end..],
+                &mut self.fds,
+                nonblocking,
+            )
+        };
         if let Ok(got) = result {
+            if got > 0 && self.track_sender {
+                if was_empty {
+                    (self.sender, self.mixed_senders) = (sender, false);
+                } else if self.sender != sender {
+                    self.mixed_senders = true;
+                }
+            }
             self.end += got;
         }
         result
@@ -338,7 +374,17 @@ impl Decoder {
     /// Before the RPC frames: the next reply of the serve protocol (`P`,
     /// `S`, `E`, see [`crate::proto`]), which the client reads in the same
     /// buffer.
-    pub(crate) fn next_serve_reply(&mut self) -> Result<Option<proto::Reply>, ProtocolError> {
+    ///
+    /// With the reply, the pid the kernel says sent it, when senders are
+    /// tracked ([`tracking_senders`](Self::tracking_senders)).
+    pub(crate) fn next_serve_reply(
+        &mut self,
+    ) -> Result<Option<(proto::Reply, Option<u32>)>, ProtocolError> {
+        let sender = if self.mixed_senders {
+            None
+        } else {
+            self.sender
+        };
         let available = &self.buffer[self.start..self.end];
         if available.len() < proto::HEADER_LEN {
             return Ok(None);
@@ -356,7 +402,7 @@ impl Decoder {
             // Every later byte is an RPC frame.
             self.serve_replies = false;
         }
-        Ok(Some(reply))
+        Ok(Some((reply, sender)))
     }
 
     /// At end of stream: an error if a frame was cut short.
