@@ -459,6 +459,43 @@ impl Fork {
         self
     }
 
+    /// Whether the process dies when this program does, even by `SIGKILL`,
+    /// once it runs its function (default: no, as in the Perl module: a
+    /// `run` worker may outlive the program; RPC workers die with it unless
+    /// told otherwise, see [`RpcBuilder::die_with_parent`](crate::rpc::RpcBuilder::die_with_parent)).
+    ///
+    /// Templates and processes that have not run yet always end with the
+    /// program: they see their socket close. A running function, busy or
+    /// not, needs this. The process gets `SIGKILL` within moments of the
+    /// program's end (through `PR_SET_PDEATHSIG`; it must not block or
+    /// handle the highest real-time signal, `SIGRTMAX`, which carries the
+    /// news). Inherited by forks of a template it is set on. For a process
+    /// received with [`new_from_fh`](Fork::new_from_fh), "the program" is
+    /// whichever process is its parent when it starts running.
+    ///
+    /// ```
+    /// fn serve_forever(_socket: std::os::unix::net::UnixStream, _args: anyfork::Args) {
+    ///     loop {
+    ///         std::thread::sleep(std::time::Duration::from_secs(1));
+    ///     }
+    /// }
+    /// let _socket = anyfork::Fork::new()?.die_with_parent(true).run(serve_forever)?;
+    /// // ... when this program ends, so does the worker.
+    /// # Ok::<(), anyfork::Error>(())
+    /// ```
+    pub fn die_with_parent(self, die: bool) -> Self {
+        {
+            let mut link = lock(&self.shared);
+            let parent = if link.verify_pids {
+                0 // not ours: whichever parent it has then
+            } else {
+                link.owner
+            };
+            link.outbox.parent_death(die.then_some(parent));
+        }
+        self
+    }
+
     /// Sets the largest command the process accepts from now on (default
     /// [`DEFAULT_MAX_FRAME_LEN`](crate::DEFAULT_MAX_FRAME_LEN), 1 GiB). A
     /// larger one makes it exit with a protocol error. Inherited by forks.

@@ -106,7 +106,8 @@
 //! needs to be waited for: processes nobody waits for are reaped in the
 //! background, so no zombie is left behind. When your program dies, even by
 //! `SIGKILL`, templates and processes that have not run yet see end-of-file
-//! on their sockets and exit.
+//! on their sockets and exit; RPC workers die too, and so do running
+//! workers you asked to ([`Fork::die_with_parent`]).
 //!
 //! ## Async
 //!

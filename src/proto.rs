@@ -28,6 +28,7 @@
 //! | `l` | limit        | u64: the largest frame the process accepts from now on       |
 //! | `x` | run          | target (below); answered by `S`, then the socket is the function's |
 //! | `i` | sync         | empty; answered by `I` once every earlier command was carried out |
+//! | `k` | parent death | u32: die when this pid stops being the parent (0: the parent now; `u32::MAX`: never), from `run` on |
 //!
 //! A target (what `eval` and `run` call) is either `0` followed by the
 //! function's registered name, or `1`, a u64 offset of the function's
@@ -118,6 +119,7 @@ pub(crate) mod tag {
     pub(crate) const LIMIT: u8 = b'l';
     pub(crate) const RUN: u8 = b'x';
     pub(crate) const SYNC: u8 = b'i';
+    pub(crate) const PARENT_DEATH: u8 = b'k';
     pub(crate) const PID_REPLY: u8 = b'P';
     pub(crate) const IN_SYNC: u8 = b'I';
     pub(crate) const STARTED: u8 = b'S';
@@ -293,11 +295,16 @@ impl Target {
 pub(crate) enum Command {
     Arg(Vec<u8>),
     Fd(OwnedFd),
-    Eval { target: Target, args: Vec<Vec<u8>> },
+    Eval {
+        target: Target,
+        args: Vec<Vec<u8>>,
+    },
     Require(Vec<u8>),
     Fork(OwnedFd),
     Limit(u64),
     Sync,
+    /// `Some(None)`: the parent at that moment; `None`: off.
+    ParentDeath(Option<Option<u32>>),
     Run(Target),
 }
 
@@ -453,6 +460,14 @@ impl Outbox {
         put_u32(&mut self.data, 0);
     }
 
+    /// `parent`: `Some(pid)` to die when `pid` is no longer the parent,
+    /// `Some(0)` for the parent at that moment, `None` to stop.
+    pub(crate) fn parent_death(&mut self, parent: Option<u32>) {
+        self.data.push(tag::PARENT_DEATH);
+        put_u32(&mut self.data, 4);
+        put_u32(&mut self.data, parent.unwrap_or(u32::MAX));
+    }
+
     /// Lets `append` add bytes to the queue directly; the descriptors it
     /// returns go with the last of them (RPC frames encoded in place use
     /// this).
@@ -580,6 +595,7 @@ pub(crate) const COMMAND_TAGS: &[u8] = &[
     tag::FORK,
     tag::LIMIT,
     tag::SYNC,
+    tag::PARENT_DEATH,
     tag::RUN,
 ];
 
@@ -891,6 +907,15 @@ pub(crate) fn decode_command(frame: Frame) -> Result<Command, ProtocolError> {
         tag::SYNC => {
             c.finish("sync: the payload must be empty")?;
             Command::Sync
+        }
+        tag::PARENT_DEATH => {
+            let pid = c.u32("parent death: the payload must be a u32 pid")?;
+            c.finish("parent death: the payload must be a u32 pid")?;
+            Command::ParentDeath(match pid {
+                u32::MAX => None,
+                0 => Some(None),
+                pid => Some(Some(pid)),
+            })
         }
         other => return Err(ProtocolError::UnknownTag(Tag(other))),
     };

@@ -278,6 +278,9 @@ struct Server {
     /// Which initialiser or library left threads behind in this process:
     /// it then refuses to fork (see [`Server::fork`]).
     threaded_by: Option<String>,
+    /// Die with this parent once running (`Some(None)`: whichever parent
+    /// the process has then).
+    parent_death: Option<Option<u32>>,
 }
 
 impl Server {
@@ -290,6 +293,7 @@ impl Server {
             limit: proto::DEFAULT_MAX_FRAME_LEN,
             pid_sent: false,
             threaded_by: None,
+            parent_death: None,
         }
     }
 
@@ -343,6 +347,7 @@ impl Server {
                 Command::Fd(fd) => self.items.push(Arg::Fd(fd)),
                 Command::Limit(limit) => self.limit = limit,
                 Command::Sync => self.say(Some(&Reply::InSync(std::process::id()))),
+                Command::ParentDeath(parent) => self.parent_death = parent,
                 Command::Require(path) => {
                     self.announce();
                     match Library::load(&path) {
@@ -500,6 +505,14 @@ impl Server {
                 ChildErrorKind::Protocol,
                 proto::ProtocolError::UnexpectedFd.to_string(),
             );
+        }
+        if let Some(parent) = self.parent_death {
+            if let Err(e) = crate::sys::parent_death::die_with(parent) {
+                self.fail(
+                    ChildErrorKind::Other,
+                    format!("cannot arrange to die with the parent: {e}"),
+                );
+            }
         }
         self.say(Some(&Reply::Started(std::process::id())));
         let socket = UnixStream::from(self.control);

@@ -75,6 +75,7 @@ pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
     on_destroy: Option<DestroyHandler>,
     event_stream: bool,
     forward_tracing: bool,
+    die_with_parent: bool,
     _types: PhantomData<fn(Req) -> Rep>,
 }
 
@@ -119,6 +120,7 @@ impl Fork {
             on_destroy: None,
             event_stream: false,
             forward_tracing: true,
+            die_with_parent: true,
             _types: PhantomData,
         }
     }
@@ -153,6 +155,7 @@ where
             on_destroy: self.on_destroy,
             event_stream: self.event_stream,
             forward_tracing: self.forward_tracing,
+            die_with_parent: self.die_with_parent,
             _types: PhantomData,
         }
     }
@@ -182,6 +185,7 @@ where
             on_destroy: self.on_destroy,
             event_stream: self.event_stream,
             forward_tracing: self.forward_tracing,
+            die_with_parent: self.die_with_parent,
             _types: PhantomData,
         }
     }
@@ -203,6 +207,7 @@ where
             on_destroy: self.on_destroy,
             event_stream: true,
             forward_tracing: self.forward_tracing,
+            die_with_parent: self.die_with_parent,
             _types: PhantomData,
         }
     }
@@ -276,6 +281,14 @@ where
         self
     }
 
+    /// Whether the child dies when this program does, even by `SIGKILL`,
+    /// in the middle of a call (default: yes). Turn it off for a worker
+    /// that must finish its work alone; see [`Fork::die_with_parent`].
+    pub fn die_with_parent(mut self, die: bool) -> Self {
+        self.die_with_parent = die;
+        self
+    }
+
     fn target(
         &self,
         function: &FunctionRef,
@@ -341,6 +354,7 @@ where
         };
         let link = self
             .fork
+            .die_with_parent(self.die_with_parent)
             .send_arg(config.encode())
             .run_pipelined(&IntoRun::into_run(super::server::SERVE))?;
         let codec = self.codec;

@@ -98,6 +98,11 @@
 //! given (to keep a process alive for background work), or exits. Either
 //! way `on_destroy` runs in the parent after the last reply.
 //!
+//! If the program itself ends, even by `SIGKILL`, the child dies with it,
+//! also in the middle of a call (unlike the Perl module, whose busy
+//! workers run on as orphans); [`RpcBuilder::die_with_parent`] turns that
+//! off for a worker that must finish alone.
+//!
 //! # Passing file descriptors
 //!
 //! Unlike the Perl module, descriptors are part of calls: put an [`Fd`] in

@@ -16,6 +16,7 @@
 //!   named across `exec`.
 //! - [`secure`]: whether the process runs setuid, setgid or with file
 //!   capabilities (`AT_SECURE`), where serve mode is refused.
+//! - [`parent_death`]: a process that dies with the program that made it.
 //! - [`poll`]: waiting for a socket to become readable without being woken
 //!   each time the peer reads (why anyfork does not block in `recv`).
 
@@ -23,6 +24,7 @@ pub(crate) mod clone;
 pub(crate) mod exe;
 pub(crate) mod fdpass;
 pub(crate) mod fds;
+pub(crate) mod parent_death;
 pub(crate) mod poll;
 pub(crate) mod secure;
 pub(crate) mod spawn;
