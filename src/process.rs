@@ -141,7 +141,7 @@ impl Process {
         Process::new(pid, false, Some(open_pidfd(pid)))
     }
 
-    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.inner
             .pidfd
             .get_or_init(|| open_pidfd(self.inner.pid))

@@ -39,7 +39,7 @@ use std::time::Duration;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
-use crate::process::open_pidfd;
+use crate::process::{Process, open_pidfd};
 use crate::proto::{self, Reply};
 
 /// How long the thread lingers with nothing to watch.
@@ -54,6 +54,10 @@ enum Orphan {
     Exiting { pid: u32, pidfd: Option<OwnedFd> },
     /// A serving process whose pid is on its way.
     Unnamed { socket: OwnedFd },
+    /// A process someone may still hold a handle to, but nobody waits for
+    /// now (an RPC child whose handle was dropped while a parked task still
+    /// holds its state): reaped through the handle, which keeps the status.
+    Watched(Process),
 }
 
 impl Orphan {
@@ -62,6 +66,7 @@ impl Orphan {
         match self {
             Orphan::Exiting { pidfd, .. } => pidfd.as_ref().map(|fd| fd.as_fd()),
             Orphan::Unnamed { socket } => Some(socket.as_fd()),
+            Orphan::Watched(process) => process.pidfd(),
         }
     }
 }
@@ -112,6 +117,12 @@ fn reap(pid: u32) -> bool {
 /// Takes over waiting for a child process.
 pub(crate) fn adopt(pid: u32, pidfd: Option<OwnedFd>) {
     push(Orphan::Exiting { pid, pidfd });
+}
+
+/// Reaps `process` when it exits, keeping its exit status in the handle
+/// (and every clone of it).
+pub(crate) fn watch_process(process: Process) {
+    push(Orphan::Watched(process));
 }
 
 /// Takes over a serving process whose pid is not known yet: `socket` is its
@@ -213,6 +224,7 @@ fn watch(wake: OwnedFd) {
         watched.retain(|orphan| match orphan {
             Orphan::Exiting { pid, .. } => !reap(*pid),
             Orphan::Unnamed { .. } => true,
+            Orphan::Watched(process) => matches!(process.try_wait(), Ok(None)),
         });
         if watched.is_empty() {
             if wait_for(&wake, &[], Some(IDLE)).is_none() {

@@ -1000,12 +1000,20 @@ impl Core {
                     || state.link.outbox().unsent() > 0);
             (state.driver, needs)
         };
+        // Written and shut here, not left to a driver task: on a runtime
+        // that is not driven again (a current-thread runtime after
+        // `block_on`), the child would never see the end.
+        self.send_queued();
+        if let Some(process) = self.lock().link.process().cloned() {
+            // And reaped when it exits, even if a parked task keeps this
+            // state (and so the process handle) forever.
+            crate::reaper::watch_process(process);
+        }
         if driver {
             #[cfg(feature = "tokio")]
             self.driver_wake.notify_one();
             return;
         }
-        self.send_queued();
         if needs_reader {
             // Nobody else will read what is still to come.
             let core = self.clone();
