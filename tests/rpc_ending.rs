@@ -69,3 +69,136 @@ fn dropping_the_handle_without_a_runtime_ends_the_child() {
     drop(rpc);
     assert!(common::wait_until(Duration::from_secs(3), || reaped(pid)));
 }
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+async fn sleep_ms_async(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+fn killed_by_sigkill(status: std::process::ExitStatus) -> bool {
+    std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL)
+}
+
+#[test]
+fn kill_ends_the_child_and_fails_every_call_saying_so() {
+    let rpc = std::sync::Arc::new(Fork::new().unwrap().rpc(sleep_ms).start().unwrap());
+    assert_eq!(rpc.call_blocking(1).unwrap(), 1);
+    let process = rpc.process().unwrap();
+    let waiting = {
+        let rpc = rpc.clone();
+        std::thread::spawn(move || rpc.call_blocking(60_000))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    rpc.kill().unwrap();
+    let outstanding = waiting.join().unwrap();
+    assert!(
+        matches!(&outstanding, Err(anyfork::rpc::Error::Killed { why, .. }) if why.contains("Rpc::kill")),
+        "{outstanding:?}"
+    );
+    assert!(matches!(
+        rpc.call_blocking(1),
+        Err(anyfork::rpc::Error::Killed { .. })
+    ));
+    assert!(killed_by_sigkill(process.wait().unwrap()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_timed_out_call_kills_the_child_when_asked_sync_backend() {
+    // Without the option, the child computes on and the next call waits
+    // behind it: it times out too.
+    let patient = Fork::new().unwrap().rpc(sleep_ms).start().unwrap();
+    let timeout = Duration::from_millis(100);
+    assert!(matches!(
+        patient.call_blocking_timeout(2_000, timeout),
+        Err(anyfork::rpc::Error::Timeout { .. })
+    ));
+    assert!(matches!(
+        patient.call_blocking_timeout(1, timeout),
+        Err(anyfork::rpc::Error::Timeout { .. })
+    ));
+
+    // With it, the stuck child is killed and the caller learns why at once.
+    let strict = Fork::new()
+        .unwrap()
+        .rpc(sleep_ms)
+        .kill_on_timeout(true)
+        .start()
+        .unwrap();
+    assert_eq!(strict.call_blocking(1).unwrap(), 1);
+    let process = strict.process().unwrap();
+    assert!(matches!(
+        strict.call_blocking_timeout(60_000, timeout),
+        Err(anyfork::rpc::Error::Timeout { .. })
+    ));
+    match strict.call_blocking(1) {
+        Err(anyfork::rpc::Error::Killed { why, .. }) => {
+            assert!(why.contains("did not answer within 100ms"), "{why}")
+        }
+        other => panic!("after a fatal timeout: {other:?}"),
+    }
+    assert!(killed_by_sigkill(process.wait().unwrap()));
+}
+
+#[tokio::test]
+async fn a_timed_out_call_kills_the_child_when_asked_async() {
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(sleep_ms_async)
+        .kill_on_timeout(true)
+        .start()
+        .unwrap();
+    assert_eq!(rpc.call(1).await.unwrap(), 1);
+    let process = rpc.process().unwrap();
+    let other = rpc.call(60_000);
+    assert!(matches!(
+        rpc.call_timeout(60_000, Duration::from_millis(100)).await,
+        Err(anyfork::rpc::Error::Timeout { .. })
+    ));
+    assert!(matches!(
+        other.await,
+        Err(anyfork::rpc::Error::Killed { .. })
+    ));
+    assert!(killed_by_sigkill(process.wait_async().await.unwrap()));
+}
+
+#[test]
+fn shutdown_lets_calls_finish_or_kills_after_the_grace() {
+    // The calls are async (their futures own what they need, so the
+    // handle can be given to shutdown); shutdown blocks this thread, which
+    // is not one of the runtime's.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _inside = runtime.enter();
+
+    // Calls that finish in time: answered, and the child exits normally.
+    let rpc = Fork::new().unwrap().rpc(sleep_ms).start().unwrap();
+    let calls: Vec<_> = (0..3).map(|_| runtime.spawn(rpc.call(50))).collect();
+    let status = rpc.shutdown(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status:?}");
+    for call in calls {
+        assert_eq!(runtime.block_on(call).unwrap().unwrap(), 50);
+    }
+
+    // A call that would take a minute: killed once the grace runs out.
+    let rpc = Fork::new().unwrap().rpc(sleep_ms).start().unwrap();
+    let slow = runtime.spawn(rpc.call(60_000));
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    let status = rpc.shutdown(Duration::from_millis(200)).unwrap();
+    assert!(killed_by_sigkill(status), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    match runtime.block_on(slow).unwrap() {
+        Err(anyfork::rpc::Error::Killed { why, .. }) => assert!(why.contains("200ms"), "{why}"),
+        other => panic!("the slow call: {other:?}"),
+    }
+}

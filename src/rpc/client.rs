@@ -76,6 +76,7 @@ pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
     event_stream: bool,
     forward_tracing: bool,
     die_with_parent: bool,
+    kill_on_timeout: bool,
     _types: PhantomData<fn(Req) -> Rep>,
 }
 
@@ -121,6 +122,7 @@ impl Fork {
             event_stream: false,
             forward_tracing: true,
             die_with_parent: true,
+            kill_on_timeout: false,
             _types: PhantomData,
         }
     }
@@ -156,6 +158,7 @@ where
             event_stream: self.event_stream,
             forward_tracing: self.forward_tracing,
             die_with_parent: self.die_with_parent,
+            kill_on_timeout: self.kill_on_timeout,
             _types: PhantomData,
         }
     }
@@ -186,6 +189,7 @@ where
             event_stream: self.event_stream,
             forward_tracing: self.forward_tracing,
             die_with_parent: self.die_with_parent,
+            kill_on_timeout: self.kill_on_timeout,
             _types: PhantomData,
         }
     }
@@ -208,6 +212,7 @@ where
             event_stream: true,
             forward_tracing: self.forward_tracing,
             die_with_parent: self.die_with_parent,
+            kill_on_timeout: self.kill_on_timeout,
             _types: PhantomData,
         }
     }
@@ -286,6 +291,19 @@ where
     /// that must finish its work alone; see [`Fork::die_with_parent`].
     pub fn die_with_parent(mut self, die: bool) -> Self {
         self.die_with_parent = die;
+        self
+    }
+
+    /// What a call that times out ([`Rpc::call_blocking_timeout`],
+    /// [`Rpc::call_timeout`]) does to the child: with `true`, the child is
+    /// killed (`SIGKILL`) and the handle closed, every other outstanding
+    /// call failing with [`Error::Killed`], which says why. The default,
+    /// `false`, only cancels the call: an asynchronous child aborts it, but
+    /// a synchronous child computes on, and the calls queued behind it wait
+    /// for it (and may time out in turn). Choose `true` when a call that
+    /// overruns means the child is stuck.
+    pub fn kill_on_timeout(mut self, kill: bool) -> Self {
+        self.kill_on_timeout = kill;
         self
     }
 
@@ -379,6 +397,7 @@ where
                 events: events.clone(),
                 raw_events,
             },
+            self.kill_on_timeout,
         )?;
         let core = Arc::new(core);
         core.send_queued();
@@ -534,13 +553,82 @@ where
         Rep: Send + 'static,
     {
         let call = self.call(request);
-        let function = self.core.function.clone();
+        let core = self.core.clone();
         async move {
             match tokio::time::timeout(timeout, call).await {
                 Ok(result) => result,
-                Err(_) => Err(Error::Timeout { function, timeout }),
+                Err(_) => Err(core.timed_out(timeout, false)),
             }
         }
+    }
+
+    /// Kills the child now (`SIGKILL`) and closes the handle: outstanding
+    /// calls fail with [`Error::Killed`], later calls too. Waits (at most
+    /// a few seconds) for the child's pid if it has not said it yet.
+    ///
+    /// ```
+    /// fn stuck(_: u32) -> u32 {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    /// let rpc = anyfork::Fork::new()?.rpc(stuck).start()?;
+    /// rpc.kill()?;
+    /// assert!(matches!(rpc.call_blocking(1), Err(anyfork::rpc::Error::Killed { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the signal cannot be sent; as for
+    /// [`call_blocking`](Self::call_blocking) if the child's pid cannot be
+    /// learned (it died first).
+    pub fn kill(&self) -> Result<(), Error> {
+        self.core.kill_child("killed by Rpc::kill".into())
+    }
+
+    /// Ends the child gracefully, within `grace`: every call already made
+    /// is answered, then the child exits as when the handle is dropped; if
+    /// that takes longer than `grace`, the child is killed and the calls
+    /// still outstanding fail with [`Error::Killed`]. Returns the child's
+    /// exit status. Blocks: call it outside async tasks (or in
+    /// `spawn_blocking`).
+    ///
+    /// ```
+    /// fn double(n: u64) -> u64 {
+    ///     n * 2
+    /// }
+    /// let rpc = anyfork::Fork::new()?.rpc(double).start()?;
+    /// assert_eq!(rpc.call_blocking(4)?, 8);
+    /// let status = rpc.shutdown(std::time::Duration::from_secs(5))?;
+    /// assert!(status.success());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`kill`](Self::kill); [`Error::Io`] if the exit status cannot
+    /// be read.
+    pub fn shutdown(self, grace: Duration) -> Result<std::process::ExitStatus, Error> {
+        let core = self.core.clone();
+        let deadline = Instant::now() + grace;
+        core.await_pid(deadline)?;
+        drop(self);
+        let closed = |state: &State| matches!(state.phase, Phase::Closed(_));
+        let ended = match core.pump_or_wait(Some(deadline), &closed) {
+            Ok(()) => closed(&core.lock()),
+            Err(_) => true,
+        };
+        if !ended {
+            core.kill_child(format!("still busy when the shutdown's {grace:?} ran out"))?;
+        }
+        let process = core.lock().link.process().cloned();
+        let process = process.ok_or_else(|| core.no_pid_error())?;
+        process.wait().map_err(|e| Error::Io {
+            process: core.process_name(),
+            doing: "waiting for the child to exit",
+            source: Arc::new(std::io::Error::other(e)),
+        })
     }
 
     /// The events, if the handle was built with
@@ -605,7 +693,7 @@ impl<Ev: DeserializeOwned> Events<Ev> {
             }
             if let Err(e) = self
                 .core
-                .pump_or_wait(None, &|| !self.queue.is_empty() || self.queue.is_closed())
+                .pump_or_wait(None, &|_| !self.queue.is_empty() || self.queue.is_closed())
             {
                 return Some(Err(e));
             }
@@ -781,6 +869,8 @@ struct Core {
     listening: bool,
     codec: Codec,
     function: String,
+    /// Kill the child when a call times out.
+    kill_on_timeout: bool,
     #[cfg(feature = "tokio")]
     driver_wake: tokio::sync::Notify,
 }
@@ -809,6 +899,7 @@ impl Core {
         buflen: usize,
         max_frame: u64,
         handlers: Handlers,
+        kill_on_timeout: bool,
     ) -> Result<Core, crate::Error> {
         let socket = link.socket().ok_or_else(|| crate::Error::Broken {
             process: link.name().clone(),
@@ -851,6 +942,7 @@ impl Core {
             listening,
             codec,
             function,
+            kill_on_timeout,
             #[cfg(feature = "tokio")]
             driver_wake: tokio::sync::Notify::new(),
         })
@@ -989,6 +1081,72 @@ impl Core {
         }
     }
 
+    /// A call gave up after `timeout`: the error for it, after killing the
+    /// child if the handle was built to (waiting for its pid only where
+    /// blocking is allowed).
+    fn timed_out(&self, timeout: Duration, may_block: bool) -> Error {
+        if self.kill_on_timeout {
+            let why = format!("`{}` did not answer within {timeout:?}", self.function);
+            if may_block {
+                let _ = self.await_pid(Instant::now() + Duration::from_secs(5));
+            }
+            if let Err(e) = self.kill_child(why) {
+                tracing::error!("anyfork rpc: cannot kill the child after a timeout: {e}");
+            }
+        }
+        Error::Timeout {
+            function: self.function.clone(),
+            timeout,
+        }
+    }
+
+    fn no_pid_error(&self) -> Error {
+        Error::Io {
+            process: self.process_name(),
+            doing: "finding the child",
+            source: Arc::new(io::Error::other("the child has not said its pid")),
+        }
+    }
+
+    /// Blocking: reads (or waits for the reader) until the child's pid is
+    /// known, at most until `deadline`.
+    fn await_pid(&self, deadline: Instant) -> Result<(), Error> {
+        let known = |state: &State| state.link.process().is_some();
+        match self.pump_or_wait(Some(deadline), &known) {
+            Ok(()) if known(&self.lock()) => Ok(()),
+            Ok(()) => Err(self.no_pid_error()),
+            // Closed: the pid may have come with the last frames.
+            Err(e) => {
+                if known(&self.lock()) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Kills the child (if its pid is known; otherwise the socket is shut,
+    /// which ends a child that reads) and closes the handle: outstanding
+    /// calls fail with [`Error::Killed`] saying `why`.
+    fn kill_child(&self, why: String) -> Result<(), Error> {
+        let process = self.lock().link.process().cloned();
+        let error = Error::Killed {
+            function: self.function.clone(),
+            process: self.process_name(),
+            why,
+        };
+        if let Some(process) = &process {
+            process.kill(crate::Signal::KILL).map_err(|e| Error::Io {
+                process: self.process_name(),
+                doing: "killing the child",
+                source: Arc::new(io::Error::other(e)),
+            })?;
+        }
+        self.close(Some(error));
+        Ok(())
+    }
+
     /// The handle was dropped.
     fn release(self: Arc<Self>) {
         let (driver, needs_reader) = {
@@ -1019,7 +1177,7 @@ impl Core {
             let core = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("anyfork-rpc-drain".into())
-                .spawn(move || while core.pump_or_wait(None, &|| false).is_ok() {});
+                .spawn(move || while core.pump_or_wait(None, &|_| false).is_ok() {});
             if let Err(e) = spawned {
                 tracing::error!(
                     "anyfork rpc: cannot start a thread to finish after the handle was dropped: {e}"
@@ -1034,11 +1192,11 @@ impl Core {
     fn pump_or_wait(
         &self,
         deadline: Option<Instant>,
-        done: &dyn Fn() -> bool,
+        done: &dyn Fn(&State) -> bool,
     ) -> Result<(), Error> {
         loop {
             let mut state = self.lock();
-            if done() {
+            if done(&state) {
                 return Ok(());
             }
             if let Phase::Closed(_) = state.phase {
@@ -1551,13 +1709,10 @@ impl PendingCall {
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.core.cancel(self.id);
-                return Err(Error::Timeout {
-                    function: self.core.function.clone(),
-                    timeout,
-                });
+                return Err(self.core.timed_out(timeout, true));
             }
             let slot = self.slot.clone();
-            if let Err(error) = self.core.pump_or_wait(deadline, &move || slot.is_done()) {
+            if let Err(error) = self.core.pump_or_wait(deadline, &move |_| slot.is_done()) {
                 return self.slot.take().unwrap_or(Err(error));
             }
         }

@@ -50,6 +50,19 @@ pub enum Error {
         /// Calls that were waiting.
         outstanding: usize,
     },
+    /// The child was killed by this program: [`Rpc::kill`](super::Rpc::kill),
+    /// a call that timed out on a handle built with
+    /// [`kill_on_timeout`](super::RpcBuilder::kill_on_timeout), or a
+    /// [`shutdown`](super::Rpc::shutdown) whose grace ran out.
+    #[error("{process} running `{function}` was killed: {why}")]
+    Killed {
+        /// The RPC function.
+        function: String,
+        /// The process.
+        process: ProcessName,
+        /// Why it was killed.
+        why: String,
+    },
     /// The child sent something that is not a valid frame, or a reply to a
     /// call that does not exist; the connection is closed.
     #[error("{process} broke the RPC protocol: {source}")]

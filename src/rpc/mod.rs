@@ -81,8 +81,13 @@
 //! message ([`Error::Failed`]); the next calls work. A child that dies fails
 //! every outstanding call with [`Error::Ended`], which says how it died.
 //! Dropping a call's future cancels it; [`Rpc::call_timeout`] and
-//! [`Rpc::call_blocking_timeout`] give up after a time. Fatal errors also
-//! go to `on_error`.
+//! [`Rpc::call_blocking_timeout`] give up after a time. A synchronous child
+//! cannot abort a call it is computing: it computes on, and the calls
+//! behind it wait. When an overrun means the child is stuck, build the
+//! handle with [`RpcBuilder::kill_on_timeout`]: the child is then killed
+//! and the other calls fail with [`Error::Killed`]. [`Rpc::kill`] kills it
+//! at any time, and [`Rpc::shutdown`] lets the calls already made finish
+//! within a grace period, then kills. Fatal errors also go to `on_error`.
 //!
 //! `tracing` events the child emits arrive in the parent's subscriber, with
 //! target `anyfork::child` and the child's pid.
