@@ -177,6 +177,21 @@ pub enum Error {
         /// What the template said, if the process was never created.
         cause: Option<String>,
     },
+    /// A process did not answer in time: stopped (`SIGSTOP`, a debugger),
+    /// wedged in an initialiser, or its template is. See
+    /// [`set_default_timeout`](crate::set_default_timeout).
+    #[error("{process}: no answer within {timeout:?} while {doing}{state}")]
+    Timeout {
+        /// The process.
+        process: ProcessName,
+        /// What the parent was waiting for.
+        doing: String,
+        /// How long it waited.
+        timeout: std::time::Duration,
+        /// What the process and its template were doing then, as the
+        /// kernel says (for example "; its template 123 is stopped").
+        state: String,
+    },
     /// Talking to the process failed.
     #[error("{process}: {doing}: {source}")]
     Io {

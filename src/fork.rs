@@ -19,7 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Ending, Error, Origin, ProcessName};
 use crate::process::Process;
@@ -98,6 +98,10 @@ pub(crate) struct Link {
     /// believed only when the kernel confirms the sender
     /// (`SCM_CREDENTIALS`), and it is never waited for or reaped here.
     verify_pids: bool,
+    /// When the current wait for the process ends, and how long it is
+    /// (set by each public call that waits; see [`crate::deadline`]).
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
     /// Commands that can fail (`eval`, `require`) were queued since the
     /// process last confirmed it carried everything out; `pid` asks it to
     /// confirm (`i`) before answering.
@@ -144,6 +148,8 @@ impl Fork {
             pid_frame_seen: false,
             verify_pids,
             unconfirmed: verify_pids,
+            deadline: None,
+            timeout: None,
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
@@ -306,6 +312,7 @@ impl Fork {
     pub fn fork(&self) -> Result<Fork, Error> {
         let mut template = self.link()?;
         template.usable()?;
+        template.wait_at_most(crate::default_timeout());
         let (ours, theirs) = socketpair().map_err(|source| Error::System {
             call: "socketpair",
             doing: "creating the socket of a new process",
@@ -333,6 +340,8 @@ impl Fork {
             pid_frame_seen: false,
             verify_pids: template.verify_pids,
             unconfirmed: template.verify_pids,
+            deadline: None,
+            timeout: None,
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: None,
@@ -518,8 +527,20 @@ impl Fork {
     ///
     /// As for [`run`](Fork::run).
     pub fn pid(&self) -> Result<u32, Error> {
+        self.pid_timeout(crate::default_timeout())
+    }
+
+    /// [`pid`](Fork::pid), waiting at most `timeout` (`None`: forever)
+    /// instead of the [default](crate::set_default_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the process does not answer in time; otherwise
+    /// as for [`run`](Fork::run).
+    pub fn pid_timeout(&self, timeout: Option<Duration>) -> Result<u32, Error> {
         let mut link = self.link()?;
         link.usable()?;
+        link.wait_at_most(timeout);
         match (link.name.pid, link.unconfirmed) {
             (Some(pid), false) => return Ok(pid),
             (None, false) => {
@@ -594,6 +615,9 @@ impl Fork {
     /// - [`Error::Refused`] if the process could not find the function or an
     ///   earlier `eval`/`require` failed (with its message);
     /// - [`Error::Ended`] if the process or its template died (with how);
+    /// - [`Error::Timeout`] if the process (or its template) did not answer
+    ///   within the [default timeout](crate::set_default_timeout): stopped,
+    ///   or wedged in an initialiser;
     /// - [`Error::Io`], [`Error::Protocol`] for a broken connection.
     pub fn run(self, function: impl IntoRun) -> Result<UnixStream, Error> {
         self.run_with_process(function).map(|(socket, _)| socket)
@@ -614,8 +638,26 @@ impl Fork {
     ///
     /// As for [`run`](Fork::run).
     pub fn run_with_process(self, function: impl IntoRun) -> Result<(UnixStream, Process), Error> {
+        self.run_with_process_timeout(function, crate::default_timeout())
+    }
+
+    /// [`run_with_process`](Fork::run_with_process), waiting at most
+    /// `timeout` for the process (and the initialisers queued before) to
+    /// start the function, instead of the
+    /// [default](crate::set_default_timeout); `None` waits forever.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the process does not answer in time; otherwise
+    /// as for [`run`](Fork::run).
+    pub fn run_with_process_timeout(
+        self,
+        function: impl IntoRun,
+        timeout: Option<Duration>,
+    ) -> Result<(UnixStream, Process), Error> {
         let function = function.into_run();
         let mut link = self.into_link()?;
+        link.wait_at_most(timeout);
         link.queue_run(&function)?;
         let doing = format!("running `{}`", function.label());
         link.send(&doing)?;
@@ -693,7 +735,18 @@ impl Fork {
             Ok(stream) => stream,
             Err(e) => return Err(link.io_error(&doing, e)),
         };
-        let outcome = async_exchange(&mut link, &mut stream, &doing).await;
+        let timeout = crate::default_timeout();
+        let exchange = async_exchange(&mut link, &mut stream, &doing);
+        let outcome = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, exchange).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    link.timeout = timeout;
+                    Err(AsyncFailure::Error(link.timeout_error(&doing)))
+                }
+            },
+            None => exchange.await,
+        };
         // Give the socket back to the link, so that errors can be explained
         // and a failed process is reaped like any other.
         match outcome {
@@ -730,6 +783,7 @@ impl Fork {
         // `P` frame and this program can reap the process.
         self.pid()?;
         let mut link = self.into_link()?;
+        link.wait_at_most(crate::default_timeout());
         link.send("sending commands")?;
         link.socket.take().ok_or_else(|| link.broken_error())
     }
@@ -962,6 +1016,8 @@ impl Link {
             pid_frame_seen: false,
             verify_pids: true,
             unconfirmed: false,
+            deadline: None,
+            timeout: None,
             replies: proto::ReplyBuffer::default(),
             deferred: None,
             broken: Some("the Fork was taken apart".into()),
@@ -1018,6 +1074,39 @@ impl Link {
             return Err(self.broken_error());
         }
         Ok(())
+    }
+
+    /// The waits of the next calls end `timeout` from now.
+    fn wait_at_most(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+        self.deadline = crate::deadline::from_now(timeout);
+    }
+
+    /// The process did not answer before the deadline while `doing`: say
+    /// what state it (and its template) is in.
+    fn timeout_error(&self, doing: &str) -> Error {
+        let mut state = String::new();
+        if let Some(pid) = self.name.pid {
+            match crate::process::describe_state(pid) {
+                Some(words) => state.push_str(&format!("; it is {words}")),
+                None => state.push_str("; it is gone"),
+            }
+        }
+        if let Origin::Fork {
+            template: Some(template),
+        } = self.name.origin
+        {
+            match crate::process::describe_state(template) {
+                Some(words) => state.push_str(&format!("; its template {template} is {words}")),
+                None => state.push_str(&format!("; its template {template} is gone")),
+            }
+        }
+        Error::Timeout {
+            process: self.name.clone(),
+            doing: doing.to_owned(),
+            timeout: self.timeout.unwrap_or_default(),
+            state,
+        }
     }
 
     fn io_error(&self, doing: &str, source: io::Error) -> Error {
@@ -1112,8 +1201,11 @@ impl Link {
         let Some(socket) = &self.socket else {
             return Err(self.broken_error());
         };
-        match self.outbox.send_all(socket.as_fd()) {
+        match self.outbox.send_all_until(socket.as_fd(), self.deadline) {
             Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                Err(self.timeout_error(&format!("{doing} (its socket is full)")))
+            }
             Err(e) if is_peer_gone(&e) => Err(self.explain_end(doing)),
             Err(e) => Err(self.io_error(doing, e)),
         }
@@ -1125,9 +1217,15 @@ impl Link {
             return Err(self.broken_error());
         };
         let budget = self.reply_budget();
-        match self.replies.next_with_sender(socket.as_fd(), budget) {
+        match self
+            .replies
+            .next_until(socket.as_fd(), budget, self.deadline)
+        {
             Ok(Some((reply, sender))) => self.note(reply, sender),
             Ok(None) => Err(self.explain_end(doing)),
+            Err(proto::ReadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Err(self.timeout_error(doing))
+            }
             Err(proto::ReadError::Io(e)) if is_peer_gone(&e) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) => Err(self.io_error(doing, e)),
             Err(proto::ReadError::Protocol(e)) => {

@@ -210,6 +210,7 @@
 #![warn(missing_docs)]
 
 mod args;
+mod deadline;
 mod default_template;
 mod early;
 mod error;
@@ -224,6 +225,7 @@ mod sys;
 mod template;
 
 pub use args::{Arg, ArgError, Args};
+pub use deadline::{default_timeout, set_default_timeout};
 pub use early::early;
 pub use error::{Ending, Error, Origin, ProcessName};
 pub use fork::Fork;

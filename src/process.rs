@@ -108,6 +108,22 @@ fn raw_pid(pid: u32) -> Option<Pid> {
     i32::try_from(pid).ok().and_then(Pid::from_raw)
 }
 
+/// What a process is doing, in words, from `/proc/PID/stat`; `None` if it
+/// is gone.
+pub(crate) fn describe_state(pid: u32) -> Option<&'static str> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    Some(match state {
+        "R" => "running",
+        "S" => "sleeping",
+        "D" => "in an uninterruptible wait",
+        "T" => "stopped (SIGSTOP?)",
+        "t" => "stopped by a debugger",
+        "Z" => "a zombie",
+        _ => "in an unusual state",
+    })
+}
+
 pub(crate) fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     rustix::process::pidfd_open(raw_pid(pid)?, PidfdFlags::empty()).ok()
 }

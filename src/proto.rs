@@ -86,6 +86,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
 
 use crate::sys::fdpass::{self, MAX_FDS_PER_SEND};
 use crate::sys::poll;
@@ -549,12 +550,36 @@ impl Outbox {
     }
 
     /// Sends everything on a blocking socket.
+    #[cfg(test)]
     pub(crate) fn send_all(&mut self, socket: BorrowedFd<'_>) -> io::Result<()> {
         loop {
             match self.send_some(socket, false) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends everything, waiting for room at most until `deadline`
+    /// (`ErrorKind::TimedOut`: a peer that does not read, a stopped
+    /// process, must not hold the caller forever).
+    pub(crate) fn send_all_until(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        loop {
+            match self.send_some(socket, true) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !poll::wait_writable_until(socket, deadline)? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1085,6 +1110,17 @@ impl ReplyBuffer {
         socket: BorrowedFd<'_>,
         budget: usize,
     ) -> Result<Option<(Reply, Option<u32>)>, ReadError> {
+        self.next_until(socket, budget, None)
+    }
+
+    /// [`next_with_sender`](Self::next_with_sender) that gives up at
+    /// `deadline` (`ErrorKind::TimedOut`).
+    pub(crate) fn next_until(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        budget: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Reply, Option<u32>)>, ReadError> {
         loop {
             if let Some(reply) = self.take_with_sender()? {
                 return Ok(Some(reply));
@@ -1093,8 +1129,9 @@ impl ReplyBuffer {
             let mut sender = None;
             // Waiting in poll, not in recv: see `sys::poll`. Descriptors
             // nobody announced are closed.
-            let n = poll::read_when_readable(
+            let n = poll::read_when_readable_until(
                 socket,
+                deadline,
                 || {},
                 || {
                     fdpass::recv_with_fds_from(

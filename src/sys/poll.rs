@@ -30,9 +30,25 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, poll};
+
+/// Waits until `fd` can take more bytes (or is in error), or until
+/// `deadline` passes; false on timeout.
+pub(crate) fn wait_writable_until(fd: impl AsFd, deadline: Option<Instant>) -> io::Result<bool> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    if left == Some(Duration::ZERO) {
+        return Ok(false);
+    }
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+    let timeout = left.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
+    match poll(&mut fds, timeout.as_ref()) {
+        Ok(0) => Ok(false),
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Waits until `fd` is readable, at its end, or in error, or until `timeout`
 /// passes (`None`: no limit). Returns false on timeout; also returns (true)
@@ -55,6 +71,17 @@ pub(crate) fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Res
 /// are tried again.
 pub(crate) fn read_when_readable<T>(
     fd: BorrowedFd<'_>,
+    before_wait: impl FnMut(),
+    read: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    read_when_readable_until(fd, None, before_wait, read)
+}
+
+/// [`read_when_readable`] that gives up at `deadline` with
+/// `ErrorKind::TimedOut`.
+pub(crate) fn read_when_readable_until<T>(
+    fd: BorrowedFd<'_>,
+    deadline: Option<Instant>,
     mut before_wait: impl FnMut(),
     mut read: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
@@ -66,7 +93,10 @@ pub(crate) fn read_when_readable<T>(
                     before_wait();
                     waited = true;
                 }
-                wait_readable(fd, None)?;
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if left == Some(Duration::ZERO) || !wait_readable(fd, left)? {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
