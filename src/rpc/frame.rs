@@ -261,7 +261,10 @@ impl Decoder {
             self.start = 0;
         }
         if self.buffer.len() - self.end < wanted {
-            let grown = (self.end + wanted).max(self.buffer.len() * 2);
+            // Doubling (a frame arriving in pieces costs amortised one move
+            // per byte), but never past the end of the frame in progress.
+            let frame_end = self.end + self.frame_needs();
+            let grown = (self.end + wanted).max((self.buffer.len() * 2).min(frame_end));
             self.buffer.resize(grown, 0);
         }
     }

@@ -18,7 +18,7 @@
 //! - anything nested deeper, maps, and `None` are refused with a clear error:
 //!   use CBOR, JSON or postcard for those.
 
-use std::fmt::{self, Display};
+use std::fmt::Display;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, SeqAccess, Visitor};
 use serde::ser::{self, Impossible, Serialize};
@@ -125,11 +125,51 @@ fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Deserializes a value from a list of octet strings.
-pub fn from_bytes<'de, T: de::Deserialize<'de>>(input: &[u8]) -> Result<T, RawError> {
-    let strings = decode_strings(input)?;
+///
+/// The strings are read in place, one at a time, as the type asks for
+/// them: nothing is copied that the type does not keep, so a message of
+/// millions of empty strings costs nothing to refuse when one number was
+/// expected (decoding is bounded by what the value itself holds).
+pub fn from_bytes<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<T, RawError> {
     T::deserialize(ListDeserializer {
-        strings: strings.into_iter(),
+        strings: Strings { rest: input },
     })
+}
+
+/// The octet strings of a message, read one at a time, borrowed.
+#[derive(Clone, Copy)]
+struct Strings<'de> {
+    rest: &'de [u8],
+}
+
+impl<'de> Strings<'de> {
+    /// The next string, or `None` at the end.
+    fn next(&mut self) -> Result<Option<&'de [u8]>, RawError> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let len = take_ber(&mut self.rest)?;
+        let len = usize::try_from(len).map_err(|_| RawError("a length is too large".into()))?;
+        if len > self.rest.len() {
+            return Err(RawError(format!(
+                "a string of {len} bytes is cut short after {} bytes",
+                self.rest.len()
+            )));
+        }
+        let (string, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Ok(Some(string))
+    }
+
+    /// How many strings are left (for error messages): counts without
+    /// copying anything.
+    fn count(mut self) -> usize {
+        let mut n = 0;
+        while let Ok(Some(_)) = self.next() {
+            n += 1;
+        }
+        n
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -628,19 +668,19 @@ impl ser::SerializeTuple for ByteSeq<'_> {
 // ---------------------------------------------------------------------------
 // Deserializing.
 
-struct ListDeserializer {
-    strings: std::vec::IntoIter<Vec<u8>>,
+struct ListDeserializer<'de> {
+    strings: Strings<'de>,
 }
 
-impl ListDeserializer {
+impl<'de> ListDeserializer<'de> {
     /// A scalar at the top level: the list must hold exactly one string.
-    fn single(mut self) -> Result<ElementDeserializer, RawError> {
-        match (self.strings.next(), self.strings.next()) {
+    fn single(mut self) -> Result<ElementDeserializer<'de>, RawError> {
+        match (self.strings.next()?, self.strings.next()?) {
             (Some(s), None) => Ok(ElementDeserializer { bytes: s }),
             (None, _) => Err(RawError("expected one string, got none".into())),
             (Some(_), Some(_)) => Err(RawError(format!(
                 "expected one string, got {}",
-                2 + self.strings.len()
+                2 + self.strings.count()
             ))),
         }
     }
@@ -654,7 +694,7 @@ macro_rules! top_scalar {
     };
 }
 
-impl<'de> de::Deserializer<'de> for ListDeserializer {
+impl<'de> de::Deserializer<'de> for ListDeserializer<'de> {
     type Error = RawError;
 
     top_scalar!(
@@ -686,7 +726,7 @@ impl<'de> de::Deserializer<'de> for ListDeserializer {
         visitor.visit_some(self)
     }
     fn deserialize_unit<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, RawError> {
-        match self.strings.next() {
+        match self.strings.next()? {
             None => visitor.visit_unit(),
             Some(_) => Err(RawError("expected no strings".into())),
         }
@@ -750,12 +790,12 @@ impl<'de> de::Deserializer<'de> for ListDeserializer {
     }
 }
 
-impl ListDeserializer {
+impl<'de> ListDeserializer<'de> {
     /// A sequence or tuple: one string may be the bytes of a `Vec<u8>`
     /// (see `Elements`), which the first element asked for tells.
-    fn sequence<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        if self.strings.len() == 1 {
-            let bytes = self.strings.as_slice()[0].clone();
+    fn sequence<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
+        let mut probe = self.strings;
+        if let (Some(bytes), None) = (probe.next()?, probe.next()?) {
             return visitor.visit_seq(OneString {
                 bytes,
                 next: 0,
@@ -768,8 +808,8 @@ impl ListDeserializer {
 
 /// A sequence read from a single string: its bytes, if the elements are
 /// `u8`s, else the string as the only element.
-struct OneString {
-    bytes: Vec<u8>,
+struct OneString<'de> {
+    bytes: &'de [u8],
     next: usize,
     mode: OneStringMode,
 }
@@ -780,7 +820,7 @@ enum OneStringMode {
     Done,
 }
 
-impl<'de> SeqAccess<'de> for OneString {
+impl<'de> SeqAccess<'de> for OneString<'de> {
     type Error = RawError;
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
@@ -803,15 +843,15 @@ impl<'de> SeqAccess<'de> for OneString {
 
 /// The first element of a [`OneString`]: a `u8` switches it to bytes;
 /// anything else takes the whole string.
-struct FirstOfOne<'a> {
-    seq: &'a mut OneString,
+struct FirstOfOne<'a, 'de> {
+    seq: &'a mut OneString<'de>,
 }
 
-impl FirstOfOne<'_> {
-    fn whole(self) -> ElementDeserializer {
+impl<'de> FirstOfOne<'_, 'de> {
+    fn whole(self) -> ElementDeserializer<'de> {
         self.seq.mode = OneStringMode::Done;
         ElementDeserializer {
-            bytes: std::mem::take(&mut self.seq.bytes),
+            bytes: self.seq.bytes,
         }
     }
 }
@@ -824,7 +864,7 @@ macro_rules! whole_string {
     };
 }
 
-impl<'de> de::Deserializer<'de> for FirstOfOne<'_> {
+impl<'de> de::Deserializer<'de> for FirstOfOne<'_, 'de> {
     type Error = RawError;
 
     whole_string!(
@@ -911,30 +951,27 @@ impl<'de> de::Deserializer<'de> for FirstOfOne<'_> {
     }
 }
 
-impl<'de> SeqAccess<'de> for ListDeserializer {
+impl<'de> SeqAccess<'de> for ListDeserializer<'de> {
     type Error = RawError;
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, RawError> {
-        match self.strings.next() {
+        match self.strings.next()? {
             Some(bytes) => seed.deserialize(ElementDeserializer { bytes }).map(Some),
             None => Ok(None),
         }
     }
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.strings.len())
-    }
 }
 
-/// One octet string.
-struct ElementDeserializer {
-    bytes: Vec<u8>,
+/// One octet string, still in the message.
+struct ElementDeserializer<'de> {
+    bytes: &'de [u8],
 }
 
-impl ElementDeserializer {
-    fn text(&self) -> Result<&str, RawError> {
-        std::str::from_utf8(&self.bytes).map_err(|_| RawError("a string is not UTF-8".into()))
+impl<'de> ElementDeserializer<'de> {
+    fn text(&self) -> Result<&'de str, RawError> {
+        std::str::from_utf8(self.bytes).map_err(|_| RawError("a string is not UTF-8".into()))
     }
 
     fn number<N: std::str::FromStr>(&self, what: &str) -> Result<N, RawError> {
@@ -953,7 +990,7 @@ macro_rules! element_parse {
     };
 }
 
-impl<'de> de::Deserializer<'de> for ElementDeserializer {
+impl<'de> de::Deserializer<'de> for ElementDeserializer<'de> {
     type Error = RawError;
 
     element_parse!(deserialize_i8 => visit_i8: i8, deserialize_i16 => visit_i16: i16,
@@ -964,7 +1001,7 @@ impl<'de> de::Deserializer<'de> for ElementDeserializer {
         deserialize_f32 => visit_f32: f32, deserialize_f64 => visit_f64: f64);
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        visitor.visit_byte_buf(self.bytes)
+        visitor.visit_borrowed_bytes(self.bytes)
     }
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
         // Perl's truth: "" and "0" are false.
@@ -979,19 +1016,18 @@ impl<'de> de::Deserializer<'de> for ElementDeserializer {
         }
     }
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        // The string's own buffer becomes the text: no copy.
-        let text =
-            String::from_utf8(self.bytes).map_err(|_| RawError("a string is not UTF-8".into()))?;
-        visitor.visit_string(text)
+        // Borrowed from the message: a `String` copies it once, a `&str`
+        // not at all.
+        visitor.visit_borrowed_str(self.text()?)
     }
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
         self.deserialize_str(visitor)
     }
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        visitor.visit_byte_buf(self.bytes)
+        visitor.visit_borrowed_bytes(self.bytes)
     }
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
-        visitor.visit_byte_buf(self.bytes)
+        visitor.visit_borrowed_bytes(self.bytes)
     }
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
         visitor.visit_some(self)
@@ -1015,7 +1051,7 @@ impl<'de> de::Deserializer<'de> for ElementDeserializer {
     }
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
         // Bytes as a sequence of u8 (how serde reads Vec<u8>).
-        visitor.visit_seq(de::value::SeqDeserializer::new(self.bytes.into_iter()))
+        visitor.visit_seq(de::value::SeqDeserializer::new(self.bytes.iter().copied()))
     }
     fn deserialize_tuple<V: Visitor<'de>>(
         self,
@@ -1049,7 +1085,7 @@ impl<'de> de::Deserializer<'de> for ElementDeserializer {
         _: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, RawError> {
-        let text = self.text()?.to_owned();
+        let text = self.text()?;
         visitor.visit_enum(IntoDeserializer::<RawError>::into_deserializer(text))
     }
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, RawError> {
@@ -1060,18 +1096,14 @@ impl<'de> de::Deserializer<'de> for ElementDeserializer {
     }
 }
 
-impl fmt::Display for ListDeserializer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} strings", self.strings.len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::{Deserialize, Serialize};
 
-    fn round_trip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug>(value: T) {
+    fn round_trip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(
+        value: T,
+    ) {
         let mut bytes = Vec::new();
         to_bytes(&value, &mut bytes).unwrap();
         assert_eq!(from_bytes::<T>(&bytes).unwrap(), value);
