@@ -138,6 +138,6 @@ fn a_worker_outlives_the_thread_that_created_it() {
     .unwrap();
     // The thread has exited; the kernel told the workers, which ignored it.
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(exec.call_blocking(1).unwrap() > 0, true);
+    assert!(exec.call_blocking(1).unwrap() > 0);
     assert!(forked.call_blocking(1).unwrap() > 0);
 }

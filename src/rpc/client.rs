@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec::Codec;
 use super::config::Config;
+use super::delivery::{Delivery, Handler, Item, Outcome, STALL, Slot};
 use super::error::Error;
 use super::frame::{self, Decoder, kind};
 use super::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction};
@@ -168,8 +169,10 @@ where
     /// without [`event_stream`](Self::event_stream)) an event is an error,
     /// as in the Perl module.
     ///
-    /// It runs on whichever thread reads the socket; it must not make
-    /// blocking calls on this handle.
+    /// It runs on whichever thread reads the socket (or takes the reply it
+    /// waited for), in the order described in [the module
+    /// docs](super#in-what-order-the-parent-sees-replies-and-events); it
+    /// must not make blocking calls on this handle.
     pub fn on_event<Ev2, F>(self, handler: F) -> RpcBuilder<Req, Rep, Ev2>
     where
         F: FnMut(Ev2) + Send + 'static,
@@ -773,51 +776,6 @@ impl EventQueue {
     }
 }
 
-/// Where a call's result lands.
-#[derive(Default)]
-struct Slot {
-    inner: Mutex<SlotInner>,
-}
-
-type Outcome = Result<(Vec<u8>, Vec<OwnedFd>), Error>;
-
-#[derive(Default)]
-struct SlotInner {
-    result: Option<Outcome>,
-    taken: bool,
-    waker: Option<Waker>,
-}
-
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, SlotInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn fulfil(&self, outcome: Outcome) {
-        let mut inner = self.lock();
-        if inner.result.is_none() && !inner.taken {
-            inner.result = Some(outcome);
-        }
-        if let Some(waker) = inner.waker.take() {
-            waker.wake();
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        let inner = self.lock();
-        inner.result.is_some() || inner.taken
-    }
-
-    fn take(&self) -> Option<Outcome> {
-        let mut inner = self.lock();
-        let result = inner.result.take();
-        if result.is_some() {
-            inner.taken = true;
-        }
-        result
-    }
-}
-
 struct Handlers {
     on_event: Option<EventHandler>,
     on_error: Option<ErrorHandler>,
@@ -864,6 +822,8 @@ struct Core {
     /// Where requests are encoded.
     scratch: Mutex<Vec<u8>>,
     handlers: Mutex<Handlers>,
+    /// What the parent's code is to see, in the child's order.
+    delivery: Delivery,
     /// Whether anything waits for what the child sends after the handle is
     /// dropped (fixed at start, so `release` needs no handler lock).
     listening: bool,
@@ -921,6 +881,9 @@ impl Core {
         let listening = handlers.on_destroy.is_some()
             || handlers.on_event.is_some()
             || handlers.events.is_some();
+        let ordered = handlers.on_destroy.is_some()
+            || handlers.on_event.is_some()
+            || handlers.on_error.is_some();
         Ok(Core {
             state: Mutex::new(State {
                 link,
@@ -939,6 +902,7 @@ impl Core {
             decoder: Mutex::new(decoder),
             scratch: Mutex::new(Vec::new()),
             handlers: Mutex::new(handlers),
+            delivery: Delivery::new(ordered),
             listening,
             codec,
             function,
@@ -1214,7 +1178,9 @@ impl Core {
                 self.send_queued();
                 continue;
             }
-            if state.reading || state.driver {
+            if state.reading || state.driver || self.delivery.is_blocked() {
+                // Someone else reads; or a handler waits for a reply to be
+                // taken, and reading more would only queue up behind it.
                 state.waiters += 1;
                 state = match deadline {
                     Some(d) => {
@@ -1359,11 +1325,6 @@ impl Core {
         Ok(())
     }
 
-    fn fulfil(&self, slot: Arc<Slot>, outcome: Outcome) {
-        slot.fulfil(outcome);
-        self.wake_waiters();
-    }
-
     /// Wakes the blocking waiters, if there are any (a notify is a system
     /// call even when nobody waits). Through the state lock, so that a
     /// waiter that looked before the change is asleep by now and hears
@@ -1379,45 +1340,109 @@ impl Core {
         super::trace::emit(pid, payload);
     }
 
-    /// Hands every complete buffered frame to its call or handler, in order.
+    /// Takes every complete buffered frame and hands it over, in order
+    /// (see [`super::delivery`]).
     fn dispatch(&self) -> Result<(), Error> {
-        loop {
-            match self.next_action()? {
-                Some(Action::Fulfil(slot, outcome)) => self.fulfil(slot, outcome),
-                Some(Action::Event(bytes, fds)) => self.deliver_event(bytes, fds),
-                Some(Action::Log(payload)) => self.emit_log(&payload),
-                Some(Action::Nothing) => {}
-                None => return Ok(()),
+        let mut items = Vec::new();
+        let result = loop {
+            match self.next_action() {
+                Ok(Some(Action::Fulfil(slot, outcome))) => items.push(Item::Fulfil(slot, outcome)),
+                Ok(Some(Action::Event(bytes, fds))) => items.push(self.event_item(bytes, fds)),
+                Ok(Some(Action::Log(payload))) => self.emit_log(&payload),
+                Ok(Some(Action::Nothing)) => {}
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error),
+            }
+        };
+        self.delivery.push(items);
+        self.deliver_now();
+        result
+    }
+
+    /// An event goes to the stream, or to its handler.
+    fn event_item(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Item {
+        let stream = self
+            .handlers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .events
+            .is_some();
+        if stream {
+            Item::Stream(bytes, fds)
+        } else {
+            Item::Handler(Handler::Event(bytes, fds))
+        }
+    }
+
+    /// Hands over what may go now; wakes blocking waiters if anything went.
+    fn deliver_now(&self) {
+        if self.delivery.deliver(&mut |item| self.apply(item)) {
+            self.wake_waiters();
+        }
+    }
+
+    /// Runs a handler, or feeds the event stream.
+    fn apply(&self, item: Item) {
+        match item {
+            Item::Fulfil(slot, outcome) => {
+                // Done by the delivery itself; kept whole for safety.
+                drop((slot, outcome));
+            }
+            Item::Stream(bytes, fds) => {
+                let queue = self
+                    .handlers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .events
+                    .clone();
+                if let Some(queue) = queue {
+                    queue.push((bytes, fds));
+                }
+                self.wake_waiters();
+            }
+            Item::CloseStream => {
+                let queue = self
+                    .handlers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .events
+                    .clone();
+                if let Some(queue) = queue {
+                    queue.close();
+                }
+                self.wake_waiters();
+            }
+            Item::Handler(Handler::Event(bytes, fds)) => self.deliver_event(bytes, fds),
+            Item::Handler(Handler::Report(error)) => self.report(&error),
+            Item::Handler(Handler::Destroy) => {
+                let destroy = self
+                    .handlers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .on_destroy
+                    .take();
+                if let Some(destroy) = destroy {
+                    destroy();
+                }
             }
         }
     }
 
-    /// [`dispatch`](Self::dispatch) for the driver: before an event handler
-    /// runs, the tasks whose calls completed before that event get to run,
-    /// so that replies and events are processed in the order the child made
-    /// them (on a current-thread runtime exactly; on a multi-threaded one
-    /// those tasks may run on other threads meanwhile).
-    #[cfg(feature = "tokio")]
-    async fn dispatch_in_order(&self) -> Result<(), Error> {
-        let mut completed = false;
-        loop {
-            match self.next_action()? {
-                Some(Action::Fulfil(slot, outcome)) => {
-                    self.fulfil(slot, outcome);
-                    completed = true;
-                }
-                Some(Action::Event(bytes, fds)) => {
-                    if completed {
-                        tokio::task::yield_now().await;
-                        completed = false;
-                    }
-                    self.deliver_event(bytes, fds);
-                }
-                Some(Action::Log(payload)) => self.emit_log(&payload),
-                Some(Action::Nothing) => {}
-                None => return Ok(()),
-            }
+    /// A call took its reply (or was given up): handlers waiting for it may
+    /// go ahead. A blocking caller delivers them itself; a future leaves
+    /// that to the driver task, so that the task that took the reply runs
+    /// on first (on a current-thread runtime) before the handlers do.
+    fn released(&self, generation: Option<u64>, inline: bool) {
+        if !self.delivery.release(generation) {
+            return;
         }
+        #[cfg(feature = "tokio")]
+        if !inline && self.lock().driver {
+            self.driver_wake.notify_one();
+            return;
+        }
+        let _ = inline;
+        self.deliver_now();
     }
 
     /// Takes the next buffered frame and decides what it calls for.
@@ -1493,11 +1518,7 @@ impl Core {
 
     fn deliver_event(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) {
         let mut handlers = self.handlers.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(queue) = &handlers.events {
-            queue.push((bytes, fds));
-            drop(handlers);
-            self.wake_waiters();
-        } else if let Some(handler) = handlers.on_event.as_mut() {
+        if let Some(handler) = handlers.on_event.as_mut() {
             handler(bytes, fds);
         } else {
             drop(handlers);
@@ -1561,7 +1582,8 @@ impl Core {
     }
 
     /// Closes the connection: fails every outstanding call with `error`
-    /// (and reports it), or, on a clean end, runs `on_destroy`.
+    /// (and reports it), or, on a clean end, runs `on_destroy`; in order,
+    /// after what came before (see [`super::delivery`]).
     fn close(&self, error: Option<Error>) {
         let pending = {
             let mut state = self.lock();
@@ -1580,32 +1602,20 @@ impl Core {
             ending: Ending(None),
             outstanding: 0,
         });
-        for slot in pending.into_values() {
-            slot.fulfil(Err(failure.clone()));
-        }
+        let mut items: Vec<Item> = pending
+            .into_values()
+            .map(|slot| Item::Fulfil(slot, Err(failure.clone())))
+            .collect();
+        items.push(Item::Handler(match error {
+            Some(error) => Handler::Report(error),
+            None => Handler::Destroy,
+        }));
+        items.push(Item::CloseStream);
+        self.delivery.push(items);
+        self.deliver_now();
         self.wake_waiters();
-        match &error {
-            Some(error) => self.report(error),
-            None => {
-                let destroy = self
-                    .handlers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .on_destroy
-                    .take();
-                if let Some(destroy) = destroy {
-                    destroy();
-                }
-            }
-        }
-        if let Some(queue) = &self
-            .handlers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .events
-        {
-            queue.close();
-        }
+        #[cfg(feature = "tokio")]
+        self.driver_wake.notify_one();
     }
 
     /// Starts the driver task if none runs (needs a tokio runtime).
@@ -1621,9 +1631,19 @@ impl Core {
         tokio::spawn(self.drive());
     }
 
-    /// The driver: owns the socket for good, reading and writing.
+    /// The driver: owns the socket for good, reading and writing, and
+    /// hands over what it read (see [`super::delivery`]) until everything
+    /// is handed over, also after the connection closed.
     #[cfg(feature = "tokio")]
     async fn drive(self: Arc<Self>) {
+        self.clone().drive_until_done().await;
+        // Whoever takes a reply from now on delivers what waits for it.
+        self.lock().driver = false;
+        self.deliver_now();
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn drive_until_done(self: Arc<Self>) {
         use tokio::io::Interest;
         use tokio::io::unix::AsyncFd;
         // Wait for a blocking reader to finish its round.
@@ -1651,14 +1671,28 @@ impl Core {
             Err(e) => return self.close(Some(self.io_error("watching the socket", e))),
         };
         loop {
-            if let Phase::Closed(_) = self.lock().phase {
+            let wake = self.driver_wake.notified();
+            self.deliver_now();
+            let closed = matches!(self.lock().phase, Phase::Closed(_));
+            if closed && self.delivery.is_idle() {
                 return;
             }
-            self.send_queued();
-            let want_write = self.wants_write();
-            let wake = self.driver_wake.notified();
+            if !closed {
+                self.send_queued();
+            }
+            let want_write = !closed && self.wants_write();
+            // While a handler waits for replies to be taken, reading more
+            // would only queue it up behind: wait for the takes instead.
+            let want_read = !closed && !self.delivery.is_blocked();
+            let stalled = self.delivery.blocked_since();
+            let stall = async move {
+                match stalled {
+                    Some(since) => tokio::time::sleep_until((since + STALL).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                ready = fd.readable() => match ready {
+                ready = fd.readable(), if want_read => match ready {
                     Ok(mut ready) => {
                         // Readiness is edge-triggered: it is cleared only
                         // when a read found nothing, never after a read
@@ -1669,19 +1703,21 @@ impl Core {
                                 continue;
                             }
                             Ok(read) => read,
-                            Err(error) => return self.close(Some(error)),
+                            Err(error) => {
+                                self.close(Some(error));
+                                continue;
+                            }
                         };
                         drop(ready);
-                        let result = match self.dispatch_in_order().await {
+                        let result = match self.dispatch() {
                             Ok(()) if matches!(read, ReadResult::End) => self.finish_end(),
                             other => other,
                         };
                         if let Err(error) = result {
                             self.close(Some(error));
-                            return;
                         }
                     }
-                    Err(e) => return self.close(Some(self.io_error("waiting for the socket", e))),
+                    Err(e) => self.close(Some(self.io_error("waiting for the socket", e))),
                 },
                 ready = fd.writable(), if want_write => {
                     if let Ok(mut ready) = ready {
@@ -1689,6 +1725,7 @@ impl Core {
                     }
                 }
                 () = wake => {}
+                () = stall => self.delivery.force(),
             }
         }
     }
@@ -1702,9 +1739,17 @@ struct PendingCall {
 }
 
 impl PendingCall {
+    /// Takes the result if it is there, releasing what waited for the take.
+    fn take(&self) -> Option<Outcome> {
+        let (outcome, generation) = self.slot.take()?;
+        self.core.released(generation, true);
+        Some(outcome)
+    }
+
     fn wait_blocking(&self, deadline: Option<Instant>, timeout: Duration) -> Outcome {
+        self.slot.wait_blocking();
         loop {
-            if let Some(outcome) = self.slot.take() {
+            if let Some(outcome) = self.take() {
                 return outcome;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1713,7 +1758,7 @@ impl PendingCall {
             }
             let slot = self.slot.clone();
             if let Err(error) = self.core.pump_or_wait(deadline, &move |_| slot.is_done()) {
-                return self.slot.take().unwrap_or(Err(error));
+                return self.take().unwrap_or(Err(error));
             }
         }
     }
@@ -1722,13 +1767,13 @@ impl PendingCall {
 impl Future for PendingCall {
     type Output = Outcome;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let mut inner = self.slot.lock();
-        if let Some(outcome) = inner.result.take() {
-            inner.taken = true;
-            return Poll::Ready(outcome);
+        match self.slot.poll_take(cx) {
+            Poll::Ready((outcome, generation)) => {
+                self.core.released(generation, false);
+                Poll::Ready(outcome)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        inner.waker = Some(cx.waker().clone());
-        Poll::Pending
     }
 }
 
@@ -1737,5 +1782,8 @@ impl Drop for PendingCall {
         if !self.slot.is_done() {
             self.core.cancel(self.id);
         }
+        // A reply that came but was not taken holds nothing back.
+        let generation = self.slot.abandon();
+        self.core.released(generation, false);
     }
 }

@@ -58,8 +58,41 @@
 //! child, and every queued call runs at once: limit them in the child (a
 //! semaphore) or in the parent (how many you call at once) if that matters.
 //!
-//! Both keep the manual's guarantee: events and replies reach the parent in
-//! exactly the order the child made them.
+//! Both keep the manual's guarantee that events and replies reach the
+//! parent in the order the child made them; see the next section for what
+//! that means exactly.
+//!
+//! # In what order the parent sees replies and events
+//!
+//! The child's messages are read in the order it wrote them. A reply lands
+//! in its call, and the task awaiting it (or the thread in
+//! `call_blocking`) *takes* it when it runs; handlers (`on_event`,
+//! `on_error`, `on_destroy`) are called by anyfork. Precisely:
+//!
+//! 1. Handlers run one at a time, in the order of the child's messages.
+//! 2. A handler runs only after every earlier reply to a call someone was
+//!    waiting for has been taken: the awaited future has returned it, or
+//!    `call_blocking` has it. So `on_destroy` runs after the last reply has
+//!    reached its caller, and the Perl idiom (wait for `on_destroy`, then
+//!    exit) loses nothing.
+//! 3. A reply the child sent after an event reaches its call only after
+//!    that event's handler has returned.
+//!
+//! On a **current-thread** runtime this is the child's order exactly: a
+//! task that awaits its calls one after another runs its code between two
+//! awaits before the handler of an event the child sent between the two
+//! replies, and the handler before the task gets the next reply. On a
+//! **multi-threaded** runtime a handler may run on another thread while
+//! the task goes on after its `await` (that is what such a runtime does);
+//! it never runs before the `await` returned. If the task's work after the
+//! await must finish first, wait for the task (its `JoinHandle`) rather
+//! than for `on_destroy`.
+//!
+//! A call whose future nobody polls yet when its reply comes holds nothing
+//! back. A future that was polled and then left aside (after a `select!`)
+//! would hold handlers back: after a second they go ahead without it. The
+//! [`Events`] stream yields events in the child's order; it does not wait
+//! for replies (its reader pulls when it likes).
 //!
 //! # Choosing a serialiser
 //!
@@ -160,6 +193,7 @@
 mod client;
 mod codec;
 mod config;
+mod delivery;
 mod error;
 mod frame;
 pub(crate) mod function;
