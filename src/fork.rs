@@ -468,6 +468,97 @@ impl Fork {
         self
     }
 
+    /// Runs the function in `dir` (the process changes its working
+    /// directory just before calling it). Without this, the function runs
+    /// where the template was started: see [the crate
+    /// docs](crate#typical-problems).
+    pub fn current_dir(self, dir: impl AsRef<Path>) -> Self {
+        {
+            let mut link = lock(&self.shared);
+            if let Err(source) = link.outbox.chdir(dir.as_ref().as_os_str().as_bytes()) {
+                let process = link.name.clone();
+                link.defer(Error::Encode { process, source });
+            }
+        }
+        self
+    }
+
+    /// Runs the function with exactly these environment variables (the
+    /// process replaces its environment just before calling it). Without
+    /// this, the function sees the template's environment as it was when
+    /// the template started: see [the crate docs](crate#typical-problems).
+    pub fn envs<I, K, V>(self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let vars: Vec<Vec<u8>> = vars
+            .into_iter()
+            .map(|(name, value)| {
+                let mut var = name.as_ref().as_bytes().to_vec();
+                var.push(b'=');
+                var.extend_from_slice(value.as_ref().as_bytes());
+                var
+            })
+            .collect();
+        {
+            let mut link = lock(&self.shared);
+            if vars
+                .iter()
+                .any(|var| var.contains(&0) || var.first() == Some(&b'='))
+            {
+                let process = link.name.clone();
+                link.defer(Error::Encode {
+                    process,
+                    source: proto::ProtocolError::Malformed {
+                        tag: proto::Tag(proto::tag::ENVIRONMENT),
+                        what: "an environment variable has an empty name or a NUL byte",
+                    },
+                });
+            } else if let Err(source) = link.outbox.environment(&vars) {
+                let process = link.name.clone();
+                link.defer(Error::Encode { process, source });
+            }
+        }
+        self
+    }
+
+    /// Runs the function with this program's environment and working
+    /// directory as they are now, as `std::process::Command` would give a
+    /// program it starts: [`envs`](Fork::envs) of
+    /// [`std::env::vars_os`] and [`current_dir`](Fork::current_dir) of
+    /// [`std::env::current_dir`] (kept as the template's if this program's
+    /// directory is gone). For a worker that `exec`s another program.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::unix::process::CommandExt;
+    ///
+    /// fn exec_pwd(socket: std::os::unix::net::UnixStream, _: anyfork::Args) -> std::io::Error {
+    ///     std::process::Command::new("/bin/sh")
+    ///         .args(["-c", "pwd"])
+    ///         .stdout(std::os::fd::OwnedFd::from(socket))
+    ///         .exec()
+    /// }
+    /// fn run_pwd(socket: std::os::unix::net::UnixStream, args: anyfork::Args) -> Result<(), std::io::Error> {
+    ///     Err(exec_pwd(socket, args))
+    /// }
+    ///
+    /// let mut socket = anyfork::Fork::new()?.caller_env_and_dir().run(run_pwd)?;
+    /// let mut seen = String::new();
+    /// socket.read_to_string(&mut seen)?;
+    /// assert_eq!(seen.trim(), std::env::current_dir()?.display().to_string());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn caller_env_and_dir(self) -> Self {
+        let fork = self.envs(std::env::vars_os());
+        match std::env::current_dir() {
+            Ok(dir) => fork.current_dir(dir),
+            Err(_) => fork,
+        }
+    }
+
     /// Whether the process dies when this program does, even by `SIGKILL`,
     /// once it runs its function (default: no, as in the Perl module: a
     /// `run` worker may outlive the program; RPC workers die with it unless

@@ -194,6 +194,25 @@
 //!   copied as they are, and threads are not copied at all. Call `early`
 //!   before such things exist, build only plain data before `here`, or prefer
 //!   [`Fork::new`].
+//! - **A worker inherits from its template, not from you.** A process
+//!   forked from a template starts with the template's environment,
+//!   working directory, umask, resource limits, signal mask and
+//!   dispositions, user and group ids, nice value, cgroup and namespaces,
+//!   as they were when the template started (the default template: at
+//!   your first [`Fork::new`]), not as your program's are at the moment of
+//!   the call. After `std::env::set_current_dir`, `set_var` or
+//!   `setrlimit`, workers do not see the change. Pass what matters as
+//!   arguments, or ask for it: [`Fork::caller_env_and_dir`] gives the
+//!   worker your environment and directory as they are now (as
+//!   `std::process::Command` gives a program it starts: what a worker
+//!   that `exec`s wants), [`Fork::envs`] and [`Fork::current_dir`] choose
+//!   them. [`Fork::new_exec`] starts from your program as it is now.
+//! - **For starting programs, `std::process::Command` is as fast.** It uses
+//!   `posix_spawn`, which does not copy your program either; the seed's
+//!   "faster fork+exec" recipe (`examples/fork_exec.rs`) measured 0.82 to
+//!   0.93 times its speed here. The recipe is for code of your own between
+//!   fork and exec, which `Command::pre_exec` can only run by forking your
+//!   whole program.
 //! - **Exiting runs no destructors.** A process anyfork created ends with
 //!   `_exit` after flushing stdout: no `atexit` handlers, no destructors of
 //!   statics. That protects what the program shares with its copies (an X

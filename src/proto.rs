@@ -28,6 +28,8 @@
 //! | `l` | limit        | u64: the largest frame the process accepts from now on       |
 //! | `x` | run          | target (below); answered by `S`, then the socket is the function's |
 //! | `i` | sync         | empty; answered by `I` once every earlier command was carried out |
+//! | `c` | current dir  | the directory the function runs in (applied just before `run` calls it) |
+//! | `v` | environment  | count: u32; each `NAME=value`: u32 len + bytes; replaces the environment just before `run` calls the function |
 //! | `k` | parent death | u32: die when this pid stops being the parent (0: the parent now; `u32::MAX`: never), from `run` on |
 //!
 //! A target (what `eval` and `run` call) is either `0` followed by the
@@ -121,6 +123,8 @@ pub(crate) mod tag {
     pub(crate) const RUN: u8 = b'x';
     pub(crate) const SYNC: u8 = b'i';
     pub(crate) const PARENT_DEATH: u8 = b'k';
+    pub(crate) const CHDIR: u8 = b'c';
+    pub(crate) const ENVIRONMENT: u8 = b'v';
     pub(crate) const PID_REPLY: u8 = b'P';
     pub(crate) const IN_SYNC: u8 = b'I';
     pub(crate) const STARTED: u8 = b'S';
@@ -306,6 +310,8 @@ pub(crate) enum Command {
     Sync,
     /// `Some(None)`: the parent at that moment; `None`: off.
     ParentDeath(Option<Option<u32>>),
+    Chdir(Vec<u8>),
+    Environment(Vec<Vec<u8>>),
     Run(Target),
 }
 
@@ -459,6 +465,21 @@ impl Outbox {
     pub(crate) fn sync(&mut self) {
         self.data.push(tag::SYNC);
         put_u32(&mut self.data, 0);
+    }
+
+    pub(crate) fn chdir(&mut self, dir: &[u8]) -> Result<(), ProtocolError> {
+        self.frame(tag::CHDIR, dir)
+    }
+
+    /// Each entry is `NAME=value`.
+    pub(crate) fn environment(&mut self, vars: &[Vec<u8>]) -> Result<(), ProtocolError> {
+        let mut payload = Vec::new();
+        put_len(&mut payload, vars.len())?;
+        for var in vars {
+            put_len(&mut payload, var.len())?;
+            payload.extend_from_slice(var);
+        }
+        self.frame(tag::ENVIRONMENT, &payload)
     }
 
     /// `parent`: `Some(pid)` to die when `pid` is no longer the parent,
@@ -621,6 +642,8 @@ pub(crate) const COMMAND_TAGS: &[u8] = &[
     tag::LIMIT,
     tag::SYNC,
     tag::PARENT_DEATH,
+    tag::CHDIR,
+    tag::ENVIRONMENT,
     tag::RUN,
 ];
 
@@ -932,6 +955,24 @@ pub(crate) fn decode_command(frame: Frame) -> Result<Command, ProtocolError> {
         tag::SYNC => {
             c.finish("sync: the payload must be empty")?;
             Command::Sync
+        }
+        tag::CHDIR => return Ok(Command::Chdir(payload)),
+        tag::ENVIRONMENT => {
+            let count = c.u32("environment: missing count")?;
+            let mut vars = Vec::new();
+            for _ in 0..count {
+                let n = c.u32("environment: missing length")? as usize;
+                let var = c.take(n, "environment: a variable is cut short")?;
+                if !var.contains(&b'=') || var.contains(&0) {
+                    return Err(ProtocolError::Malformed {
+                        tag: Tag(tag),
+                        what: "environment: a variable is not NAME=value",
+                    });
+                }
+                vars.push(var.to_vec());
+            }
+            c.finish("environment: bytes after the last variable")?;
+            Command::Environment(vars)
         }
         tag::PARENT_DEATH => {
             let pid = c.u32("parent death: the payload must be a u32 pid")?;

@@ -50,6 +50,7 @@
 use std::ffi::CStr;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -281,6 +282,9 @@ struct Server {
     /// Die with this parent once running (`Some(None)`: whichever parent
     /// the process has then).
     parent_death: Option<Option<u32>>,
+    /// The directory and environment to run the function in, if asked.
+    dir: Option<Vec<u8>>,
+    environment: Option<Vec<Vec<u8>>>,
 }
 
 impl Server {
@@ -294,6 +298,8 @@ impl Server {
             pid_sent: false,
             threaded_by: None,
             parent_death: None,
+            dir: None,
+            environment: None,
         }
     }
 
@@ -348,6 +354,8 @@ impl Server {
                 Command::Limit(limit) => self.limit = limit,
                 Command::Sync => self.say(Some(&Reply::InSync(std::process::id()))),
                 Command::ParentDeath(parent) => self.parent_death = parent,
+                Command::Chdir(dir) => self.dir = Some(dir),
+                Command::Environment(vars) => self.environment = Some(vars),
                 Command::Require(path) => {
                     self.announce();
                     match Library::load(&path) {
@@ -506,6 +514,18 @@ impl Server {
                 proto::ProtocolError::UnexpectedFd.to_string(),
             );
         }
+        if let Some(dir) = self.dir.take() {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&dir));
+            if let Err(e) = std::env::set_current_dir(path) {
+                self.fail(
+                    ChildErrorKind::Other,
+                    format!("cannot change to directory {}: {e}", path.display()),
+                );
+            }
+        }
+        if let Some(vars) = self.environment.take() {
+            self.replace_environment(&vars);
+        }
         if let Some(parent) = self.parent_death {
             if let Err(e) = crate::sys::parent_death::die_with(parent) {
                 self.fail(
@@ -530,6 +550,38 @@ impl Server {
             }
             // The panic hook has already printed the message.
             Err(_) => exit(EXIT_PANICKED),
+        }
+    }
+}
+
+impl Server {
+    /// Makes `vars` (`NAME=value`) the whole environment, just before the
+    /// function runs.
+    fn replace_environment(&mut self, vars: &[Vec<u8>]) {
+        if fds::thread_count().map_or(true, |n| n > 1) {
+            // setenv with another thread reading the environment is a data
+            // race (an initialiser left that thread).
+            self.fail(
+                ChildErrorKind::Threaded,
+                "cannot set the environment: this process has threads".into(),
+            );
+        }
+        // SAFETY: the process has one thread (checked just above), so
+        // nothing reads or writes the environment meanwhile.
+        unsafe {
+            libc::clearenv();
+            for var in vars {
+                let Some(eq) = var.iter().position(|&b| b == b'=') else {
+                    continue;
+                };
+                let (Ok(name), Ok(value)) = (
+                    std::ffi::CString::new(&var[..eq]),
+                    std::ffi::CString::new(&var[eq + 1..]),
+                ) else {
+                    continue;
+                };
+                libc::setenv(name.as_ptr(), value.as_ptr(), 1);
+            }
         }
     }
 }

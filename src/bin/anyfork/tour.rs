@@ -232,7 +232,7 @@ fn faster_fork_exec() -> Result<(), TourError> {
     const S: &str = "fork+exec";
     heading(
         4,
-        "anyfork as a faster fork+exec: /bin/echo hi, stdout to a file, stderr to the socket",
+        "anyfork as fork+exec, for code before exec: /bin/echo hi, stdout to a file, stderr to the socket",
     );
     let path = std::env::temp_dir().join(format!("anyfork-tour-{}.log", std::process::id()));
     let file = std::fs::File::create(&path).in_scenario(S)?;
