@@ -227,6 +227,7 @@
 //!   [`Fork::to_fh`] instead.
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod args;
 mod deadline;

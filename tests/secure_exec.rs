@@ -17,9 +17,9 @@ use std::time::Duration;
 #[test]
 fn a_setuid_copy_started_by_another_user_with_the_marker_does_not_serve() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "this test makes a setuid-root copy of itself, which needs root (CI runs as root)"
     );
     let dir = std::env::temp_dir().join(format!("anyfork-secure-{}", std::process::id()));

@@ -40,7 +40,9 @@ use serde::de::DeserializeOwned;
 
 use super::codec::Codec;
 use super::config::Config;
-use super::delivery::{Delivery, Handler, Item, Outcome, STALL, Slot};
+#[cfg(feature = "tokio")]
+use super::delivery::STALL;
+use super::delivery::{Delivery, Handler, Item, Outcome, Slot};
 use super::error::Error;
 use super::frame::{self, Decoder, kind};
 use super::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction};

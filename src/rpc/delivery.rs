@@ -29,7 +29,7 @@
 //! A reply to a call nobody is waiting for (its future not polled yet) is
 //! not waited for: nothing could take it. A future that was polled and is
 //! then left unpolled (kept aside after a `select!`) would hold handlers
-//! (and the replies behind them) back: after [`STALL`] they go ahead
+//! (and the replies behind them) back: after a second they go ahead
 //! without it.
 //!
 //! Replies are counted only when there are handlers to order; without
@@ -39,7 +39,9 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+#[cfg(feature = "tokio")]
+use std::time::Duration;
+use std::time::Instant;
 
 use super::error::Error;
 
@@ -47,7 +49,8 @@ use super::error::Error;
 pub(super) type Outcome = Result<(Vec<u8>, Vec<OwnedFd>), Error>;
 
 /// How long a reply that someone was waiting for may stay untaken before
-/// the handlers behind it go ahead anyway.
+/// the handlers behind it go ahead anyway (the tokio driver's watch).
+#[cfg(feature = "tokio")]
 pub(super) const STALL: Duration = Duration::from_secs(1);
 
 /// Where a call's result lands.
@@ -262,6 +265,7 @@ impl Delivery {
     }
 
     /// Whether nothing is queued and nobody is delivering.
+    #[cfg(feature = "tokio")]
     pub(super) fn is_idle(&self) -> bool {
         let state = self.lock();
         state.queue.is_empty() && !state.delivering
@@ -275,6 +279,7 @@ impl Delivery {
     }
 
     /// When handlers started waiting for replies to be taken, if they are.
+    #[cfg(feature = "tokio")]
     pub(super) fn blocked_since(&self) -> Option<Instant> {
         let state = self.lock();
         if state.untaken > 0 && matches!(state.queue.front(), Some(Item::Handler(_))) {
@@ -286,6 +291,7 @@ impl Delivery {
 
     /// Stops waiting for the replies counted so far (a future that was
     /// polled and then left aside would hold everything back).
+    #[cfg(feature = "tokio")]
     pub(super) fn force(&self) {
         let mut state = self.lock();
         if state.untaken > 0 {

@@ -38,6 +38,7 @@ pub(crate) type SyncCall =
 /// into what it sends.
 pub(crate) trait EncodeReply {
     /// Appends the encoded result to `out`; returns its descriptors.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     fn encode_into(&self, codec: Codec, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure>;
 }
 

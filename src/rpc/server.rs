@@ -23,14 +23,18 @@
 //! goes on. A failure of the server itself (no such function, a failing
 //! `init`) is a `failed` frame with id 0, after which the process exits.
 
+#[cfg(feature = "tokio")]
 use std::collections::HashMap;
+#[cfg(feature = "tokio")]
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+#[cfg(feature = "tokio")]
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+#[cfg(feature = "tokio")]
 use std::task::{Context, Poll};
 
 use serde::Serialize;
@@ -402,8 +406,10 @@ fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(),
 }
 
 /// A future that turns a panic into an `Err`.
+#[cfg(feature = "tokio")]
 struct CatchUnwind<F: ?Sized>(Pin<Box<F>>);
 
+#[cfg(feature = "tokio")]
 impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = std::thread::Result<F::Output>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
