@@ -226,6 +226,7 @@
 //!   reports [`Error::ForeignFork`]. Hand processes over with
 //!   [`Fork::to_fh`] instead.
 
+#![doc = include_str!("../docs/failures.md")]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
