@@ -236,6 +236,9 @@ mod default_template;
 mod early;
 mod error;
 mod fork;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod process;
 pub mod proto;
 mod reaper;

@@ -192,10 +192,10 @@
 
 mod client;
 mod codec;
-mod config;
+pub(crate) mod config;
 mod delivery;
 mod error;
-mod frame;
+pub(crate) mod frame;
 pub(crate) mod function;
 pub mod raw;
 mod server;
