@@ -6,6 +6,9 @@
 //! anyfork bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl]
 //!                         processes per second and memory, RPC calls
 //!                         against raw socket I/O; side by side
+//! anyfork bench soak [--quick] [--count N]
+//!                         many processes and RPC handles: fails if
+//!                         descriptors, zombies or memory are left behind
 //! anyfork help
 //! ```
 
@@ -17,12 +20,14 @@ mod memory;
 mod perl;
 mod rpc_bench;
 mod rpc_tour;
+mod soak;
 mod tour;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: anyfork [tour | bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl] | help]
+usage: anyfork [tour | bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl]
+               | bench soak [--quick] [--count N] | help]
 
   (no command)  the tour, then bench --quick
   tour          the scenarios of the AnyEvent::Fork and AnyEvent::Fork::RPC
@@ -38,6 +43,10 @@ usage: anyfork [tour | bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl
       --json    print the figures as one JSON object on stdout
       --pin     pin to CPU 0 (like taskset -c 0)
       --no-perl do not measure Perl's AnyEvent::Fork even if it is installed
+  bench soak    N processes and N RPC start/call/drop cycles (10,000 each;
+                --quick 1,000; --count N), sampling descriptors, zombies and
+                the memory of this process and the template; exits 1 if
+                anything was left behind or grew
 ";
 
 /// What the command line asked for.
@@ -46,6 +55,7 @@ enum Command {
     Default,
     Tour,
     Bench(bench::Options),
+    Soak(soak::Options),
     Help,
 }
 
@@ -57,6 +67,10 @@ enum CliError {
     Tour(#[from] tour::TourError),
     #[error("bench: {0}")]
     Bench(#[from] bench::BenchError),
+    #[error("soak: {0}")]
+    Soak(#[from] soak::SoakError),
+    #[error("--count needs a number, got {0:?}")]
+    Count(String),
 }
 
 fn parse(args: &[String]) -> Result<Command, CliError> {
@@ -71,6 +85,21 @@ fn parse(args: &[String]) -> Result<Command, CliError> {
                 Some(a) => Err(unknown(a)),
             },
             "help" | "--help" | "-h" => Ok(Command::Help),
+            "bench" if rest.first().is_some_and(|part| part == "soak") => {
+                let mut options = soak::Options { count: 10_000 };
+                let mut args = rest[1..].iter();
+                while let Some(arg) = args.next() {
+                    match arg.as_str() {
+                        "--quick" => options.count = 1_000,
+                        "--count" => {
+                            let value = args.next().cloned().unwrap_or_default();
+                            options.count = value.parse().map_err(|_| CliError::Count(value))?;
+                        }
+                        _ => return Err(unknown(arg)),
+                    }
+                }
+                Ok(Command::Soak(options))
+            }
             "bench" => {
                 let mut options = bench::Options {
                     quick: false,
@@ -119,6 +148,7 @@ fn run(command: Command) -> Result<(), CliError> {
         Command::Help => print!("{USAGE}"),
         Command::Tour => tour::run()?,
         Command::Bench(options) => bench(options)?,
+        Command::Soak(options) => soak::run(options)?,
         Command::Default => {
             tour::run()?;
             println!(
