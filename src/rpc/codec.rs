@@ -12,6 +12,14 @@
 //!
 //! File descriptors travel beside the bytes (`SCM_RIGHTS`), named inside a
 //! message by [`Fd`] values, with any codec.
+//!
+//! Whatever the codec, a decoded message may take at most 1 MiB plus 32
+//! times its encoded size of memory (counting every element of a
+//! collection at its size, and every string): a message that would take
+//! more (a large type behind a one-byte enum variant, millions of empty
+//! lists) is refused with a [`CodecError`] instead of taking the process's
+//! memory. Realistic messages stay far below it: a list of one-character
+//! strings, the worst common case, takes about 25 times its encoding.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -20,6 +28,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::ser::{self, Serialize, Serializer};
 
+use super::budget::Within;
 use super::raw;
 
 /// The serde newtype name that marks an [`Fd`] (the raw codec gives it one
@@ -174,6 +183,15 @@ impl Codec {
     }
 
     fn decode_from<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        // What the message may take, decoded: see `budget`.
+        let limit = super::budget::for_message(bytes.len());
+        match super::budget::within(limit, || self.decode_within::<Within<T>>(bytes)) {
+            (_, Some(why)) => Err(self.error(why)),
+            (result, None) => result.map(|Within(value)| value),
+        }
+    }
+
+    fn decode_within<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
             Codec::Raw => raw::from_bytes(bytes).map_err(|e| self.error(e.0)),
             #[cfg(feature = "cbor")]
@@ -435,6 +453,50 @@ mod tests {
             .decode::<(Fd,)>(&encoded.bytes, Vec::new())
             .unwrap_err();
         assert!(err.message.contains("did not arrive"), "{err}");
+    }
+
+    /// A large type behind a small encoding: each `Small` is a few bytes
+    /// on the wire and 8 kB in a `Vec`.
+    #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[allow(clippy::large_enum_variant)] // the point of the test
+    enum Big {
+        Small,
+        Large([[u64; 32]; 32]),
+    }
+
+    #[test]
+    fn a_message_that_would_expand_past_the_budget_is_refused_by_every_codec() {
+        let many = vec![Big::Small; 2000];
+        for codec in [Codec::Raw].into_iter().chain(codecs()) {
+            let encoded = codec.encode(&many).unwrap();
+            let err = match codec.decode::<Vec<Big>>(&encoded.bytes, encoded.fds) {
+                Ok(all) => panic!("{codec}: {} elements of 8 kB decoded", all.len()),
+                Err(err) => err,
+            };
+            assert!(
+                err.message.contains("would take more than"),
+                "{codec}: {err}"
+            );
+            // A few of them are fine.
+            let few = vec![Big::Small; 4];
+            let encoded = codec.encode(&few).unwrap();
+            assert_eq!(
+                codec
+                    .decode::<Vec<Big>>(&encoded.bytes, encoded.fds)
+                    .unwrap(),
+                few
+            );
+        }
+    }
+
+    #[test]
+    fn many_small_strings_fit_the_budget_in_every_codec() {
+        let strings: Vec<String> = (0..100_000).map(|i| (i % 10).to_string()).collect();
+        for codec in [Codec::Raw].into_iter().chain(codecs()) {
+            let encoded = codec.encode(&strings).unwrap();
+            let back: Vec<String> = codec.decode(&encoded.bytes, encoded.fds).unwrap();
+            assert_eq!(back, strings, "{codec}");
+        }
     }
 
     #[test]

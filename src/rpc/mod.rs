@@ -190,6 +190,7 @@
 //! program helps when large messages are the norm. For bulk data, pass a
 //! descriptor ([`Fd`]: a pipe, a memfd) instead of the bytes.
 
+mod budget;
 mod client;
 mod codec;
 pub(crate) mod config;
