@@ -273,6 +273,36 @@ impl Process {
         self.waitid(WaitIdOptions::EXITED | WaitIdOptions::NOHANG)
     }
 
+    /// For the reaper: whether the process has ended, without waiting and
+    /// without waiting for the handle's lock either (a thread blocked in
+    /// [`wait`](Process::wait) holds it, and will reap the process itself).
+    pub(crate) fn has_ended_nonblocking(&self) -> bool {
+        let Ok(mut cached) = self.inner.status.try_lock() else {
+            return false;
+        };
+        if cached.is_some() || !self.inner.child {
+            return true;
+        }
+        let Some(raw) = raw_pid(self.inner.pid) else {
+            return true;
+        };
+        loop {
+            match rustix::process::waitid(
+                WaitId::Pid(raw),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            ) {
+                Ok(Some(status)) => {
+                    *cached = Some(to_exit_status(&status));
+                    return true;
+                }
+                Ok(None) => return false,
+                Err(rustix::io::Errno::INTR) => {}
+                // ECHILD: reaped elsewhere.
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// Waits at most `timeout` for the exit status; `None` if the process
     /// is still running then (or cannot be waited for).
     pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<ExitStatus> {

@@ -224,7 +224,7 @@ fn watch(wake: OwnedFd) {
         watched.retain(|orphan| match orphan {
             Orphan::Exiting { pid, .. } => !reap(*pid),
             Orphan::Unnamed { .. } => true,
-            Orphan::Watched(process) => matches!(process.try_wait(), Ok(None)),
+            Orphan::Watched(process) => !process.has_ended_nonblocking(),
         });
         if watched.is_empty() {
             if wait_for(&wake, &[], Some(IDLE)).is_none() {
