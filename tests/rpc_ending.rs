@@ -202,3 +202,42 @@ fn shutdown_lets_calls_finish_or_kills_after_the_grace() {
         other => panic!("the slow call: {other:?}"),
     }
 }
+
+async fn linger() {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+#[test]
+fn waiting_on_a_dropped_rpcs_child_does_not_stall_the_reaper() {
+    // A child that lives on for a while after its handle is dropped, which
+    // the reaper watches; a thread blocks in wait() on it meanwhile.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let process = runtime.block_on(async {
+        let rpc = Fork::new()
+            .unwrap()
+            .rpc(sleep_ms_async)
+            .done(linger)
+            .start()
+            .unwrap();
+        assert_eq!(rpc.call(1).await.unwrap(), 1);
+        rpc.process().unwrap()
+    });
+    let waiter = std::thread::spawn(move || process.wait());
+    std::thread::sleep(Duration::from_millis(100));
+    // Other processes come and go: none may stay a zombie.
+    let pids: Vec<u32> = (0..20)
+        .map(|_| {
+            let fork = Fork::new().unwrap();
+            fork.pid().unwrap()
+        })
+        .collect();
+    assert!(
+        common::wait_until(Duration::from_secs(2), || pids.iter().all(|&p| reaped(p))),
+        "zombies while a thread waits: {:?}",
+        pids.iter().filter(|&&p| !reaped(p)).collect::<Vec<_>>()
+    );
+    assert!(waiter.join().unwrap().unwrap().success());
+}
