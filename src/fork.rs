@@ -150,7 +150,7 @@ impl Fork {
             unconfirmed: verify_pids,
             deadline: None,
             timeout: None,
-            replies: proto::ReplyBuffer::default(),
+            replies: replies_for(verify_pids),
             deferred: None,
             broken: None,
             death: None,
@@ -342,7 +342,7 @@ impl Fork {
             unconfirmed: template.verify_pids,
             deadline: None,
             timeout: None,
-            replies: proto::ReplyBuffer::default(),
+            replies: replies_for(template.verify_pids),
             deferred: None,
             broken: None,
             death: None,
@@ -1003,15 +1003,21 @@ async fn async_exchange(
             .map_err(|e| AsyncFailure::Error(link.protocol_error(e)))?;
         let mut chunk = vec![0u8; wanted];
         let mut sender = None;
+        let ask = link.verify_pids;
         let read = stream
             .async_io(Interest::READABLE, || {
-                fdpass::recv_with_fds_from(
-                    stream.as_fd(),
-                    &mut chunk,
-                    &mut std::collections::VecDeque::new(),
-                    true,
-                    &mut sender,
-                )
+                if ask {
+                    fdpass::recv_with_fds_from(
+                        stream.as_fd(),
+                        &mut chunk,
+                        &mut std::collections::VecDeque::new(),
+                        true,
+                        &mut sender,
+                    )
+                } else {
+                    let flags = rustix::net::RecvFlags::DONTWAIT;
+                    Ok(rustix::net::recv(stream.as_fd(), &mut chunk, flags)?.0)
+                }
             })
             .await;
         match read {
@@ -1025,6 +1031,16 @@ async fn async_exchange(
             Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
             Err(e) => return Err(AsyncFailure::Error(link.io_error(doing, e))),
         }
+    }
+}
+
+/// A reply buffer that asks the kernel who sent each frame when pids must
+/// be verified.
+fn replies_for(verify_pids: bool) -> proto::ReplyBuffer {
+    if verify_pids {
+        proto::ReplyBuffer::asking_senders()
+    } else {
+        proto::ReplyBuffer::default()
     }
 }
 

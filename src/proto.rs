@@ -1051,6 +1051,10 @@ pub(crate) struct ReplyBuffer {
     /// buffered bytes came from more than one sender.
     sender: Option<u32>,
     mixed: bool,
+    /// Ask the kernel who sent each read (only for processes this program
+    /// did not make: `recvmsg` with room for credentials costs a little
+    /// more than `recv`).
+    ask_senders: bool,
 }
 
 impl ReplyBuffer {
@@ -1065,6 +1069,14 @@ impl ReplyBuffer {
         let (_, len) = parse_header(header, REPLY_TAGS, MAX_REPLY_LEN)?;
         let total = HEADER_LEN + len as usize;
         Ok((self.bytes.len() < total).then(|| total - self.bytes.len()))
+    }
+
+    /// A buffer whose reads ask the kernel who sent the bytes.
+    pub(crate) fn asking_senders() -> ReplyBuffer {
+        ReplyBuffer {
+            ask_senders: true,
+            ..ReplyBuffer::default()
+        }
     }
 
     /// Takes the next complete frame, if one is buffered.
@@ -1168,6 +1180,7 @@ impl ReplyBuffer {
             }
             let mut chunk = vec![0u8; self.wanted(budget)?];
             let mut sender = None;
+            let ask = self.ask_senders;
             // Waiting in poll, not in recv: see `sys::poll`. Descriptors
             // nobody announced are closed.
             let n = poll::read_when_readable_until(
@@ -1175,13 +1188,18 @@ impl ReplyBuffer {
                 deadline,
                 || {},
                 || {
-                    fdpass::recv_with_fds_from(
-                        socket,
-                        &mut chunk,
-                        &mut VecDeque::new(),
-                        true,
-                        &mut sender,
-                    )
+                    if ask {
+                        fdpass::recv_with_fds_from(
+                            socket,
+                            &mut chunk,
+                            &mut VecDeque::new(),
+                            true,
+                            &mut sender,
+                        )
+                    } else {
+                        let flags = rustix::net::RecvFlags::DONTWAIT;
+                        Ok(rustix::net::recv(socket, &mut chunk, flags)?.0)
+                    }
                 },
             )?;
             if n == 0 {
