@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyfork::{Args, Fork};
@@ -172,28 +172,8 @@ fn parent_death_helper() {
 
 #[test]
 fn parent_death_ends_templates_and_unrun_processes() {
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "parent_death_helper",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ANYFORK_TEST_PARENT_DEATH", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = helper.stdout.take().unwrap();
-    let mut pids = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some((_, rest)) = line.split_once("PIDS ") {
-            pids = rest.split(' ').map(|p| p.parse::<u32>().unwrap()).collect();
-            break;
-        }
-    }
+    let (mut helper, pids) =
+        common::start_helper("parent_death_helper", "ANYFORK_TEST_PARENT_DEATH");
     assert!(
         pids.len() >= 13,
         "the helper reports its processes: {pids:?}"

@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyfork::Fork;
@@ -72,22 +71,8 @@ fn parent_death_helper() {
 
 #[test]
 fn workers_die_with_a_killed_program_unless_told_otherwise() {
-    let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "parent_death_helper", "--ignored", "--nocapture"])
-        .env("ANYFORK_TEST_PARENT_DEATH", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = helper.stdout.take().unwrap();
-    let mut pids = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some((_, rest)) = line.split_once("PIDS ") {
-            pids = rest.split(' ').map(|p| p.parse::<u32>().unwrap()).collect();
-            break;
-        }
-    }
+    let (mut helper, pids) =
+        common::start_helper("parent_death_helper", "ANYFORK_TEST_PARENT_DEATH");
     let [busy, free, outliving, dying] = pids[..] else {
         panic!("the helper reports its workers: {pids:?}");
     };

@@ -41,13 +41,7 @@ pub(crate) fn wait_writable_until(fd: impl AsFd, deadline: Option<Instant>) -> i
     if left == Some(Duration::ZERO) {
         return Ok(false);
     }
-    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
-    let timeout = left.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
-    match poll(&mut fds, timeout.as_ref()) {
-        Ok(0) => Ok(false),
-        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(true),
-        Err(e) => Err(e.into()),
-    }
+    wait_for(fd, PollFlags::OUT, left)
 }
 
 /// Waits until `fd` is readable, at its end, or in error, or until `timeout`
@@ -55,8 +49,14 @@ pub(crate) fn wait_writable_until(fd: impl AsFd, deadline: Option<Instant>) -> i
 /// early when a signal interrupts the wait, so callers simply try their read
 /// again.
 pub(crate) fn wait_readable(fd: impl AsFd, timeout: Option<Duration>) -> io::Result<bool> {
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    // A timeout too long to express is no limit.
+    wait_for(fd, PollFlags::IN, timeout)
+}
+
+/// One `poll` of `fd` for `flags`: false on timeout, true when ready (or
+/// interrupted: callers try again). A timeout too long to express is no
+/// limit.
+fn wait_for(fd: impl AsFd, flags: PollFlags, timeout: Option<Duration>) -> io::Result<bool> {
+    let mut fds = [PollFd::new(&fd, flags)];
     let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
     match poll(&mut fds, timeout.as_ref()) {
         Ok(0) => Ok(false),

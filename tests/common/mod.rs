@@ -161,3 +161,33 @@ pub fn build_test_plugin() -> std::path::PathBuf {
         .find(|p| p.ends_with("libanyfork_test_plugin.so"))
         .expect("cargo reports libanyfork_test_plugin.so")
 }
+
+/// Starts this test binary's ignored test `helper` with the environment
+/// variable `switch` set (the helper does nothing without it), and reads
+/// the pids it prints on a line `PIDS 1 2 3`. The helper then waits to be
+/// killed.
+pub fn start_helper(helper: &str, switch: &str) -> (std::process::Child, Vec<u32>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            helper,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(switch, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some((_, rest)) = line.split_once("PIDS ") {
+            let pids = rest.split(' ').map(|p| p.parse::<u32>().unwrap()).collect();
+            return (child, pids);
+        }
+    }
+    (child, Vec::new())
+}
