@@ -1361,15 +1361,18 @@ impl Core {
         result
     }
 
-    /// An event goes to the stream, or to its handler.
-    fn event_item(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Item {
-        let stream = self
-            .handlers
+    /// The event stream, if the handle has one.
+    fn event_queue(&self) -> Option<Arc<EventQueue>> {
+        self.handlers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .events
-            .is_some();
-        if stream {
+            .clone()
+    }
+
+    /// An event goes to the stream, or to its handler.
+    fn event_item(&self, bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Item {
+        if self.event_queue().is_some() {
             Item::Stream(bytes, fds)
         } else {
             Item::Handler(Handler::Event(bytes, fds))
@@ -1391,25 +1394,13 @@ impl Core {
                 drop((slot, outcome));
             }
             Item::Stream(bytes, fds) => {
-                let queue = self
-                    .handlers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .events
-                    .clone();
-                if let Some(queue) = queue {
+                if let Some(queue) = self.event_queue() {
                     queue.push((bytes, fds));
                 }
                 self.wake_waiters();
             }
             Item::CloseStream => {
-                let queue = self
-                    .handlers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .events
-                    .clone();
-                if let Some(queue) = queue {
+                if let Some(queue) = self.event_queue() {
                     queue.close();
                 }
                 self.wake_waiters();
