@@ -55,6 +55,22 @@ pub enum ArgError {
     },
 }
 
+/// So that a worker returning `std::io::Result` can use `?` on its
+/// arguments: the error becomes `InvalidInput` with the same message.
+///
+/// ```
+/// fn worker(_socket: std::os::unix::net::UnixStream, mut args: anyfork::Args) -> std::io::Result<()> {
+///     let _name = args.string()?;
+///     Ok(())
+/// }
+/// # let _ = worker;
+/// ```
+impl From<ArgError> for std::io::Error {
+    fn from(error: ArgError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, error)
+    }
+}
+
 /// The arguments of a child's function, in send order.
 ///
 /// Take them front to back with [`bytes`](Args::bytes),
@@ -179,5 +195,13 @@ mod tests {
                 sent: 1
             })
         ));
+    }
+
+    #[test]
+    fn an_argument_error_is_an_invalid_input_io_error_with_its_message() {
+        let mut args = Args::from(Vec::new());
+        let error: std::io::Error = args.string().unwrap_err().into();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(error.to_string(), "argument 0 is missing: only 0 were sent");
     }
 }

@@ -55,7 +55,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// use anyfork::{Args, Fork};
 ///
 /// fn shout(mut socket: UnixStream, mut args: Args) -> std::io::Result<()> {
-///     let word = args.string().map_err(std::io::Error::other)?;
+///     let word = args.string()?;
 ///     socket.write_all(word.to_uppercase().as_bytes())
 /// }
 ///

@@ -12,7 +12,7 @@
 //! use anyfork::{Args, Fork};
 //!
 //! fn worker(mut socket: UnixStream, mut args: Args) -> std::io::Result<()> {
-//!     let name = args.string().map_err(std::io::Error::other)?;
+//!     let name = args.string()?;
 //!     write!(socket, "hello, {name}, from process {}", std::process::id())
 //! }
 //!
@@ -265,6 +265,16 @@ pub mod __private {
     pub use crate::registry::{Entry, LibraryCall, REGISTRY, library_dispatch};
     pub use linkme;
 }
+
+// What the docs promise about threads, checked at compile time.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_and_sync::<Fork>();
+    send_and_sync::<Process>();
+    send_and_sync::<rpc::Rpc<u32, u32, u32>>();
+    send::<rpc::Events<u32>>();
+};
 
 /// The README's example, compiled and run as a doctest so that it stays true.
 #[cfg(doctest)]

@@ -214,6 +214,38 @@ impl Codec {
     }
 }
 
+/// A name that is no codec's (see [`Codec::from_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no codec is called {name:?} (raw, cbor, json, postcard)")]
+pub struct UnknownCodec {
+    name: String,
+}
+
+impl UnknownCodec {
+    /// The name that was asked for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Parses a codec's name, as [`Codec::name`] writes it.
+///
+/// ```
+/// use anyfork::rpc::Codec;
+/// assert_eq!("cbor".parse::<Codec>()?, Codec::Cbor);
+/// assert!("yaml".parse::<Codec>().is_err());
+/// # Ok::<(), anyfork::rpc::UnknownCodec>(())
+/// ```
+impl std::str::FromStr for Codec {
+    type Err = UnknownCodec;
+
+    fn from_str(name: &str) -> Result<Codec, UnknownCodec> {
+        Codec::from_name(name).ok_or_else(|| UnknownCodec {
+            name: name.to_owned(),
+        })
+    }
+}
+
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -203,7 +203,7 @@ mod server;
 mod trace;
 
 pub use client::{DEFAULT_BUFLEN, Events, Rpc, RpcBuilder};
-pub use codec::{Codec, CodecError, Encoded, Fd};
+pub use codec::{Codec, CodecError, Encoded, Fd, UnknownCodec};
 pub use error::Error;
 pub use function::{
     AsyncFn, ByName, IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction, SyncFn,
