@@ -359,10 +359,7 @@ impl Fork {
     pub fn send_arg(self, arg: impl AsRef<[u8]>) -> Self {
         {
             let mut link = lock(&self.shared);
-            if let Err(source) = link.outbox.arg(arg.as_ref()) {
-                let process = link.name.clone();
-                link.defer(Error::Encode { process, source });
-            }
+            link.queue(|outbox| outbox.arg(arg.as_ref()));
         }
         self
     }
@@ -437,10 +434,7 @@ impl Fork {
                     let args: Vec<I::Item> = args.into_iter().collect();
                     let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
                     link.unconfirmed = true;
-                    if let Err(source) = link.outbox.eval(&target, &args) {
-                        let process = link.name.clone();
-                        link.defer(Error::Encode { process, source });
-                    }
+                    link.queue(|outbox| outbox.eval(&target, &args));
                 }
                 Err(e) => link.defer(e),
             }
@@ -460,10 +454,7 @@ impl Fork {
             let mut link = lock(&self.shared);
             link.unchecked_names = true;
             link.unconfirmed = true;
-            if let Err(source) = link.outbox.require(path.as_ref().as_os_str().as_bytes()) {
-                let process = link.name.clone();
-                link.defer(Error::Encode { process, source });
-            }
+            link.queue(|outbox| outbox.require(path.as_ref().as_os_str().as_bytes()));
         }
         self
     }
@@ -475,10 +466,7 @@ impl Fork {
     pub fn current_dir(self, dir: impl AsRef<Path>) -> Self {
         {
             let mut link = lock(&self.shared);
-            if let Err(source) = link.outbox.chdir(dir.as_ref().as_os_str().as_bytes()) {
-                let process = link.name.clone();
-                link.defer(Error::Encode { process, source });
-            }
+            link.queue(|outbox| outbox.chdir(dir.as_ref().as_os_str().as_bytes()));
         }
         self
     }
@@ -504,22 +492,18 @@ impl Fork {
             .collect();
         {
             let mut link = lock(&self.shared);
-            if vars
+            let malformed = vars
                 .iter()
-                .any(|var| var.contains(&0) || var.first() == Some(&b'='))
-            {
-                let process = link.name.clone();
-                link.defer(Error::Encode {
-                    process,
-                    source: proto::ProtocolError::Malformed {
+                .any(|var| var.contains(&0) || var.first() == Some(&b'='));
+            link.queue(|outbox| {
+                if malformed {
+                    return Err(proto::ProtocolError::Malformed {
                         tag: proto::Tag(proto::tag::ENVIRONMENT),
                         what: "an environment variable has an empty name or a NUL byte",
-                    },
-                });
-            } else if let Err(source) = link.outbox.environment(&vars) {
-                let process = link.name.clone();
-                link.defer(Error::Encode { process, source });
-            }
+                    });
+                }
+                outbox.environment(&vars)
+            });
         }
         self
     }
@@ -1152,6 +1136,15 @@ impl Link {
             } else {
                 Process::child(pid)
             });
+        }
+    }
+
+    /// Queues a command with `add`; a command that cannot be encoded is
+    /// reported by the next sending call.
+    fn queue(&mut self, add: impl FnOnce(&mut Outbox) -> Result<(), proto::ProtocolError>) {
+        if let Err(source) = add(&mut self.outbox) {
+            let process = self.name.clone();
+            self.defer(Error::Encode { process, source });
         }
     }
 

@@ -220,10 +220,24 @@ impl Process {
 
     fn waitid(&self, options: WaitIdOptions) -> Result<Option<ExitStatus>, Error> {
         let pid = self.inner.pid;
-        let (true, Some(raw)) = (self.inner.child, raw_pid(pid)) else {
+        if !self.inner.child {
+            return Err(Error::NotAChild { pid });
+        }
+        let mut cached = self.lock_status();
+        self.waitid_locked(&mut cached, options)
+    }
+
+    /// `waitid` for this child, with the status lock held: the cached
+    /// status if there is one, else the kernel's, cached.
+    fn waitid_locked(
+        &self,
+        cached: &mut Option<ExitStatus>,
+        options: WaitIdOptions,
+    ) -> Result<Option<ExitStatus>, Error> {
+        let pid = self.inner.pid;
+        let Some(raw) = raw_pid(pid) else {
             return Err(Error::NotAChild { pid });
         };
-        let mut cached = self.lock_status();
         if let Some(status) = *cached {
             return Ok(Some(status));
         }
@@ -280,27 +294,12 @@ impl Process {
         let Ok(mut cached) = self.inner.status.try_lock() else {
             return false;
         };
-        if cached.is_some() || !self.inner.child {
+        if !self.inner.child {
             return true;
         }
-        let Some(raw) = raw_pid(self.inner.pid) else {
-            return true;
-        };
-        loop {
-            match rustix::process::waitid(
-                WaitId::Pid(raw),
-                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
-            ) {
-                Ok(Some(status)) => {
-                    *cached = Some(to_exit_status(&status));
-                    return true;
-                }
-                Ok(None) => return false,
-                Err(rustix::io::Errno::INTR) => {}
-                // ECHILD: reaped elsewhere.
-                Err(_) => return true,
-            }
-        }
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+        // An error (ECHILD: reaped elsewhere) means there is nothing to wait for.
+        !matches!(self.waitid_locked(&mut cached, options), Ok(None))
     }
 
     /// Waits at most `timeout` for the exit status; `None` if the process

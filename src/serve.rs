@@ -469,12 +469,7 @@ impl Server {
                          forking it could deadlock the copy, so it does not fork",
                         std::process::id()
                     );
-                    log(&message);
-                    let kind = ChildErrorKind::Threaded;
-                    send_all(
-                        socket.as_fd(),
-                        &proto::encode_reply(&Reply::Error { kind, message }),
-                    );
+                    refuse_fork(&socket, ChildErrorKind::Threaded, message);
                     return;
                 }
             }
@@ -496,12 +491,7 @@ impl Server {
             Err(e) => {
                 // The parent learns this on the new process's socket.
                 let message = format!("template {} could not fork: {e}", std::process::id());
-                log(&message);
-                let kind = ChildErrorKind::ForkFailed;
-                send_all(
-                    socket.as_fd(),
-                    &proto::encode_reply(&Reply::Error { kind, message }),
-                );
+                refuse_fork(&socket, ChildErrorKind::ForkFailed, message);
             }
         }
     }
@@ -603,6 +593,16 @@ fn run_fn_at(addr: usize) -> RunFn {
 fn init_fn_at(addr: usize) -> InitFn {
     // SAFETY: as for `run_fn_at`, with `resolve(_, false)` and `InitFn`.
     unsafe { std::mem::transmute::<usize, InitFn>(addr) }
+}
+
+/// A template could not fork: it says why on stderr and, for the parent,
+/// in an `E` frame on the socket the new process would have had.
+fn refuse_fork(socket: &OwnedFd, kind: ChildErrorKind, message: String) {
+    log(&message);
+    send_all(
+        socket.as_fd(),
+        &proto::encode_reply(&Reply::Error { kind, message }),
+    );
 }
 
 /// Sends `reply` (if any), preceded by this process's pid if it has not been
