@@ -120,6 +120,19 @@ fn event_after_first(n: u32) -> u32 {
     n
 }
 
+/// A handle on `event_after_first` whose `on_event` logs each event.
+fn logged_event_after_first() -> (rpc::Rpc<u32, u32, String>, Log) {
+    let log: Log = Arc::default();
+    let events = log.clone();
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(event_after_first)
+        .on_event(move |e: String| push(&events, e))
+        .start()
+        .unwrap();
+    (rpc, log)
+}
+
 fn poll_once<F: Future + Unpin>(future: &mut F, waker: &Waker) -> Poll<F::Output> {
     Pin::new(future).poll(&mut Context::from_waker(waker))
 }
@@ -133,14 +146,7 @@ fn on_a_multi_threaded_runtime_a_handler_waits_for_the_awaited_reply_before_it()
         .unwrap();
     let _inside = runtime.enter();
     for _ in 0..5 {
-        let log: Log = Arc::default();
-        let events = log.clone();
-        let rpc = Fork::new()
-            .unwrap()
-            .rpc(event_after_first)
-            .on_event(move |e: String| push(&events, e))
-            .start()
-            .unwrap();
+        let (rpc, log) = logged_event_after_first();
         // The first call is awaited by hand: polled once, so someone waits.
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
@@ -185,14 +191,7 @@ fn a_future_left_aside_holds_handlers_back_for_a_second_at_most() {
         .build()
         .unwrap();
     let _inside = runtime.enter();
-    let log: Log = Arc::default();
-    let events = log.clone();
-    let rpc = Fork::new()
-        .unwrap()
-        .rpc(event_after_first)
-        .on_event(move |e: String| push(&events, e))
-        .start()
-        .unwrap();
+    let (rpc, log) = logged_event_after_first();
     let waker = Waker::from(Arc::new(Flag(AtomicBool::new(false))));
     let mut first = Box::pin(rpc.call(1));
     assert!(poll_once(&mut first, &waker).is_pending());

@@ -14,6 +14,32 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Starts `command` as a serving process would be started (the serve
+/// marker, a socket at descriptor 3, no stdin or stdout); returns the child
+/// and our end of the socket, with a read timeout of 10 s.
+fn start_with_marker(mut command: Command) -> (std::process::Child, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let theirs_fd = theirs.as_raw_fd();
+    command
+        .env("ANYFORK_SERVE", "3:1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(theirs_fd, 3) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
+    drop(theirs);
+    ours.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (child, ours)
+}
+
 #[test]
 fn a_setuid_copy_started_by_another_user_with_the_marker_does_not_serve() {
     // SAFETY: geteuid has no preconditions.
@@ -30,29 +56,9 @@ fn a_setuid_copy_started_by_another_user_with_the_marker_does_not_serve() {
     std::os::unix::fs::chown(&copy, Some(0), Some(0)).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o4755)).unwrap();
 
-    let (mut ours, theirs) = UnixStream::pair().unwrap();
-    let theirs_fd = theirs.as_raw_fd();
     let mut command = Command::new(&copy);
-    command
-        .env("ANYFORK_SERVE", "3:1")
-        .uid(65534)
-        .gid(65534)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: dup2 is async-signal-safe; the closure allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(theirs_fd, 3) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().unwrap();
-    drop(theirs);
-    ours.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    command.uid(65534).gid(65534).stderr(Stdio::piped());
+    let (child, mut ours) = start_with_marker(command);
     let mut said = Vec::new();
     let read = ours.read_to_end(&mut said);
     // A serving copy would wait for commands: closing our end ends it.
@@ -78,27 +84,9 @@ fn a_setuid_copy_started_by_another_user_with_the_marker_does_not_serve() {
 #[test]
 fn without_privileges_the_same_binary_serves() {
     // The control: the same start, unprivileged, is served (a `P` frame).
-    let (mut ours, theirs) = UnixStream::pair().unwrap();
-    let theirs_fd = theirs.as_raw_fd();
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .env("ANYFORK_SERVE", "3:1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: as above.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(theirs_fd, 3) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    drop(theirs);
-    ours.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    command.stderr(Stdio::null());
+    let (mut child, mut ours) = start_with_marker(command);
     let mut frame = [0u8; 9];
     ours.read_exact(&mut frame).unwrap();
     assert_eq!(frame[0], b'P');
