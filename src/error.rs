@@ -33,6 +33,9 @@ pub enum Origin {
     Here,
     /// Received with [`Fork::new_from_fh`](crate::Fork::new_from_fh).
     FromFh,
+    /// At the other end of a pair of byte streams
+    /// ([`Fork::new_from_streams`](crate::Fork::new_from_streams)).
+    Streams,
 }
 
 impl fmt::Display for ProcessName {
@@ -48,6 +51,7 @@ impl fmt::Display for ProcessName {
             Origin::Early => f.write_str(" (early template)"),
             Origin::Here => f.write_str(" (Template::here)"),
             Origin::FromFh => f.write_str(" (received with new_from_fh)"),
+            Origin::Streams => f.write_str(" (at the other end of a pair of streams)"),
         }
     }
 }
@@ -241,6 +245,23 @@ pub enum Error {
     NotAChild {
         /// The process.
         pid: u32,
+    },
+    /// The process talks over a pair of byte streams (pipes, a command's
+    /// stdin and stdout): the pid it gave is its own, perhaps on another
+    /// machine, so there is no handle to signal or wait for it here.
+    #[error("{process} talks over a pair of byte streams: there is no handle to signal or wait for it here")]
+    NotLocal {
+        /// The process.
+        process: ProcessName,
+    },
+    /// The call needs a unix socket (to pass descriptors, or to hand one to
+    /// the caller), and the process talks over a pair of byte streams.
+    #[error("{process}: {what} needs a unix socket, and this process talks over a pair of byte streams (pipes, or a command's stdin and stdout)")]
+    NeedsSocket {
+        /// The process.
+        process: ProcessName,
+        /// The call.
+        what: &'static str,
     },
     /// Waiting for a process failed.
     #[error("waiting for process {pid}: {source}")]

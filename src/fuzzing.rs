@@ -7,7 +7,6 @@
 //! hangs and runaway memory, and each decoder must turn any input into
 //! frames or a clear error.
 
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
 use crate::proto::{self, FrameReader, ReadError};
@@ -29,9 +28,10 @@ pub fn commands(data: &[u8]) {
         return;
     }
     drop(parent);
+    let child = crate::transport::Transport::Socket(child.into());
     let mut reader = FrameReader::new();
     loop {
-        match reader.read_frame(child.as_fd(), proto::COMMAND_TAGS, 1 << 20, &mut || {}) {
+        match reader.read_frame(&child, proto::COMMAND_TAGS, 1 << 20, &mut || {}) {
             Ok(Some(frame)) => {
                 if proto::decode_command(frame).is_err() {
                     return;

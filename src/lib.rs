@@ -247,6 +247,7 @@ pub mod rpc;
 pub mod serve;
 mod sys;
 mod template;
+mod transport;
 
 pub use args::{Arg, ArgError, Args};
 pub use deadline::{default_timeout, set_default_timeout};
@@ -263,6 +264,7 @@ pub use template::Template;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{Entry, LibraryCall, REGISTRY, library_dispatch};
+    pub use crate::rpc::registry::{RPC_REGISTRY, RpcEntry};
     pub use linkme;
 }
 

@@ -40,6 +40,7 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use crate::process::{Process, open_pidfd};
+use crate::transport::Transport;
 use crate::proto::{self, Reply};
 
 /// How long the thread lingers with nothing to watch.
@@ -53,7 +54,7 @@ enum Orphan {
     /// outlived a sweep.
     Exiting { pid: u32, pidfd: Option<OwnedFd> },
     /// A serving process whose pid is on its way.
-    Unnamed { socket: OwnedFd },
+    Unnamed { connection: Transport },
     /// A process someone may still hold a handle to, but nobody waits for
     /// now (an RPC child whose handle was dropped while a parked task still
     /// holds its state): reaped through the handle, which keeps the status.
@@ -65,7 +66,7 @@ impl Orphan {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             Orphan::Exiting { pidfd, .. } => pidfd.as_ref().map(|fd| fd.as_fd()),
-            Orphan::Unnamed { socket } => Some(socket.as_fd()),
+            Orphan::Unnamed { connection } => Some(connection.read_fd()),
             Orphan::Watched(process) => process.pidfd(),
         }
     }
@@ -128,8 +129,8 @@ pub(crate) fn watch_process(process: Process) {
 /// Takes over a serving process whose pid is not known yet: `socket` is its
 /// control socket, whose write side has been shut down; the process sends
 /// its pid before it exits.
-pub(crate) fn adopt_unnamed(socket: OwnedFd) {
-    push(Orphan::Unnamed { socket });
+pub(crate) fn adopt_unnamed(connection: Transport) {
+    push(Orphan::Unnamed { connection });
 }
 
 fn push(orphan: Orphan) {
@@ -253,10 +254,10 @@ fn watch(wake: OwnedFd) {
         let mut still = Vec::with_capacity(watched.len());
         for (orphan, ready) in watched.drain(..).zip(ready) {
             match orphan {
-                Orphan::Unnamed { socket } if ready => {
+                Orphan::Unnamed { connection } if ready => {
                     let mut replies = proto::ReplyBuffer::default();
                     if let Ok(Some(Reply::Pid(pid))) =
-                        replies.next_from(socket.as_fd(), proto::PID_FRAME_LEN)
+                        replies.next_from(&connection, proto::PID_FRAME_LEN)
                     {
                         still.push(Orphan::Exiting { pid, pidfd: None });
                     }

@@ -4,7 +4,9 @@
 //!
 //! A program that links anyfork and is started with the serve marker in its
 //! environment (`ANYFORK_SERVE=FD:VERSION`, naming an inherited unix stream
-//! socket) does not run its `main`. A function in the ELF `.init_array`
+//! socket, or `ANYFORK_SERVE=stdio:VERSION`: the protocol runs on stdin and
+//! stdout, which then become `/dev/null` and a copy of stderr for the
+//! process's own use) does not run its `main`. A function in the ELF `.init_array`
 //! section, which the loader calls before `main`, sees the marker, removes it
 //! from the environment (so programs the child later `exec`s do not inherit
 //! it), checks the descriptor, closes every other descriptor above stderr,
@@ -49,9 +51,8 @@
 
 use std::ffi::CStr;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::args::{Arg, Args};
@@ -59,6 +60,7 @@ use crate::proto::{self, ChildErrorKind, Command, FrameReader, ReadError, Reply,
 use crate::registry::{self, InitFn, Library, Lookup, RunFn};
 use crate::sys::clone::{self, Forked};
 use crate::sys::fds::{self, NotAControlSocket};
+use crate::transport::Transport;
 
 /// Exit status of a child whose function returned an error.
 pub const EXIT_FAILED: i32 = 1;
@@ -147,20 +149,36 @@ unsafe fn serve_if_marked(program: Option<&CStr>) {
     serve_marked(marker, program)
 }
 
-/// Splits a marker `FD:VERSION` into the descriptor and the version check's
-/// verdict (a marker whose descriptor is good but whose version is wrong can
-/// still be answered on that descriptor).
-fn parse_marker(value: &[u8]) -> Result<(i32, Result<(), String>), String> {
+/// Where a marker says the connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MarkedConnection {
+    /// An inherited unix stream socket.
+    Socket(i32),
+    /// stdin and stdout.
+    Stdio,
+}
+
+type Marker = Result<(MarkedConnection, Result<(), String>), String>;
+
+/// Splits a marker `FD:VERSION` or `stdio:VERSION` into the connection and
+/// the version check's verdict (a marker whose connection is good but whose
+/// version is wrong can still be answered on that connection).
+fn parse_marker(value: &[u8]) -> Marker {
     let text = std::str::from_utf8(value).map_err(|_| "marker is not UTF-8".to_owned())?;
     let (fd, version) = text
         .split_once(':')
-        .ok_or_else(|| format!("marker {text:?} is not FD:VERSION"))?;
-    let fd: i32 = fd
-        .parse()
-        .map_err(|_| format!("marker {text:?} does not name a descriptor"))?;
-    if fd < 0 {
-        return Err(format!("marker {text:?} names a negative descriptor"));
-    }
+        .ok_or_else(|| format!("marker {text:?} is not FD:VERSION or stdio:VERSION"))?;
+    let connection = if fd == "stdio" {
+        MarkedConnection::Stdio
+    } else {
+        let fd: i32 = fd
+            .parse()
+            .map_err(|_| format!("marker {text:?} does not name a descriptor"))?;
+        if fd < 0 {
+            return Err(format!("marker {text:?} names a negative descriptor"));
+        }
+        MarkedConnection::Socket(fd)
+    };
     let version = match version.parse::<u32>() {
         Ok(v) if v == proto::PROTOCOL_VERSION => Ok(()),
         Ok(v) => Err(format!(
@@ -169,42 +187,57 @@ fn parse_marker(value: &[u8]) -> Result<(i32, Result<(), String>), String> {
         )),
         Err(_) => Err(format!("marker {text:?} has no version number")),
     };
-    Ok((fd, version))
+    Ok((connection, version))
 }
 
 /// Serve mode for an exec'd process: check the marker, clean the descriptor
 /// table, serve.
-fn serve_marked(marker: Result<(i32, Result<(), String>), String>, program: Option<&CStr>) -> ! {
-    let (fd, version) = match marker {
+fn serve_marked(marker: Marker, program: Option<&CStr>) -> ! {
+    let (connection, version) = match marker {
         Ok(parsed) => parsed,
         Err(why) => give_up_early(&format!("bad serve marker: {why}")),
     };
-    // SAFETY: only borrowed for the checks; ownership is taken below once
-    // the descriptor is known to be open.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    match fds::check_unix_stream(borrowed) {
-        Ok(()) => {}
-        Err(NotAControlSocket::NotOpen) => {
-            give_up_early(&format!("bad serve marker: descriptor {fd} is not open"))
+    let control = match connection {
+        MarkedConnection::Socket(fd) => {
+            // SAFETY: only borrowed for the checks; ownership is taken below
+            // once the descriptor is known to be open.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            match fds::check_unix_stream(borrowed) {
+                Ok(()) => {}
+                Err(NotAControlSocket::NotOpen) => {
+                    give_up_early(&format!("bad serve marker: descriptor {fd} is not open"))
+                }
+                Err(NotAControlSocket::WrongKind) => give_up_early(&format!(
+                    "bad serve marker: descriptor {fd} is not a unix stream socket"
+                )),
+            }
+            // SAFETY: the descriptor is open and nothing else in this fresh
+            // process owns it.
+            let control = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Whatever else leaked in through exec is not ours to keep.
+            let _ = fds::close_all_except(fd);
+            let _ = fds::set_cloexec(&control);
+            Transport::Socket(control)
         }
-        Err(NotAControlSocket::WrongKind) => give_up_early(&format!(
-            "bad serve marker: descriptor {fd} is not a unix stream socket"
-        )),
-    }
-    // SAFETY: the descriptor is open and nothing else in this fresh process
-    // owns it.
-    let control = unsafe { OwnedFd::from_raw_fd(fd) };
-    // Whatever else leaked in through exec is not ours to keep.
-    let _ = fds::close_all_except(fd);
+        MarkedConnection::Stdio => {
+            // Whatever else leaked in through exec is not ours to keep.
+            let _ = fds::close_range(3, i32::MAX);
+            let streams = fds::take_stdio()
+                .and_then(|(read, write)| Transport::streams(read, write));
+            match streams {
+                Ok(streams) => streams,
+                Err(e) => give_up_early(&format!("cannot take stdin and stdout over: {e}")),
+            }
+        }
+    };
     name_after_program(program);
-    let _ = fds::set_cloexec(&control);
     // Like Rust's runtime before main: writes to a closed pipe are errors,
     // not deaths.
     // SAFETY: setting a signal disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let mut server = Server::new(control);
     if let Err(why) = version {
-        // The descriptor is good: tell the parent, not just stderr.
+        // The connection is good: tell the parent, not just stderr.
         server.fail(ChildErrorKind::Protocol, format!("bad serve marker: {why}"));
     }
     server.serve()
@@ -233,6 +266,7 @@ fn name_after_program(program: Option<&CStr>) {
 /// ([`early`](crate::early), [`Template::here`](crate::Template::here)).
 pub(crate) fn serve_forked(control: OwnedFd) -> ! {
     // Nothing may unwind out of here into the program's code.
+    let control = Transport::Socket(control);
     let Err(panic) = catch_unwind(AssertUnwindSafe(|| Server::new(control).serve()));
     log(&format!(
         "serving loop panicked: {}",
@@ -268,7 +302,7 @@ pub(crate) fn exit(code: i32) -> ! {
 
 /// A serving process's state.
 struct Server {
-    control: OwnedFd,
+    control: Transport,
     reader: FrameReader,
     /// Everything sent so far, in order.
     items: Vec<Arg>,
@@ -288,7 +322,7 @@ struct Server {
 }
 
 impl Server {
-    fn new(control: OwnedFd) -> Self {
+    fn new(control: Transport) -> Self {
         Self {
             control,
             reader: FrameReader::new(),
@@ -305,7 +339,7 @@ impl Server {
 
     /// Sends `reply`, preceded by this process's pid if not sent yet.
     fn say(&mut self, reply: Option<&Reply>) {
-        say(self.control.as_fd(), &mut self.pid_sent, reply);
+        say(&self.control, &mut self.pid_sent, reply);
     }
 
     /// Sends the pid before anything that may take time or end the process.
@@ -322,7 +356,7 @@ impl Server {
 
     fn serve(mut self) -> ! {
         loop {
-            let control = self.control.as_fd();
+            let control = &self.control;
             let pid_sent = &mut self.pid_sent;
             // Before waiting for the next command, the parent learns the pid.
             let mut before_wait = || say(control, pid_sent, None);
@@ -469,7 +503,7 @@ impl Server {
                          forking it could deadlock the copy, so it does not fork",
                         std::process::id()
                     );
-                    refuse_fork(&socket, ChildErrorKind::Threaded, message);
+                    refuse_fork(socket, ChildErrorKind::Threaded, message);
                     return;
                 }
             }
@@ -482,7 +516,8 @@ impl Server {
                 // Become the new process: the socket that came with the
                 // command is ours; the template's socket and anything the
                 // template received but has not read yet are the template's.
-                let template_control = std::mem::replace(&mut self.control, socket);
+                let template_control =
+                    std::mem::replace(&mut self.control, Transport::Socket(socket));
                 drop(template_control);
                 self.reader = FrameReader::new();
                 self.pid_sent = false;
@@ -491,7 +526,7 @@ impl Server {
             Err(e) => {
                 // The parent learns this on the new process's socket.
                 let message = format!("template {} could not fork: {e}", std::process::id());
-                refuse_fork(&socket, ChildErrorKind::ForkFailed, message);
+                refuse_fork(socket, ChildErrorKind::ForkFailed, message);
             }
         }
     }
@@ -525,12 +560,12 @@ impl Server {
             }
         }
         self.say(Some(&Reply::Started(std::process::id())));
-        let socket = UnixStream::from(self.control);
+        let connection = self.control;
         let args = Args::from(std::mem::take(&mut self.items));
         let label = target.label().to_owned();
         let outcome = catch_unwind(AssertUnwindSafe(|| match resolved {
-            Resolved::Here(addr) => run_fn_at(addr)(socket, args),
-            Resolved::InLibrary(i) => self.libraries[i].run(&label, socket, args),
+            Resolved::Here(addr) => run_fn_at(addr)(connection, args),
+            Resolved::InLibrary(i) => self.libraries[i].run(&label, connection, args),
         }));
         match outcome {
             Ok(None) => exit(0),
@@ -597,17 +632,17 @@ fn init_fn_at(addr: usize) -> InitFn {
 
 /// A template could not fork: it says why on stderr and, for the parent,
 /// in an `E` frame on the socket the new process would have had.
-fn refuse_fork(socket: &OwnedFd, kind: ChildErrorKind, message: String) {
+fn refuse_fork(socket: OwnedFd, kind: ChildErrorKind, message: String) {
     log(&message);
     send_all(
-        socket.as_fd(),
+        &Transport::Socket(socket),
         &proto::encode_reply(&Reply::Error { kind, message }),
     );
 }
 
 /// Sends `reply` (if any), preceded by this process's pid if it has not been
 /// sent yet; with neither, sends nothing.
-fn say(control: BorrowedFd<'_>, pid_sent: &mut bool, reply: Option<&Reply>) {
+fn say(control: &Transport, pid_sent: &mut bool, reply: Option<&Reply>) {
     let mut bytes = Vec::new();
     if !*pid_sent {
         bytes = proto::encode_reply(&Reply::Pid(std::process::id()));
@@ -623,12 +658,12 @@ fn say(control: BorrowedFd<'_>, pid_sent: &mut bool, reply: Option<&Reply>) {
 
 /// Writes reply bytes; errors are ignored (the parent may be gone, and then
 /// there is nobody to tell).
-fn send_all(socket: BorrowedFd<'_>, bytes: &[u8]) {
+fn send_all(control: &Transport, bytes: &[u8]) {
     let mut sent = 0;
     while sent < bytes.len() {
-        match rustix::net::send(socket, &bytes[sent..], rustix::net::SendFlags::NOSIGNAL) {
+        match control.send(&bytes[sent..], &[], false) {
             Ok(n) => sent += n,
-            Err(rustix::io::Errno::INTR) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }
     }
@@ -640,7 +675,14 @@ mod tests {
 
     #[test]
     fn markers_are_checked() {
-        assert_eq!(parse_marker(b"3:1"), Ok((3, Ok(()))));
+        assert_eq!(
+            parse_marker(b"3:1"),
+            Ok((MarkedConnection::Socket(3), Ok(())))
+        );
+        assert_eq!(
+            parse_marker(b"stdio:1"),
+            Ok((MarkedConnection::Stdio, Ok(())))
+        );
         assert!(parse_marker(b"3").is_err());
         assert!(parse_marker(b"x:1").is_err());
         assert!(

@@ -26,6 +26,7 @@
 //! thread may hold a lock (in the allocator, say) that would stay locked
 //! forever in the copy.
 
+use crate::transport::{self, Transport};
 use crate::error::{Error, Origin};
 use crate::fork::Fork;
 use crate::sys::clone::{self, Forked};
@@ -90,17 +91,8 @@ fn fork_program_paused(what: &'static str, origin: Origin) -> Result<Fork, Error
     if threads != 1 {
         return Err(Error::Threaded { what, threads });
     }
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|e| Error::ForkProgram {
-        what,
-        source: e.into(),
-    })?;
+    let (ours, theirs) =
+        transport::socketpair().map_err(|source| Error::ForkProgram { what, source })?;
     // SAFETY: the process has one thread (checked above, and the reaper is
     // paused), and the child never returns from this function: it serves
     // and ends with _exit.
@@ -126,7 +118,11 @@ fn fork_program_paused(what: &'static str, origin: Origin) -> Result<Fork, Error
         }
         Ok(Forked::Parent(pid)) => {
             drop(theirs);
-            Ok(Fork::from_socket(ours, Some(pid as u32), origin))
+            Ok(Fork::from_transport(
+                Transport::Socket(ours),
+                Some(pid as u32),
+                origin,
+            ))
         }
         Err(source) => Err(Error::ForkProgram { what, source }),
     }

@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -48,6 +48,7 @@ use super::frame::{self, Decoder, kind};
 use super::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction};
 use crate::error::{Ending, ProcessName};
 use crate::fork::{Fork, Link};
+use crate::transport::Transport;
 use crate::proto::{DEFAULT_MAX_FRAME_LEN, ProtocolError, Reply};
 use crate::registry::{FunctionRef, FunctionRepr, IntoRun, Lookup};
 
@@ -320,9 +321,9 @@ where
     ) -> Result<crate::proto::Target, crate::Error> {
         if let (FunctionRepr::Name(name), Some(true)) = (&function.repr, lookup) {
             let found = match kind {
-                "RPC function" => crate::registry::lookup_rpc(name).map(|_| ()),
-                "RPC init function" => crate::registry::lookup_rpc_init(name).map(|_| ()),
-                _ => crate::registry::lookup_rpc_done(name).map(|_| ()),
+                "RPC function" => super::registry::lookup_rpc(name).map(|_| ()),
+                "RPC init function" => super::registry::lookup_rpc_init(name).map(|_| ()),
+                _ => super::registry::lookup_rpc_done(name).map(|_| ()),
             };
             if !matches!(found, Lookup::Found(())) {
                 return Err(crate::Error::UnknownFunction {
@@ -818,8 +819,9 @@ struct Core {
     state: Mutex<State>,
     /// Wakes blocking waiters: a reply arrived, or the reader role is free.
     wake: Condvar,
-    /// The socket for reading (a duplicate: reading needs no state lock).
-    read_fd: OwnedFd,
+    /// The connection (a duplicate of the link's: reading needs no state
+    /// lock).
+    connection: Transport,
     decoder: Mutex<Decoder>,
     /// Where requests are encoded.
     scratch: Mutex<Vec<u8>>,
@@ -863,19 +865,20 @@ impl Core {
         handlers: Handlers,
         kill_on_timeout: bool,
     ) -> Result<Core, crate::Error> {
-        let socket = link.socket().ok_or_else(|| crate::Error::Broken {
+        let transport = link.transport().ok_or_else(|| crate::Error::Broken {
             process: link.name().clone(),
-            cause: "no socket".into(),
+            cause: "no connection".into(),
         })?;
         let io = |source: io::Error| crate::Error::Io {
             process: link.name().clone(),
-            doing: "preparing the RPC socket".into(),
+            doing: "preparing the RPC connection".into(),
             source,
         };
-        // Blocking: every read or write that must not wait says so itself
-        // (`MSG_DONTWAIT`), and a blocking reader can sleep in its read.
-        rustix::io::ioctl_fionbio(socket, false).map_err(|e| io(e.into()))?;
-        let read_fd = socket.try_clone().map_err(io)?;
+        // A socket blocks: every read or write that must not wait says so
+        // itself (`MSG_DONTWAIT`), and a blocking reader can sleep in its
+        // read. (A pair of streams waits in `poll` instead.)
+        transport.set_blocking().map_err(io)?;
+        let connection = transport.try_clone().map_err(io)?;
         let mut decoder = Decoder::new(frame::TO_PARENT, max_frame, buflen).after_serve_replies();
         if link.verifies_pids() {
             decoder = decoder.tracking_senders();
@@ -900,7 +903,7 @@ impl Core {
                 write_shut: false,
             }),
             wake: Condvar::new(),
-            read_fd,
+            connection,
             decoder: Mutex::new(decoder),
             scratch: Mutex::new(Vec::new()),
             handlers: Mutex::new(handlers),
@@ -1004,11 +1007,10 @@ impl Core {
     /// once everything is out after the handle was dropped.
     fn send_queued(&self) {
         let mut state = self.lock();
-        // `read_fd` is the same socket: writing through it needs no borrow
+        // `connection` is the link's: writing through it needs no borrow
         // of the link.
-        let socket = self.read_fd.as_fd();
         loop {
-            match state.link.outbox().send_some(socket, true) {
+            match state.link.outbox().send_some(&self.connection, true) {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1019,7 +1021,12 @@ impl Core {
         }
         if state.handle_dropped && !state.write_shut {
             state.write_shut = true;
-            let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Write);
+            // Every copy of a pair of streams must end for the child to see
+            // the end.
+            let _ = self.connection.shutdown_write();
+            if let Some(transport) = state.link.transport() {
+                let _ = transport.shutdown_write();
+            }
         }
     }
 
@@ -1223,20 +1230,14 @@ impl Core {
     /// a caller whose own reply came meanwhile does not wait on for
     /// someone else's request.
     fn wait_writable(&self, deadline: Option<Instant>) {
-        use rustix::event::{PollFd, PollFlags};
         const RECHECK: Duration = Duration::from_millis(10);
-        let mut fds = [PollFd::new(&self.read_fd, PollFlags::OUT)];
-        let wait = deadline.map_or(RECHECK, |d| {
-            d.saturating_duration_since(Instant::now()).min(RECHECK)
-        });
-        if let Ok(timeout) = rustix::fs::Timespec::try_from(wait) {
-            let _ = rustix::event::poll(&mut fds, Some(&timeout));
-        }
+        let recheck = Instant::now() + RECHECK;
+        let until = deadline.map_or(recheck, |d| d.min(recheck));
+        let _ = self.connection.wait_writable_until(Some(until));
     }
 
     /// One round of reading (and writing) for a blocking reader.
     fn read_blocking(&self, deadline: Option<Instant>) -> Result<(), Error> {
-        use rustix::event::{PollFd, PollFlags};
         let want_write = self.wants_write();
         if !want_write && deadline.is_none() {
             // Nothing to send and no time limit: sleep in the read itself,
@@ -1245,25 +1246,14 @@ impl Core {
             // to a request sent in full, which comes.
             return self.read_and_dispatch(true);
         }
-        let mut flags = PollFlags::IN;
-        if want_write {
-            flags |= PollFlags::OUT;
-        }
-        let mut fds = [PollFd::new(&self.read_fd, flags)];
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(self.io_error("waiting for the socket", e.into()));
-            }
-        }
-        let revents = fds[0].revents();
-        if want_write && revents.intersects(PollFlags::OUT | PollFlags::ERR | PollFlags::HUP) {
+        let ready = self
+            .connection
+            .wait_ready(want_write, deadline)
+            .map_err(|e| self.io_error("waiting for the connection", e))?;
+        if ready.writable {
             self.send_queued();
         }
-        if revents.intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP) {
+        if ready.readable {
             self.read_and_dispatch(false)?;
         }
         Ok(())
@@ -1281,7 +1271,7 @@ impl Core {
     fn read_once(&self, wait: bool) -> Result<ReadResult, Error> {
         let read = {
             let mut decoder = self.decoder.lock().unwrap_or_else(PoisonError::into_inner);
-            decoder.read_from(self.read_fd.as_fd(), !wait)
+            decoder.read_from(&self.connection, !wait)
         };
         match read {
             Ok(0) => Ok(ReadResult::End),
@@ -1584,9 +1574,10 @@ impl Core {
                 return;
             }
             state.phase = Phase::Closed(error.clone());
-            if let Some(socket) = state.link.socket() {
-                let _ = rustix::net::shutdown(socket, rustix::net::Shutdown::Both);
+            if let Some(transport) = state.link.transport() {
+                transport.shutdown_both();
             }
+            self.connection.shutdown_both();
             std::mem::take(&mut state.pending)
         };
         let failure = error.clone().unwrap_or_else(|| Error::Ended {
@@ -1637,8 +1628,6 @@ impl Core {
 
     #[cfg(feature = "tokio")]
     async fn drive_until_done(self: Arc<Self>) {
-        use tokio::io::Interest;
-        use tokio::io::unix::AsyncFd;
         // Wait for a blocking reader to finish its round.
         loop {
             let notified = self.driver_wake.notified();
@@ -1652,16 +1641,9 @@ impl Core {
             notified.await;
         }
         self.wake_waiters();
-        let fd = match self.read_fd.try_clone() {
-            // SAFETY: the AsyncFd owns this duplicate until it is dropped at
-            // the end of this function.
-            Ok(dup) => match unsafe {
-                AsyncFd::register_with_interest(dup, Interest::READABLE | Interest::WRITABLE)
-            } {
-                Ok(fd) => fd,
-                Err(e) => return self.close(Some(self.io_error("watching the socket", e.into()))),
-            },
-            Err(e) => return self.close(Some(self.io_error("watching the socket", e))),
+        let fd = match crate::transport::AsyncReadiness::new(&self.connection) {
+            Ok(fd) => fd,
+            Err(e) => return self.close(Some(self.io_error("watching the connection", e))),
         };
         loop {
             let wake = self.driver_wake.notified();

@@ -406,7 +406,7 @@ mod tests {
                         .unwrap();
                 }
                 let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-                out.send_all(a.as_fd()).unwrap();
+                out.send_all(&crate::transport::Transport::Socket(a.try_clone().unwrap().into())).unwrap();
                 drop(a);
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut &b, &mut bytes).unwrap();

@@ -29,10 +29,11 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use crate::proto::{self, Outbox, ProtocolError, Tag};
-use crate::sys::fdpass::{self, MAX_FDS_PER_SEND};
+use crate::sys::fdpass::MAX_FDS_PER_SEND;
+use crate::transport::Transport;
 
 /// Length of a frame header.
 pub(crate) const HEADER_LEN: usize = 10;
@@ -274,7 +275,7 @@ impl Decoder {
     /// stream.
     pub(crate) fn read_from(
         &mut self,
-        socket: BorrowedFd<'_>,
+        transport: &Transport,
         nonblocking: bool,
     ) -> io::Result<usize> {
         // A read asks for up to `read_len`, doubled while frames outgrow it
@@ -288,21 +289,11 @@ impl Decoder {
         self.make_room(room);
         let was_empty = self.start == self.end;
         let mut sender = None;
+        let buffer = &mut self.buffer[self.end..];
         let result = if self.track_sender {
-            fdpass::recv_with_fds_from(
-                socket,
-                &mut self.buffer[self.end..],
-                &mut self.fds,
-                nonblocking,
-                &mut sender,
-            )
+            transport.recv_from(buffer, &mut self.fds, nonblocking, &mut sender)
         } else {
-            fdpass::recv_with_fds(
-                socket,
-                &mut self.buffer[self.end..],
-                &mut self.fds,
-                nonblocking,
-            )
+            transport.recv(buffer, &mut self.fds, nonblocking)
         };
         if let Ok(got) = result {
             if got > 0 && self.track_sender {
@@ -436,8 +427,7 @@ mod tests {
 
     fn bytes_of(out: &mut Outbox) -> Vec<u8> {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        use std::os::fd::AsFd;
-        out.send_all(a.as_fd()).unwrap();
+        out.send_all(&crate::transport::Transport::Socket(a.try_clone().unwrap().into())).unwrap();
         drop(a);
         let mut all = Vec::new();
         std::io::Read::read_to_end(&mut &b, &mut all).unwrap();

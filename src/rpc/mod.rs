@@ -198,6 +198,7 @@ mod delivery;
 mod error;
 pub(crate) mod frame;
 pub(crate) mod function;
+pub(crate) mod registry;
 pub mod raw;
 mod server;
 mod trace;

@@ -28,8 +28,7 @@ use std::collections::HashMap;
 #[cfg(feature = "tokio")]
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 #[cfg(feature = "tokio")]
 use std::pin::Pin;
@@ -45,12 +44,14 @@ use super::frame::{self, Decoder, kind};
 use super::function::{AsyncCall, Backend, DoneCall, InitCall, SyncCall};
 use crate::args::{Arg, Args};
 use crate::proto::{Outbox, Target};
-use crate::registry::{self, Lookup, RpcEntry, panic_message};
+use super::registry::{self, RpcFunctionEntry as RpcEntry};
+use crate::registry::{Lookup, panic_message};
+use crate::transport::Transport;
 
 /// How the process's frames reach the parent: shared by the server loop,
 /// [`event`], [`flush`] and log forwarding, from any thread.
 struct Writer {
-    socket: OwnedFd,
+    connection: Transport,
     outbox: Outbox,
     codec: Codec,
     /// Set for the async backend: the writer task to wake.
@@ -131,15 +132,11 @@ fn send_queued(writer: &mut Writer) -> Result<(), EventError> {
 /// Writes everything queued, waiting as needed.
 fn write_out(writer: &mut Writer) -> io::Result<()> {
     loop {
-        match writer.outbox.send_some(writer.socket.as_fd(), true) {
+        match writer.outbox.send_some(&writer.connection, true) {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut fds = [rustix::event::PollFd::new(
-                    &writer.socket,
-                    rustix::event::PollFlags::OUT,
-                )];
-                let _ = rustix::event::poll(&mut fds, None);
+                writer.connection.wait_writable_until(None)?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -219,7 +216,7 @@ fn resolve<T: Copy>(
             )),
             Lookup::Ambiguous => Err(format!("more than one {what} is registered as `{name}`")),
         },
-        Target::Offset { offset, exe, label } => registry::resolve_offset(*offset, *exe)
+        Target::Offset { offset, exe, label } => crate::registry::resolve_offset(*offset, *exe)
             .map(cast)
             .ok_or_else(|| {
                 format!("cannot call `{label}` by value: this process runs a different executable")
@@ -257,15 +254,15 @@ fn done_at(addr: usize) -> DoneCall {
 }
 
 /// The RPC server: the run function every RPC child runs.
-fn serve(socket: UnixStream, args: Args) -> Result<(), String> {
+fn serve(connection: Transport, args: Args) -> Result<(), String> {
     let mut items = args.into_vec();
     let config = match items.pop() {
         Some(Arg::Bytes(bytes)) => Config::decode(&bytes).map_err(|e| e.to_string()),
         _ => Err("the rpc server was started without its configuration".to_owned()),
     };
-    let writer_socket = socket.try_clone().map_err(|e| e.to_string())?;
+    let writer_connection = connection.try_clone().map_err(|e| e.to_string())?;
     *lock_writer() = Some(Writer {
-        socket: writer_socket.into(),
+        connection: writer_connection,
         outbox: Outbox::default(),
         codec: config.as_ref().map_or(Codec::Raw, |c| c.codec),
         #[cfg(feature = "tokio")]
@@ -327,11 +324,21 @@ fn serve(socket: UnixStream, args: Args) -> Result<(), String> {
         }
     }
     match function {
-        RpcEntry::Sync(call) => serve_sync(&config, call, socket),
-        RpcEntry::Async(call) => serve_async(&config, call, done, socket),
+        RpcEntry::Sync(call) => serve_sync(&config, call, connection),
+        RpcEntry::Async(call) => serve_async(&config, call, done, connection),
     }
 }
-crate::function!(serve as "anyfork::rpc::serve");
+
+/// The server's run function, on whatever transport the process has.
+fn serve_entry(connection: Transport, args: Args) -> Option<String> {
+    serve(connection, args).err()
+}
+
+const _: () = {
+    #[linkme::distributed_slice(crate::registry::REGISTRY)]
+    static ENTRY: crate::registry::Entry =
+        crate::registry::Entry::run_on_any_transport(SERVE, serve_entry);
+};
 
 /// The registered name of the server.
 pub(crate) const SERVE: &str = "anyfork::rpc::serve";
@@ -349,7 +356,7 @@ fn fail_panicked(id: u32, panic: &(dyn std::any::Any + Send)) -> Result<(), Even
 /// A reply buffer grown past this by one large reply is given back.
 const KEEP_REPLY_BUFFER: usize = 8 << 20;
 
-fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(), String> {
+fn serve_sync(config: &Config, call: SyncCall, connection: Transport) -> Result<(), String> {
     let mut decoder = Decoder::new(
         frame::TO_CHILD,
         config.max_frame,
@@ -391,7 +398,7 @@ fn serve_sync(config: &Config, call: SyncCall, socket: UnixStream) -> Result<(),
                 reply = Vec::new();
             }
         }
-        match decoder.read_from(socket.as_fd(), false) {
+        match decoder.read_from(&connection, false) {
             Ok(0) => {
                 return decoder
                     .at_end()
@@ -422,7 +429,7 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
 }
 
 #[cfg(not(feature = "tokio"))]
-fn serve_async(_: &Config, _: AsyncCall, _: Option<DoneCall>, _: UnixStream) -> Result<(), String> {
+fn serve_async(_: &Config, _: AsyncCall, _: Option<DoneCall>, _: Transport) -> Result<(), String> {
     Err(fatal(
         "this program was built without the `tokio` feature, which the asynchronous backend needs"
             .into(),
@@ -434,18 +441,13 @@ fn serve_async(
     config: &Config,
     call: AsyncCall,
     done: Option<DoneCall>,
-    socket: UnixStream,
+    connection: Transport,
 ) -> Result<(), String> {
     use std::cell::RefCell;
     use std::rc::Rc;
     use std::sync::Arc;
-    use tokio::io::Interest;
-    use tokio::io::unix::AsyncFd;
     use tokio::sync::Notify;
 
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| fatal(format!("socket: {e}")))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -458,18 +460,11 @@ fn serve_async(
     let codec = config.codec;
     let (max_frame, buflen) = (config.max_frame, config.buflen_req as usize);
     local.block_on(&runtime, async move {
-        let owned: OwnedFd = socket.into();
-        // SAFETY: the AsyncFd owns `owned` until it is dropped at the end of
-        // this block; nothing else closes or replaces that descriptor.
-        let fd = Rc::new(
-            unsafe {
-                AsyncFd::register_with_interest(owned, Interest::READABLE | Interest::WRITABLE)
-            }
-            .map_err(|e| fatal(format!("cannot watch the socket: {}", io::Error::from(e))))?,
-        );
+        let readiness = crate::transport::AsyncReadiness::new(&connection)
+            .map_err(|e| fatal(format!("cannot watch the connection: {e}")))?;
 
         // The writer task: writes whatever is queued, in order.
-        let writer_fd = fd.clone();
+        let writer_ready = readiness.clone();
         let writer_wake = wake.clone();
         let writer = tokio::task::spawn_local(async move {
             loop {
@@ -479,14 +474,15 @@ fn serve_async(
                     if writer.outbox.is_empty() {
                         None
                     } else {
-                        Some(writer.outbox.send_some(writer_fd.get_ref().as_fd(), true))
+                        let connection = &writer.connection;
+                        Some(writer.outbox.send_some(connection, true))
                     }
                 };
                 match sent {
                     None => writer_wake.notified().await,
                     Some(Ok(_)) => {}
                     Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Ok(mut ready) = writer_fd.writable().await {
+                        if let Ok(mut ready) = writer_ready.writable().await {
                             ready.clear_ready();
                         }
                     }
@@ -547,11 +543,11 @@ fn serve_async(
                 // map before it can remove itself.
                 calls.borrow_mut().insert(id, task.abort_handle());
             }
-            let mut ready = match fd.readable().await {
+            let mut ready = match readiness.readable().await {
                 Ok(ready) => ready,
                 Err(e) => return Err(fatal(format!("reading requests: {e}"))),
             };
-            match ready.try_io(|inner| decoder.read_from(inner.get_ref().as_fd(), true)) {
+            match ready.try_io(|_| decoder.read_from(&connection, true)) {
                 Ok(Ok(0)) => break 'read,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}

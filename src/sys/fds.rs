@@ -6,7 +6,7 @@
 //! - [`getsockopt(2)`](https://man7.org/linux/man-pages/man2/getsockopt.2.html) (`SO_DOMAIN`, `SO_TYPE`)
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::io::FdFlags;
 use rustix::net::{AddressFamily, SocketType};
@@ -53,7 +53,6 @@ pub(crate) fn close_all_except(keep: RawFd) -> io::Result<()> {
 /// the descriptor limit where `/proc` is missing.
 pub(crate) fn replace_all_with_null_except(keep: RawFd) -> io::Result<()> {
     use rustix::fs::{Mode, OFlags};
-    use std::os::fd::AsRawFd;
     let null = rustix::fs::open(
         "/dev/null",
         OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY,
@@ -125,4 +124,44 @@ pub(crate) fn set_cloexec(fd: impl AsFd) -> io::Result<()> {
 /// The number of threads of the calling process, from `/proc/self/task`.
 pub(crate) fn thread_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Takes stdin and stdout over as a connection: returns new descriptors
+/// (close-on-exec) for them, then points stdin at `/dev/null` and stdout at
+/// stderr, so that what the process prints cannot mix with the protocol.
+/// For a serving process started with its protocol on stdin and stdout.
+pub(crate) fn take_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::fs::{Mode, OFlags};
+    let stdin = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3)?;
+    let stdout = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdout(), 3)?;
+    let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::NOCTTY, Mode::empty())?;
+    // SAFETY: replaces what descriptor 0 refers to; the number stays open,
+    // and the connection lives on in the duplicate made above.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, for descriptor 1 (now a copy of stderr).
+    if unsafe { libc::dup2(2, 1) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stdin, stdout))
+}
+
+/// Points `fd` at `/dev/null` (close-on-exec) without closing the number:
+/// whatever it referred to loses this reference (the last write end of a
+/// pipe closing: the reader sees end of stream), while every holder of
+/// the number keeps a valid descriptor.
+pub(crate) fn replace_with_null(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let null = rustix::fs::open(
+        "/dev/null",
+        OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    // SAFETY: dup3 atomically replaces what `fd` refers to with /dev/null;
+    // the number stays open, so its owner keeps a valid descriptor.
+    if unsafe { libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr;
 use std::sync::OnceLock;
@@ -87,9 +87,11 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Spawns `/proc/self/exe` with `socket` at descriptor [`SERVE_FD`] and
-/// `marker` (`NAME=VALUE`) added to the environment. Returns the new pid.
-pub(crate) fn spawn_self(socket: BorrowedFd<'_>, marker: &CStr) -> io::Result<i32> {
+/// Spawns `/proc/self/exe` with each `(descriptor, number)` of `fds` at
+/// that number (the connection: a socket at [`SERVE_FD`], or pipes at 0
+/// and 1) and `marker` (`NAME=VALUE`) added to the environment. Returns the
+/// new pid.
+pub(crate) fn spawn_self(fds: &[(BorrowedFd<'_>, RawFd)], marker: &CStr) -> io::Result<i32> {
     let argv0 = program_path();
     let argv = [argv0.as_ptr(), ptr::null()];
 
@@ -115,18 +117,24 @@ pub(crate) fn spawn_self(socket: BorrowedFd<'_>, marker: &CStr) -> io::Result<i3
     envp.push(ptr::null());
 
     let mut actions = FileActions::new()?;
-    // dup2 onto itself would keep close-on-exec set, so make sure the source
-    // is some other number first.
-    let moved;
-    let source = if socket.as_raw_fd() == SERVE_FD {
-        moved = rustix::io::fcntl_dupfd_cloexec(socket, SERVE_FD + 1)?;
-        moved.as_raw_fd()
-    } else {
-        socket.as_raw_fd()
-    };
-    // SAFETY: `actions` is initialised; `source` is open for the duration of
-    // the spawn call below.
-    check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut actions.0, source, SERVE_FD) })?;
+    // dup2 onto itself would keep close-on-exec set, and a source that is
+    // another mapping's target would be overwritten first: such sources
+    // are moved above every target first.
+    let highest = fds.iter().map(|&(_, target)| target).max().unwrap_or(0);
+    let mut moved = Vec::new();
+    for &(source, target) in fds {
+        let source = if fds.iter().any(|&(_, t)| t == source.as_raw_fd()) {
+            let copy = rustix::io::fcntl_dupfd_cloexec(source, highest + 1)?;
+            let raw = copy.as_raw_fd();
+            moved.push(copy);
+            raw
+        } else {
+            source.as_raw_fd()
+        };
+        // SAFETY: `actions` is initialised; `source` is open for the
+        // duration of the spawn call below (`moved` keeps the copies).
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut actions.0, source, target) })?;
+    }
 
     let mut attributes = Attributes::new()?;
     // SAFETY: plain initialisation of signal sets that live on this stack frame.
