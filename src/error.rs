@@ -249,14 +249,18 @@ pub enum Error {
     /// The process talks over a pair of byte streams (pipes, a command's
     /// stdin and stdout): the pid it gave is its own, perhaps on another
     /// machine, so there is no handle to signal or wait for it here.
-    #[error("{process} talks over a pair of byte streams: there is no handle to signal or wait for it here")]
+    #[error(
+        "{process} talks over a pair of byte streams: there is no handle to signal or wait for it here"
+    )]
     NotLocal {
         /// The process.
         process: ProcessName,
     },
     /// The call needs a unix socket (to pass descriptors, or to hand one to
     /// the caller), and the process talks over a pair of byte streams.
-    #[error("{process}: {what} needs a unix socket, and this process talks over a pair of byte streams (pipes, or a command's stdin and stdout)")]
+    #[error(
+        "{process}: {what} needs a unix socket, and this process talks over a pair of byte streams (pipes, or a command's stdin and stdout)"
+    )]
     NeedsSocket {
         /// The process.
         process: ProcessName,

@@ -167,7 +167,7 @@
 //!   whatever its control socket asks: it runs functions of its executable,
 //!   loads any library ([`Fork::require`]) and forks. Whoever holds the
 //!   other end of that socket can make the process run code. Never hand a
-//!   control socket (or a [`Fork::to_fh`] descriptor) to a less trusted
+//!   control socket (or a [`Fork::into_fh`] descriptor) to a less trusted
 //!   program.
 //! - **A serving process is never a privilege boundary.** It runs with the
 //!   credentials of the program that made it. Serve mode is entered from an
@@ -224,7 +224,7 @@
 //! - **Only one program may use a template.** A `Fork` made in one process
 //!   does not work in another (a copy made with `Template::here`): it
 //!   reports [`Error::ForeignFork`]. Hand processes over with
-//!   [`Fork::to_fh`] instead.
+//!   [`Fork::into_fh`] instead.
 
 #![doc = include_str!("../docs/failures.md")]
 #![warn(missing_docs)]

@@ -40,8 +40,8 @@ use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use crate::process::{Process, open_pidfd};
-use crate::transport::Transport;
 use crate::proto::{self, Reply};
+use crate::transport::Transport;
 
 /// How long the thread lingers with nothing to watch.
 const IDLE: Duration = Duration::from_secs(1);

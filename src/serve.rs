@@ -222,8 +222,8 @@ fn serve_marked(marker: Marker, program: Option<&CStr>) -> ! {
         MarkedConnection::Stdio => {
             // Whatever else leaked in through exec is not ours to keep.
             let _ = fds::close_range(3, i32::MAX);
-            let streams = fds::take_stdio()
-                .and_then(|(read, write)| Transport::streams(read, write));
+            let streams =
+                fds::take_stdio().and_then(|(read, write)| Transport::streams(read, write));
             match streams {
                 Ok(streams) => streams,
                 Err(e) => give_up_early(&format!("cannot take stdin and stdout over: {e}")),

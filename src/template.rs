@@ -26,11 +26,11 @@
 //! thread may hold a lock (in the allocator, say) that would stay locked
 //! forever in the copy.
 
-use crate::transport::{self, Transport};
 use crate::error::{Error, Origin};
 use crate::fork::Fork;
 use crate::sys::clone::{self, Forked};
 use crate::sys::fds;
+use crate::transport::{self, Transport};
 use crate::{default_template, early, reaper, serve};
 
 /// Makes the running program a template: AnyEvent::Fork::Template.

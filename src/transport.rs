@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use crate::sys::{fdpass, fds, poll};
 
 /// What sending a descriptor on a pair of byte streams says.
-pub(crate) const NO_FDS: &str = "this transport is a pair of byte streams, which cannot carry file descriptors (send_fh and fork need a unix socket)";
+pub(crate) const NO_FDS: &str =
+    "this transport is a pair of byte streams, which cannot carry file descriptors";
 
 /// One end of a connection between two processes.
 ///
@@ -120,7 +121,9 @@ impl Transport {
         nonblocking: bool,
     ) -> io::Result<usize> {
         match self {
-            Transport::Socket(socket) => fdpass::recv_with_fds(socket.as_fd(), buf, fds, nonblocking),
+            Transport::Socket(socket) => {
+                fdpass::recv_with_fds(socket.as_fd(), buf, fds, nonblocking)
+            }
             Transport::Streams { read, .. } => read_stream(read.as_fd(), buf, nonblocking),
         }
     }
@@ -172,9 +175,12 @@ impl Transport {
         sender: &mut Option<u32>,
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
-        poll::read_when_readable_until(self.read_fd(), deadline, || {}, || {
-            self.recv_from(buf, fds, true, sender)
-        })
+        poll::read_when_readable_until(
+            self.read_fd(),
+            deadline,
+            || {},
+            || self.recv_from(buf, fds, true, sender),
+        )
     }
 
     /// [`recv_waiting`](Transport::recv_waiting) for bytes only: a
@@ -207,9 +213,11 @@ impl Transport {
         before_wait: &mut dyn FnMut(),
     ) -> Option<io::Result<usize>> {
         match self {
-            Transport::Socket(_) => Some(poll::read_when_readable(self.read_fd(), before_wait, || {
-                self.peek(buf).unwrap_or(Ok(0))
-            })),
+            Transport::Socket(_) => Some(poll::read_when_readable(
+                self.read_fd(),
+                before_wait,
+                || self.peek(buf).unwrap_or(Ok(0)),
+            )),
             Transport::Streams { .. } => None,
         }
     }
@@ -246,7 +254,10 @@ impl Transport {
     /// Whether something (bytes or end of stream) is waiting to be read,
     /// without waiting.
     pub(crate) fn is_readable_now(&self) -> bool {
-        matches!(poll::wait_readable(self.read_fd(), Some(Duration::ZERO)), Ok(true))
+        matches!(
+            poll::wait_readable(self.read_fd(), Some(Duration::ZERO)),
+            Ok(true)
+        )
     }
 
     /// Waits until more can be written or `deadline` passes; false on
@@ -325,14 +336,25 @@ impl Transport {
     /// Waits until the transport is readable or, with `want_write`,
     /// writable, or `deadline` passes (nothing ready) or a signal
     /// interrupts the wait (nothing ready: callers look again).
-    pub(crate) fn wait_ready(&self, want_write: bool, deadline: Option<Instant>) -> io::Result<Ready> {
+    pub(crate) fn wait_ready(
+        &self,
+        want_write: bool,
+        deadline: Option<Instant>,
+    ) -> io::Result<Ready> {
         use rustix::event::{PollFd, PollFlags};
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
         let done = PollFlags::ERR | PollFlags::HUP;
-        let out = if want_write { PollFlags::OUT } else { PollFlags::empty() };
+        let out = if want_write {
+            PollFlags::OUT
+        } else {
+            PollFlags::empty()
+        };
         let (read, write) = (self.read_fd(), self.write_fd());
-        let mut both = [PollFd::new(&read, PollFlags::IN | out), PollFd::new(&write, out)];
+        let mut both = [
+            PollFd::new(&read, PollFlags::IN | out),
+            PollFd::new(&write, out),
+        ];
         let fds = if self.carries_fds() || !want_write {
             &mut both[..1]
         } else {

@@ -78,7 +78,7 @@ fn a_received_process_cannot_claim_the_pid_of_another_child() {
 fn an_honest_received_process_has_its_pid_confirmed_without_being_adopted() {
     let handed = anyfork::Fork::new().unwrap().send_arg("x");
     let pid = handed.pid().unwrap();
-    let fd = handed.to_fh().unwrap();
+    let fd = handed.into_fh().unwrap();
     // The same program receives it: the kernel confirms the pid, but the
     // process stays its creator's to wait for.
     let received = anyfork::Fork::new_from_fh(fd);

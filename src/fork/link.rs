@@ -51,7 +51,7 @@ pub(crate) struct Link {
     /// The pid of the process that made this link: only it may use the
     /// socket.
     pub(super) owner: u32,
-    /// `None` once handed over by `run` or `to_fh`.
+    /// `None` once handed over by `run` or `into_fh`.
     pub(super) transport: Option<Transport>,
     pub(super) outbox: Outbox,
     pub(super) name: ProcessName,
@@ -198,17 +198,19 @@ impl Link {
     ) -> Link {
         Link {
             owner: std::process::id(),
+            outbox: transport
+                .as_ref()
+                .map_or_else(Outbox::default, Outbox::for_transport),
             transport,
-            outbox: Outbox::default(),
             name,
             process: None,
             template,
             unchecked_names,
             pid_frame_seen: false,
             kin,
-            // A process received from elsewhere has not said its pid here,
-            // and may have been sent commands that can fail.
-            unconfirmed: kin == Kin::Foreign,
+            // A process from elsewhere has not said its pid here, and may
+            // have been sent commands that can fail: `pid` asks it.
+            unconfirmed: kin != Kin::Child,
             deadline: None,
             timeout: None,
             replies: if kin == Kin::Foreign {
@@ -305,7 +307,10 @@ impl Link {
 
     /// Queues a command with `add`; a command that cannot be encoded is
     /// reported by the next sending call.
-    pub(super) fn queue(&mut self, add: impl FnOnce(&mut Outbox) -> Result<(), proto::ProtocolError>) {
+    pub(super) fn queue(
+        &mut self,
+        add: impl FnOnce(&mut Outbox) -> Result<(), proto::ProtocolError>,
+    ) {
         if let Err(source) = add(&mut self.outbox) {
             let process = self.name.clone();
             self.defer(Error::Encode { process, source });
@@ -509,8 +514,7 @@ impl Link {
             return Err(self.broken_error());
         };
         let budget = self.reply_budget();
-        match self.replies.next_until(transport, budget, self.deadline)
-        {
+        match self.replies.next_until(transport, budget, self.deadline) {
             Ok(Some((reply, sender))) => self.note(reply, sender),
             Ok(None) => Err(self.explain_end(doing)),
             Err(proto::ReadError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
@@ -600,7 +604,12 @@ impl Link {
     /// any other only when the kernel confirms that `pid` sent the frame.
     /// An unconfirmed `P` (sent before the check could be made) is ignored;
     /// an unconfirmed `S` or `I`, sent after this program asked, is a lie.
-    pub(super) fn claim(&mut self, pid: u32, sender: Option<u32>, checkable: bool) -> Result<(), Error> {
+    pub(super) fn claim(
+        &mut self,
+        pid: u32,
+        sender: Option<u32>,
+        checkable: bool,
+    ) -> Result<(), Error> {
         if self.kin != Kin::Foreign || sender == Some(pid) {
             self.learn_pid(pid);
             return Ok(());
@@ -667,12 +676,10 @@ impl Link {
                 Ok(None) => None,
                 Err(_) => break true,
             };
-            if buffered.is_none() {
-                if !transport.is_readable_now() {
-                    // Nothing more: alive, unless it said why it is leaving
-                    // (a serving process exits after an `E` frame).
-                    break said.is_some();
-                }
+            if buffered.is_none() && !transport.is_readable_now() {
+                // Nothing more: alive, unless it said why it is leaving (a
+                // serving process exits after an `E` frame).
+                break said.is_some();
             }
             let budget = self.reply_budget();
             let next = match buffered {

@@ -2,7 +2,7 @@
 //!
 //! A `Fork` is the parent's end of one serving process's control socket,
 //! plus the commands queued for it. Preparing calls (`send_arg`, `send_fh`,
-//! `eval`, `require`) only queue; `fork`, `run`, `pid` and `to_fh` send the
+//! `eval`, `require`) only queue; `fork`, `run`, `pid` and `into_fh` send the
 //! queue in one `sendmsg` (descriptors included), which is why preparing
 //! calls cannot fail and return the `Fork` for chaining, like
 //! `std::process::Command`. A problem found while queueing (an unknown
@@ -188,7 +188,11 @@ impl Fork {
             .map_err(|source| Error::Spawn { source })?;
         drop(theirs);
         tracing::debug!(pid, "anyfork: started a serving process");
-        Ok(Fork::from_transport(Transport::Socket(ours), Some(pid as u32), Origin::Exec))
+        Ok(Fork::from_transport(
+            Transport::Socket(ours),
+            Some(pid as u32),
+            Origin::Exec,
+        ))
     }
 
     /// Starts a fresh serving process, like [`new_exec`](Fork::new_exec),
@@ -236,13 +240,18 @@ impl Fork {
         let mapping = [(their_read.as_fd(), 0), (their_write.as_fd(), 1)];
         let pid = spawn::spawn_self(&mapping, &marker).map_err(|source| Error::Spawn { source })?;
         drop((their_read, their_write));
-        let transport = Transport::streams(our_read, our_write).map_err(|source| Error::System {
-            call: "ioctl(FIONBIO)",
-            doing: "making the pipes of a new process non-blocking",
-            source,
-        })?;
+        let transport =
+            Transport::streams(our_read, our_write).map_err(|source| Error::System {
+                call: "ioctl(FIONBIO)",
+                doing: "making the pipes of a new process non-blocking",
+                source,
+            })?;
         tracing::debug!(pid, "anyfork: started a serving process on pipes");
-        Ok(Fork::from_transport(transport, Some(pid as u32), Origin::Exec))
+        Ok(Fork::from_transport(
+            transport,
+            Some(pid as u32),
+            Origin::Exec,
+        ))
     }
 
     /// Continues preparing a serving process at the other end of a pair of
@@ -372,20 +381,20 @@ impl Fork {
     /// # Errors
     ///
     /// As for [`pid`](Fork::pid).
-    pub fn to_fh(self) -> Result<OwnedFd, Error> {
+    pub fn into_fh(self) -> Result<OwnedFd, Error> {
         // Learn the pid first, so the receiving program does not get our
         // `P` frame and this program can reap the process.
         self.pid()?;
         let mut link = self.into_link()?;
         link.wait_at_most(crate::default_timeout());
         link.send("sending commands")?;
-        link.needs_socket("to_fh")?;
+        link.needs_socket("into_fh")?;
         let transport = link.transport.take().ok_or_else(|| link.broken_error())?;
         transport.into_socket().map_err(|_| link.broken_error())
     }
 
     /// Continues preparing a process received from another program (which
-    /// called [`to_fh`](Fork::to_fh)). The process keeps everything it was
+    /// called [`into_fh`](Fork::into_fh)). The process keeps everything it was
     /// sent. *Experimental, as in the Perl module.*
     ///
     /// Function names cannot be checked here (the process may run another
@@ -460,4 +469,3 @@ impl Fork {
         shut.map_err(|e| link.io_error("shutting down", e))
     }
 }
-

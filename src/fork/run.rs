@@ -85,9 +85,7 @@ impl Fork {
     pub fn process(&self) -> Result<Process, Error> {
         self.pid()?;
         let link = self.link()?;
-        link.process.clone().ok_or(Error::NotAChild {
-            pid: link.name.pid.unwrap_or(0),
-        })
+        link.process.clone().ok_or_else(|| link.no_process())
     }
 
     /// Runs `function` in the process and returns the parent's end of its

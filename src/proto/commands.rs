@@ -64,6 +64,8 @@ pub(crate) struct Outbox {
     fds: VecDeque<(usize, OwnedFd)>,
     /// Bytes of `data` already sent.
     sent: usize,
+    /// The queue is for a transport that cannot carry descriptors.
+    no_fds: bool,
 }
 
 pub(crate) fn encode_target(target: &Target) -> Vec<u8> {
@@ -110,6 +112,20 @@ pub(crate) fn decode_target(tag: u8, bytes: &[u8]) -> Result<Target, ProtocolErr
 }
 
 impl Outbox {
+    /// A queue for `transport`: one that cannot carry descriptors refuses
+    /// frames that would ([`carries_fds`](Outbox::carries_fds)).
+    pub(crate) fn for_transport(transport: &Transport) -> Outbox {
+        Outbox {
+            no_fds: !transport.carries_fds(),
+            ..Outbox::default()
+        }
+    }
+
+    /// Whether descriptors may be queued.
+    pub(crate) fn carries_fds(&self) -> bool {
+        !self.no_fds
+    }
+
     /// True when nothing is waiting to be sent.
     pub(crate) fn is_empty(&self) -> bool {
         self.sent == self.data.len() && self.fds.is_empty()

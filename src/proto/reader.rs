@@ -8,7 +8,6 @@ use std::os::fd::OwnedFd;
 use super::wire::{FD_MARKER, HEADER_LEN, ProtocolError, Tag, tag};
 use crate::transport::Transport;
 
-
 /// Why reading a frame failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReadError {

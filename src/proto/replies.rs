@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::reader::{REPLY_TAGS, ReadError, parse_header};
-use super::wire::{ChildErrorKind, Cursor, HEADER_LEN, MAX_REPLY_LEN, ProtocolError, Tag, put_u32, tag};
+use super::wire::{
+    ChildErrorKind, Cursor, HEADER_LEN, MAX_REPLY_LEN, ProtocolError, Tag, put_u32, tag,
+};
 use crate::transport::Transport;
 
 /// One decoded reply, as the parent sees it.
@@ -216,7 +218,12 @@ impl ReplyBuffer {
             // Waiting in poll, not in recv: see `sys::poll`. Descriptors
             // nobody announced are closed.
             let n = if ask {
-                transport.recv_from_waiting(&mut chunk, &mut VecDeque::new(), &mut sender, deadline)?
+                transport.recv_from_waiting(
+                    &mut chunk,
+                    &mut VecDeque::new(),
+                    &mut sender,
+                    deadline,
+                )?
             } else {
                 transport.recv_bytes_waiting(&mut chunk, deadline)?
             };

@@ -53,13 +53,18 @@ fn on_streams_the_reader_stops_at_run_and_descriptors_are_refused() {
     out.fd(x.into());
     let error = out.send_all(&parent).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::Unsupported);
-    assert!(!child.is_readable_now(), "nothing of the refused frame was sent");
+    assert!(
+        !child.is_readable_now(),
+        "nothing of the refused frame was sent"
+    );
 }
 
 #[test]
 fn on_streams_a_truncated_frame_is_an_error() {
     let (parent, child) = streams();
-    parent.send(&[b'a', 0, 0, 0, 10, 1, 2, 3], &[], false).unwrap();
+    parent
+        .send(&[b'a', 0, 0, 0, 10, 1, 2, 3], &[], false)
+        .unwrap();
     parent.shutdown_write().unwrap();
     let mut reader = FrameReader::new();
     let error = reader
@@ -154,8 +159,7 @@ fn a_queue_sent_while_it_grows_stays_as_large_as_its_unsent_part() {
         // busy.
         let mut buf = vec![0u8; 60_000];
         let mut fds = std::collections::VecDeque::new();
-        let n =
-            t(&b).recv(&mut buf, &mut fds, false).unwrap();
+        let n = t(&b).recv(&mut buf, &mut fds, false).unwrap();
         received.extend_from_slice(&buf[..n]);
         fds_received += fds.len();
     }
@@ -166,8 +170,7 @@ fn a_queue_sent_while_it_grows_stays_as_large_as_its_unsent_part() {
     let mut fds = std::collections::VecDeque::new();
     loop {
         let mut buf = vec![0u8; 1 << 20];
-        let n =
-            t(&b).recv(&mut buf, &mut fds, false).unwrap();
+        let n = t(&b).recv(&mut buf, &mut fds, false).unwrap();
         received.extend_from_slice(&buf[..n]);
         if received.len() == expected.len() {
             break;

@@ -11,7 +11,6 @@ use super::{Lookup, lookup_init, lookup_run, panic_message};
 use crate::args::{Arg, Args};
 use crate::transport::Transport;
 
-
 /// The symbol a library exports through [`library!`](crate::library).
 pub(crate) const LIBRARY_SYMBOL: &[u8] = b"anyfork_library_v1\0";
 

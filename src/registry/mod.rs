@@ -62,8 +62,8 @@ use crate::transport::Transport;
 pub(crate) use library::Library;
 #[doc(hidden)]
 pub use library::{LibraryCall, library_dispatch};
-pub(crate) use value::{FunctionRepr, conjure, resolve_offset};
 pub use value::{FunctionRef, IntoInit, IntoRun};
+pub(crate) use value::{FunctionRepr, conjure, resolve_offset};
 use value::{init_trampoline, run_trampoline};
 
 /// What a run function or initialiser may return.

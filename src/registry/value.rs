@@ -57,7 +57,6 @@ where
     conjure::<F>()(args).into_failure()
 }
 
-
 /// A function to run or an initialiser to call, as named by the parent.
 ///
 /// Made from a `&str`/`String` (a registered name) or from a function value

@@ -48,9 +48,9 @@ use super::frame::{self, Decoder, kind};
 use super::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction};
 use crate::error::{Ending, ProcessName};
 use crate::fork::{Fork, Link};
-use crate::transport::Transport;
 use crate::proto::{DEFAULT_MAX_FRAME_LEN, ProtocolError, Reply};
 use crate::registry::{FunctionRef, FunctionRepr, IntoRun, Lookup};
+use crate::transport::Transport;
 
 /// The manual's default buffer length: `512 - 16`.
 pub const DEFAULT_BUFLEN: usize = 512 - 16;
@@ -984,6 +984,16 @@ impl Core {
         }
         state.next_id = id.wrapping_add(1).max(1);
         let process = state.link.name().clone();
+        if !fds.is_empty() && !self.connection.carries_fds() {
+            return Err(Error::Io {
+                process,
+                doing: "sending a request",
+                source: Arc::new(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    crate::transport::NO_FDS,
+                )),
+            });
+        }
         frame::encode(state.link.outbox(), id, kind::REQUEST, encoded, fds)
             .map_err(|source| Error::Protocol { process, source })?;
         let slot = Arc::new(Slot::default());

@@ -71,6 +71,7 @@ pub(crate) fn encode_with<E>(
     kind: u8,
     write: impl FnOnce(&mut Vec<u8>) -> Result<Vec<OwnedFd>, E>,
 ) -> Result<Result<(), E>, ProtocolError> {
+    let carries_fds = out.carries_fds();
     out.append_with(|data| {
         let start = data.len();
         data.extend_from_slice(&[0u8; HEADER_LEN]);
@@ -95,6 +96,13 @@ pub(crate) fn encode_with<E>(
             return Err(ProtocolError::Malformed {
                 tag: Tag(kind),
                 what: "a message may carry at most 32 file descriptors",
+            });
+        }
+        if !fds.is_empty() && !carries_fds {
+            data.truncate(start);
+            return Err(ProtocolError::Malformed {
+                tag: Tag(kind),
+                what: "this transport is a pair of byte streams, which cannot carry file descriptors",
             });
         }
         let header = &mut data[start..start + HEADER_LEN];
@@ -427,7 +435,10 @@ mod tests {
 
     fn bytes_of(out: &mut Outbox) -> Vec<u8> {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        out.send_all(&crate::transport::Transport::Socket(a.try_clone().unwrap().into())).unwrap();
+        out.send_all(&crate::transport::Transport::Socket(
+            a.try_clone().unwrap().into(),
+        ))
+        .unwrap();
         drop(a);
         let mut all = Vec::new();
         std::io::Read::read_to_end(&mut &b, &mut all).unwrap();

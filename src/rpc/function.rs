@@ -294,4 +294,3 @@ where
         FunctionRef::value(trampoline as usize, std::any::type_name::<F>())
     }
 }
-

@@ -198,8 +198,8 @@ mod delivery;
 mod error;
 pub(crate) mod frame;
 pub(crate) mod function;
-pub(crate) mod registry;
 pub mod raw;
+pub(crate) mod registry;
 mod server;
 mod trace;
 

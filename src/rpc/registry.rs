@@ -89,7 +89,6 @@ impl RpcEntry {
     }
 }
 
-
 /// A registered RPC function: synchronous or asynchronous.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RpcFunctionEntry {

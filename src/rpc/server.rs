@@ -42,9 +42,9 @@ use super::codec::{Codec, CodecError};
 use super::config::Config;
 use super::frame::{self, Decoder, kind};
 use super::function::{AsyncCall, Backend, DoneCall, InitCall, SyncCall};
+use super::registry::{self, RpcFunctionEntry as RpcEntry};
 use crate::args::{Arg, Args};
 use crate::proto::{Outbox, Target};
-use super::registry::{self, RpcFunctionEntry as RpcEntry};
 use crate::registry::{Lookup, panic_message};
 use crate::transport::Transport;
 
@@ -262,8 +262,8 @@ fn serve(connection: Transport, args: Args) -> Result<(), String> {
     };
     let writer_connection = connection.try_clone().map_err(|e| e.to_string())?;
     *lock_writer() = Some(Writer {
+        outbox: Outbox::for_transport(&writer_connection),
         connection: writer_connection,
-        outbox: Outbox::default(),
         codec: config.as_ref().map_or(Codec::Raw, |c| c.codec),
         #[cfg(feature = "tokio")]
         wake: None,
@@ -386,7 +386,14 @@ fn serve_sync(config: &Config, call: SyncCall, connection: Transport) -> Result<
                 call(codec, frame.payload, frame.fds, &mut reply)
             }));
             let written = match result {
-                Ok(Ok(fds)) => write_frame(id, kind::REPLY, &reply, fds),
+                Ok(Ok(fds)) => match write_frame(id, kind::REPLY, &reply, fds) {
+                    // Refused before anything was queued (descriptors on a
+                    // pair of streams, too many of them): fail the call.
+                    Err(EventError::Io(e)) if e.kind() == io::ErrorKind::InvalidInput => {
+                        fail_call(id, &format!("cannot send the result: {e}"))
+                    }
+                    other => other,
+                },
                 Ok(Err(message)) => fail_call(id, &message),
                 Err(panic) => fail_panicked(id, &*panic),
             };

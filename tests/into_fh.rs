@@ -1,4 +1,4 @@
-//! Issue item 10: `to_fh` / `new_from_fh`: an unrun `Fork` handed to another
+//! Issue item 10: `into_fh` / `new_from_fh`: an unrun `Fork` handed to another
 //! process, which prepares it further and runs it.
 
 mod common;
@@ -36,7 +36,7 @@ fn relay(_socket: UnixStream, mut args: Args) -> std::io::Result<()> {
     let mut out = UnixStream::from(args.fd().map_err(err)?);
     let (socket, process) = Fork::new_from_fh(handed)
         .send_arg("added by the receiver")
-        .run_with_process("to_fh::worker")
+        .run_with_process("into_fh::worker")
         .map_err(std::io::Error::other)?;
     let said = read_all(socket);
     let wait = match process.wait() {
@@ -51,7 +51,7 @@ fn an_unrun_fork_runs_in_another_process() {
     let me = std::process::id();
     let handed = Fork::new().unwrap().send_arg("sent by the creator");
     let worker_pid = handed.pid().unwrap();
-    let fd = handed.to_fh().unwrap();
+    let fd = handed.into_fh().unwrap();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let (_socket, relay_process) = Fork::new()
         .unwrap()
@@ -80,8 +80,8 @@ fn an_unrun_fork_runs_in_another_process() {
 
 #[test]
 fn names_are_checked_by_the_process_after_new_from_fh() {
-    let fd = Fork::new().unwrap().to_fh().unwrap();
-    match Fork::new_from_fh(fd).run("to_fh::unknown") {
+    let fd = Fork::new().unwrap().into_fh().unwrap();
+    match Fork::new_from_fh(fd).run("into_fh::unknown") {
         Err(anyfork::Error::Refused { kind, .. }) => {
             assert_eq!(kind, anyfork::ChildErrorKind::UnknownFunction)
         }
