@@ -22,7 +22,32 @@ use std::sync::{Mutex, PoisonError};
 use crate::error::Error;
 use crate::fork::Fork;
 
+impl Fork {
+    /// Forks the process-wide default template and returns the new, empty
+    /// process.
+    ///
+    /// The default template is created on first use by
+    /// [`new_exec`](Fork::new_exec) and lives as long as the program. It is
+    /// small and single-threaded, so forking it is fast whatever the size of
+    /// the program. Safe to call from any thread, concurrently.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`] if the default template cannot be started;
+    /// [`Error::System`] if this program cannot make the new process's
+    /// socket (no descriptors left: the template is kept for the next
+    /// call); I/O errors if the template cannot be reached (a template that
+    /// is gone is replaced once, transparently).
+    pub fn new() -> Result<Fork, Error> {
+        fork()
+    }
+}
+
 struct DefaultTemplate {
+    /// The process that made it: in a copy of the program (made by
+    /// [`early`](crate::early) or [`Template::here`](crate::Template::here))
+    /// the template is the program's, not the copy's.
+    owner: u32,
     template: Fork,
     spare: Option<Fork>,
 }
@@ -35,13 +60,20 @@ static DEFAULT: Mutex<Option<DefaultTemplate>> = Mutex::new(None);
 /// A template that is really gone (its socket closed, or its link broken) is
 /// replaced, once per call. Any other failure (no descriptors left for a
 /// socket pair, say) is the caller's: the template and its spare are kept.
-pub(crate) fn fork() -> Result<Fork, Error> {
+fn fork() -> Result<Fork, Error> {
     let mut default = DEFAULT.lock().unwrap_or_else(PoisonError::into_inner);
+    let me = std::process::id();
+    if let Some(inherited) = default.take_if(|state| state.owner != me) {
+        // Its descriptors are the program's (pointed at /dev/null in this
+        // copy): dropping it would touch them.
+        std::mem::forget(inherited);
+    }
     let mut replaced = false;
     loop {
         let mut state = match default.take() {
             Some(state) => state,
             None => DefaultTemplate {
+                owner: me,
                 template: Fork::new_exec()?,
                 spare: None,
             },
@@ -67,16 +99,5 @@ pub(crate) fn fork() -> Result<Fork, Error> {
                 return Err(e);
             }
         }
-    }
-}
-
-/// In a process just forked from the program: the default template belongs
-/// to the program, not to this copy.
-pub(crate) fn forget_after_fork() {
-    let mut default = DEFAULT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(state) = default.take() {
-        // Its descriptors are closed or about to be; dropping would touch
-        // them. (Fork's drop also refuses to, being owned by another pid.)
-        std::mem::forget(state);
     }
 }

@@ -7,7 +7,21 @@ use crate::error::{Error, Origin};
 use crate::fork::Fork;
 use crate::template;
 
-static EARLY: Mutex<Option<Fork>> = Mutex::new(None);
+/// The early template, with the pid of the process that made it (a copy
+/// of the program made later does not own it).
+static EARLY: Mutex<Option<(u32, Fork)>> = Mutex::new(None);
+
+/// The early template of this process, forgetting one inherited from the
+/// program this process is a copy of.
+fn own(early: &mut Option<(u32, Fork)>) -> Option<&Fork> {
+    let me = std::process::id();
+    if let Some(inherited) = early.take_if(|(owner, _)| *owner != me) {
+        // Its descriptors are the program's (pointed at /dev/null in this
+        // copy): dropping it would touch them.
+        std::mem::forget(inherited);
+    }
+    early.as_ref().map(|(_, template)| template)
+}
 
 /// Forks the program, first thing in `main`, into a template for all later
 /// [`Fork::new_exec`](crate::Fork::new_exec) calls: AnyEvent::Fork::Early.
@@ -34,33 +48,20 @@ static EARLY: Mutex<Option<Fork>> = Mutex::new(None);
 /// [`Error::Threaded`] if the program already has more than one thread;
 /// [`Error::ForkProgram`] if `fork` fails.
 pub fn early() -> Result<(), Error> {
-    if EARLY
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .is_some()
-    {
+    if own(&mut EARLY.lock().unwrap_or_else(PoisonError::into_inner)).is_some() {
         return Ok(());
     }
     // Not under the lock: the forked copy must find it free.
     let template = template::fork_program("anyfork::early", Origin::Early)?;
     let mut early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
-    if early.is_none() {
-        *early = Some(template);
+    if own(&mut early).is_none() {
+        *early = Some((std::process::id(), template));
     }
     Ok(())
 }
 
 /// A fork of the early template, if there is one.
 pub(crate) fn fork_early() -> Option<Result<Fork, Error>> {
-    let early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
-    early.as_ref().map(Fork::fork)
-}
-
-/// In a process just forked from the program: the early template belongs to
-/// the program.
-pub(crate) fn forget_after_fork() {
     let mut early = EARLY.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(template) = early.take() {
-        std::mem::forget(template);
-    }
+    own(&mut early).map(Fork::fork)
 }

@@ -235,6 +235,7 @@ mod deadline;
 mod default_template;
 mod early;
 mod error;
+mod exec;
 mod fork;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -17,10 +17,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
+use rustix::process::{WaitId, WaitIdOptions, WaitIdStatus};
 
 use crate::error::Error;
 use crate::reaper;
+use crate::sys::pidfd;
 
 /// A signal to send with [`Process::kill`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,10 +105,6 @@ pub(crate) fn to_exit_status(status: &WaitIdStatus) -> ExitStatus {
     ExitStatus::from_raw(raw)
 }
 
-fn raw_pid(pid: u32) -> Option<Pid> {
-    i32::try_from(pid).ok().and_then(Pid::from_raw)
-}
-
 /// What a process is doing, in words, from `/proc/PID/stat`; `None` if it
 /// is gone.
 pub(crate) fn describe_state(pid: u32) -> Option<&'static str> {
@@ -122,10 +119,6 @@ pub(crate) fn describe_state(pid: u32) -> Option<&'static str> {
         "Z" => "a zombie",
         _ => "in an unusual state",
     })
-}
-
-pub(crate) fn open_pidfd(pid: u32) -> Option<OwnedFd> {
-    rustix::process::pidfd_open(raw_pid(pid)?, PidfdFlags::empty()).ok()
 }
 
 impl Process {
@@ -154,13 +147,13 @@ impl Process {
     /// pidfd opened now, while the pid is known to be the process's (the
     /// kernel just confirmed it sent a frame).
     pub(crate) fn foreign(pid: u32) -> Process {
-        Process::new(pid, false, Some(open_pidfd(pid)))
+        Process::new(pid, false, Some(pidfd::open(pid)))
     }
 
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.inner
             .pidfd
-            .get_or_init(|| open_pidfd(self.inner.pid))
+            .get_or_init(|| pidfd::open(self.inner.pid))
             .as_ref()
             .map(|fd| fd.as_fd())
     }
@@ -198,7 +191,7 @@ impl Process {
         let sent = if self.inner.child {
             // Hold the status lock: no wait can reap the process meanwhile.
             let status = self.lock_status();
-            match (status.is_some(), raw_pid(self.inner.pid)) {
+            match (status.is_some(), pidfd::raw_pid(self.inner.pid)) {
                 (false, Some(pid)) => rustix::process::kill_process(pid, sig),
                 _ => Ok(()),
             }
@@ -235,7 +228,7 @@ impl Process {
         options: WaitIdOptions,
     ) -> Result<Option<ExitStatus>, Error> {
         let pid = self.inner.pid;
-        let Some(raw) = raw_pid(pid) else {
+        let Some(raw) = pidfd::raw_pid(pid) else {
             return Err(Error::NotAChild { pid });
         };
         if let Some(status) = *cached {
@@ -363,6 +356,18 @@ impl Process {
             }
             ready.clear_ready();
         }
+    }
+}
+
+/// What the reaper needs of a handle it watches (see
+/// [`reaper::watch`]).
+impl reaper::Watched for Process {
+    fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        Process::pidfd(self)
+    }
+
+    fn has_ended(&self) -> bool {
+        self.has_ended_nonblocking()
     }
 }
 

@@ -39,8 +39,8 @@ use std::time::Duration;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
-use crate::process::{Process, open_pidfd};
 use crate::proto::{self, Reply};
+use crate::sys::pidfd;
 use crate::transport::Transport;
 
 /// How long the thread lingers with nothing to watch.
@@ -58,7 +58,7 @@ enum Orphan {
     /// A process someone may still hold a handle to, but nobody waits for
     /// now (an RPC child whose handle was dropped while a parked task still
     /// holds its state): reaped through the handle, which keeps the status.
-    Watched(Process),
+    Watched(Box<dyn Watched>),
 }
 
 impl Orphan {
@@ -67,7 +67,7 @@ impl Orphan {
         match self {
             Orphan::Exiting { pidfd, .. } => pidfd.as_ref().map(|fd| fd.as_fd()),
             Orphan::Unnamed { connection } => Some(connection.read_fd()),
-            Orphan::Watched(process) => process.pidfd(),
+            Orphan::Watched(handle) => handle.pidfd(),
         }
     }
 }
@@ -120,10 +120,20 @@ pub(crate) fn adopt(pid: u32, pidfd: Option<OwnedFd>) {
     push(Orphan::Exiting { pid, pidfd });
 }
 
-/// Reaps `process` when it exits, keeping its exit status in the handle
-/// (and every clone of it).
-pub(crate) fn watch_process(process: Process) {
-    push(Orphan::Watched(process));
+/// A handle to a process that keeps its exit status ([`crate::Process`]):
+/// the reaper polls its pidfd and asks it to look, so the status lands in
+/// the handle (and every clone of it).
+pub(crate) trait Watched: Send {
+    /// What to poll for the process's exit, if anything.
+    fn pidfd(&self) -> Option<BorrowedFd<'_>>;
+    /// Whether the process has ended (and was reaped through the handle),
+    /// without waiting.
+    fn has_ended(&self) -> bool;
+}
+
+/// Reaps the process behind `handle` when it exits, through the handle.
+pub(crate) fn watch(handle: impl Watched + 'static) {
+    push(Orphan::Watched(Box::new(handle)));
 }
 
 /// Takes over a serving process whose pid is not known yet: `socket` is its
@@ -165,7 +175,7 @@ fn ensure_running(state: &mut State) {
         match std::thread::Builder::new()
             .name("anyfork-reaper".into())
             .stack_size(64 * 1024)
-            .spawn(move || watch(wake))
+            .spawn(move || reap_loop(wake))
         {
             Ok(handle) => state.thread = Some(handle),
             Err(e) => tracing::error!("anyfork reaper: cannot start thread: {e}"),
@@ -208,7 +218,7 @@ fn wait_for(wake: &OwnedFd, watched: &[Orphan], timeout: Option<Duration>) -> Op
 }
 
 /// The reaper thread.
-fn watch(wake: OwnedFd) {
+fn reap_loop(wake: OwnedFd) {
     let mut watched: Vec<Orphan> = Vec::new();
     loop {
         {
@@ -225,7 +235,7 @@ fn watch(wake: OwnedFd) {
         watched.retain(|orphan| match orphan {
             Orphan::Exiting { pid, .. } => !reap(*pid),
             Orphan::Unnamed { .. } => true,
-            Orphan::Watched(process) => !process.has_ended_nonblocking(),
+            Orphan::Watched(handle) => !handle.has_ended(),
         });
         if watched.is_empty() {
             if wait_for(&wake, &[], Some(IDLE)).is_none() {
@@ -245,7 +255,7 @@ fn watch(wake: OwnedFd) {
                 pidfd: pidfd @ None,
             } = orphan
             {
-                *pidfd = open_pidfd(*pid);
+                *pidfd = pidfd::open(*pid);
             }
         }
         let Some(ready) = wait_for(&wake, &watched, None) else {

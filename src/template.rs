@@ -31,7 +31,7 @@ use crate::fork::Fork;
 use crate::sys::clone::{self, Forked};
 use crate::sys::fds;
 use crate::transport::{self, Transport};
-use crate::{default_template, early, reaper, serve};
+use crate::{reaper, serve};
 
 /// Makes the running program a template: AnyEvent::Fork::Template.
 ///
@@ -101,8 +101,8 @@ fn fork_program_paused(what: &'static str, origin: Origin) -> Result<Fork, Error
             drop(ours);
             // Forget anyfork's state of the program before its descriptors
             // go away, so nothing here closes a number twice.
-            default_template::forget_after_fork();
-            early::forget_after_fork();
+            // (The default and early templates notice by themselves that
+            // they belong to another process.)
             reaper::forget_after_fork();
             use std::os::fd::AsRawFd;
             // Not closed: objects of the program still own those numbers.

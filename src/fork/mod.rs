@@ -17,14 +17,11 @@ mod link;
 mod prepare;
 mod run;
 
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crate::error::{Error, Origin, ProcessName};
-use crate::proto;
 use crate::registry::FunctionRef;
-use crate::sys::spawn;
 use crate::transport::{self, Transport};
 
 pub(crate) use link::Link;
@@ -99,159 +96,6 @@ impl Fork {
     #[cfg(test)]
     fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// Forks the process-wide default template and returns the new, empty
-    /// process.
-    ///
-    /// The default template is created on first use by
-    /// [`new_exec`](Fork::new_exec) and lives as long as the program. It is
-    /// small and single-threaded, so forking it is fast whatever the size of
-    /// the program. Safe to call from any thread, concurrently.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Spawn`] if the default template cannot be started;
-    /// [`Error::System`] if this program cannot make the new process's
-    /// socket (no descriptors left: the template is kept for the next
-    /// call); I/O errors if the template cannot be reached (a template that
-    /// is gone is replaced once, transparently).
-    pub fn new() -> Result<Fork, Error> {
-        crate::default_template::fork()
-    }
-
-    /// Starts a fresh process running this program's executable in serve
-    /// mode, and returns it empty.
-    ///
-    /// Slower than [`new`](Fork::new) and shares no memory with anything, but
-    /// needs no template. The program is not forked: the process is created
-    /// with `posix_spawn`, whose cost does not depend on the program's size.
-    /// If [`early`](crate::early) was called, the early template is forked
-    /// instead, which is faster still.
-    ///
-    /// # What it costs
-    ///
-    /// An `exec` of your program: the kernel maps it, the dynamic loader
-    /// loads its shared libraries, and the serving process is ready before
-    /// `main` would run (anyfork's own part is about 60 µs). Each shared
-    /// library costs: on `*-linux-gnu` every Rust program loads
-    /// `libgcc_s.so.1` for unwinding, about 90 µs per exec on the machines
-    /// this crate was measured on. The `static-unwinder` feature links that
-    /// unwinder into your program instead, as the `anyfork` binary is linked
-    /// (see [the crate's features](crate#cargo-features)).
-    ///
-    /// ```
-    /// let fork = anyfork::Fork::new_exec()?;
-    /// assert!(fork.pid()? > 0);
-    /// # Ok::<(), anyfork::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Spawn`] if the process cannot be created;
-    /// [`Error::Privileged`] in a setuid, setgid or file-capability program
-    /// without [`early`](crate::early).
-    pub fn new_exec() -> Result<Fork, Error> {
-        if let Some(forked) = crate::early::fork_early() {
-            return forked;
-        }
-        Fork::spawn()
-    }
-
-    /// `new_exec` without the early template.
-    pub(crate) fn spawn() -> Result<Fork, Error> {
-        Fork::spawn_with_marker(&format!("{}:{}", spawn::SERVE_FD, proto::PROTOCOL_VERSION))
-    }
-
-    /// `new_exec` with any serve marker value, for tests of the serving
-    /// process's checks.
-    #[doc(hidden)]
-    pub fn __spawn_with_marker(value: &str) -> Result<Fork, Error> {
-        Fork::spawn_with_marker(value)
-    }
-
-    fn spawn_with_marker(value: &str) -> Result<Fork, Error> {
-        if crate::sys::secure::is_secure_exec() {
-            // The serving process would refuse (see `serve`): say why here.
-            return Err(Error::Privileged);
-        }
-        let (ours, theirs) = transport::socketpair().map_err(|source| Error::System {
-            call: "socketpair",
-            doing: "creating the socket of a new process",
-            source,
-        })?;
-        let marker = format!("{}={value}", proto::SERVE_MARKER);
-        let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
-        let pid = spawn::spawn_self(&[(theirs.as_fd(), spawn::SERVE_FD)], &marker)
-            .map_err(|source| Error::Spawn { source })?;
-        drop(theirs);
-        tracing::debug!(pid, "anyfork: started a serving process");
-        Ok(Fork::from_transport(
-            Transport::Socket(ours),
-            Some(pid as u32),
-            Origin::Exec,
-        ))
-    }
-
-    /// Starts a fresh serving process, like [`new_exec`](Fork::new_exec),
-    /// that speaks the protocol on its stdin and stdout (two pipes) instead
-    /// of a unix socket: what a process started by a command (`ssh host
-    /// prog`) does. Its stdin then reads `/dev/null` and its stdout goes to
-    /// its stderr, so that what it prints cannot mix with the protocol.
-    ///
-    /// Everything that needs no descriptor passing works as on a socket:
-    /// `send_arg`, `eval`, `require`, `pid`, and [RPC](crate::rpc) with
-    /// every backend and codec. `send_fh` and `fork` report
-    /// [`Error::NeedsSocket`], and so does `run` (whose function takes a
-    /// `UnixStream`). The process is a child of this program, so
-    /// [`process`](Fork::process) works.
-    ///
-    /// ```
-    /// fn double(n: u64) -> u64 {
-    ///     n * 2
-    /// }
-    /// let rpc = anyfork::Fork::new_exec_piped()?.rpc(double).start()?;
-    /// assert_eq!(rpc.call_blocking(21)?, 42);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// As for [`new_exec`](Fork::new_exec).
-    pub fn new_exec_piped() -> Result<Fork, Error> {
-        if crate::sys::secure::is_secure_exec() {
-            return Err(Error::Privileged);
-        }
-        let pipe = || {
-            transport::pipe().map_err(|source| Error::System {
-                call: "pipe",
-                doing: "creating the pipes of a new process",
-                source,
-            })
-        };
-        let (their_read, our_write) = pipe()?;
-        let (our_read, their_write) = pipe()?;
-        let marker = format!("{}=stdio:{}", proto::SERVE_MARKER, proto::PROTOCOL_VERSION);
-        let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
-        let mapping = [(their_read.as_fd(), 0), (their_write.as_fd(), 1)];
-        let pid = spawn::spawn_self(&mapping, &marker).map_err(|source| Error::Spawn { source })?;
-        drop((their_read, their_write));
-        let transport =
-            Transport::streams(our_read, our_write).map_err(|source| Error::System {
-                call: "ioctl(FIONBIO)",
-                doing: "making the pipes of a new process non-blocking",
-                source,
-            })?;
-        tracing::debug!(pid, "anyfork: started a serving process on pipes");
-        Ok(Fork::from_transport(
-            transport,
-            Some(pid as u32),
-            Origin::Exec,
-        ))
     }
 
     /// Continues preparing a serving process at the other end of a pair of

@@ -1148,7 +1148,7 @@ impl Core {
         if let Some(process) = self.lock().link.process().cloned() {
             // And reaped when it exits, even if a parked task keeps this
             // state (and so the process handle) forever.
-            crate::reaper::watch_process(process);
+            crate::reaper::watch(process);
         }
         if driver {
             #[cfg(feature = "tokio")]

@@ -196,17 +196,20 @@ mod codec;
 pub(crate) mod config;
 mod delivery;
 mod error;
+mod fd;
 pub(crate) mod frame;
 pub(crate) mod function;
 pub mod raw;
 pub(crate) mod registry;
 mod server;
 mod trace;
+mod writer;
 
 pub use client::{DEFAULT_BUFLEN, Events, Rpc, RpcBuilder};
-pub use codec::{Codec, CodecError, Encoded, Fd, UnknownCodec};
+pub use codec::{Codec, CodecError, Encoded, UnknownCodec};
 pub use error::Error;
+pub use fd::Fd;
 pub use function::{
     AsyncFn, ByName, IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction, SyncFn,
 };
-pub use server::{EventError, event, flush};
+pub use writer::{EventError, event, flush};

@@ -233,7 +233,7 @@ impl<'a> ser::Serializer for ListSerializer<'a> {
         name: &'static str,
         value: &T,
     ) -> Result<(), RawError> {
-        if name == super::codec::FD_NAME {
+        if name == super::fd::FD_NAME {
             return ElementSerializer { out: self.out }.serialize_newtype_struct(name, value);
         }
         value.serialize(self)
@@ -743,7 +743,7 @@ impl<'de> de::Deserializer<'de> for ListDeserializer<'de> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, RawError> {
-        if name == super::codec::FD_NAME {
+        if name == super::fd::FD_NAME {
             return self.single()?.deserialize_newtype_struct(name, visitor);
         }
         visitor.visit_newtype_struct(self)

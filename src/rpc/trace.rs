@@ -94,7 +94,7 @@ impl Subscriber for Forwarder {
         event.record(&mut text);
         text.message.push_str(&text.fields);
         let metadata = event.metadata();
-        super::server::send_log(
+        super::writer::send_log(
             level_code(*metadata.level()),
             metadata.target(),
             &text.message,

@@ -25,6 +25,7 @@ pub(crate) mod exe;
 pub(crate) mod fdpass;
 pub(crate) mod fds;
 pub(crate) mod parent_death;
+pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod secure;
 pub(crate) mod spawn;
