@@ -95,7 +95,7 @@ impl Fork {
     /// its stderr, so that what it prints cannot mix with the protocol.
     ///
     /// Everything that needs no descriptor passing works as on a socket:
-    /// `send_arg`, `eval`, `require`, `pid`, and [RPC](crate::rpc) with
+    /// `send_arg`, `eval`, `require`, `pid`, and [RPC](mod@crate::rpc) with
     /// every backend and codec. `send_fh` and `fork` report
     /// [`Error::NeedsSocket`], and so does `run` (whose function takes a
     /// `UnixStream`). The process is a child of this program, so

@@ -243,7 +243,7 @@ impl Fork {
     ///
     /// Function names cannot be checked here (the process may run another
     /// executable), and its exit status belongs to the program that created
-    /// it: [`Process::wait`] reports [`Error::NotAChild`], and the process
+    /// it: [`Process::wait`](crate::Process::wait) reports [`Error::NotAChild`], and the process
     /// is never reaped here. The pid it claims is believed only when the
     /// kernel confirms that it sent the claim (`SCM_CREDENTIALS`); a false
     /// claim is [`Error::Protocol`] with

@@ -55,14 +55,14 @@ impl Fork {
     /// or a function value `fn(&[Vec<u8>]) -> impl Outcome`. State it builds
     /// in statics is shared copy-on-write by every process later forked from
     /// this one. If it fails or panics, the process exits and the next
-    /// `run`, `pid` or `fork` of it reports [`Error::Refused`] with the
+    /// `run`, `pid` or `fork` of it reports [`Error::Refused`](crate::Error::Refused) with the
     /// message.
     ///
     /// An initialiser must not leave threads running if the process is to
     /// be forked: a template forks with a raw `clone` that only a
     /// single-threaded process survives (another thread could hold
     /// `malloc`'s lock), so a template with threads refuses every fork
-    /// ([`Error::Refused`] with
+    /// ([`Error::Refused`](crate::Error::Refused) with
     /// [`ChildErrorKind::Threaded`](crate::ChildErrorKind::Threaded),
     /// naming the initialiser) until they have ended. The same holds for a
     /// library loaded with [`require`](Fork::require).
@@ -115,7 +115,7 @@ impl Fork {
     ///
     /// After `require`, names given to `run` and `eval` are no longer checked
     /// in the parent, which cannot see into the library; an unknown name is
-    /// then reported by the process as [`Error::Refused`].
+    /// then reported by the process as [`Error::Refused`](crate::Error::Refused).
     pub fn require(self, path: impl AsRef<Path>) -> Self {
         {
             let mut link = lock(&self.shared);

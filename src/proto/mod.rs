@@ -87,11 +87,11 @@
 //!
 //! # Where it lives
 //!
-//! [`wire`] has the frame header, the tags and the errors; `commands` the
+//! `wire` has the frame header, the tags and the errors; `commands` the
 //! parent's queue of commands and their decoding; `reader` how a serving
 //! process reads commands without reading past `run`; `replies` the
 //! serving process's answers and how a parent reads them without reading
-//! past `S`. The bytes move through a [`crate::transport::Transport`].
+//! past `S`. The bytes move through a transport (`crate::transport`): a unix socket or a pair of byte streams.
 
 mod commands;
 mod reader;

@@ -48,7 +48,7 @@
 //! names up); `value` names functions by value (trampolines and the offset
 //! sent to the child); `library` is the C ABI between a program and the
 //! libraries it loads with `require`. RPC keeps its own registry of RPC
-//! functions ([`crate::rpc`]), built the same way.
+//! functions ([`crate::rpc`](mod@crate::rpc)), built the same way.
 
 mod library;
 mod value;

@@ -1,0 +1,382 @@
+//! [`RpcBuilder`]: choosing the function, codec, handlers and buffers,
+//! and starting the server in the process.
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::core::{Core, Handlers};
+use super::event_queue::EventQueue;
+use super::handle::Rpc;
+use super::{DEFAULT_BUFLEN, DestroyHandler, ErrorHandler, EventHandler};
+use crate::fork::Fork;
+use crate::proto::DEFAULT_MAX_FRAME_LEN;
+use crate::registry::{FunctionRef, FunctionRepr, IntoRun, Lookup};
+use crate::rpc::codec::Codec;
+use crate::rpc::config::Config;
+use crate::rpc::error::Error;
+use crate::rpc::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction};
+
+/// Prepares an RPC handle: made by [`Fork::rpc`].
+///
+/// `Req`, `Rep` and `Ev` are the request, reply and event types: inferred
+/// from a function value, [`Octets`] for a name until [`types`](Self::types)
+/// says otherwise, and set for events by [`on_event`](Self::on_event).
+#[must_use = "an RpcBuilder does nothing until start()"]
+pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
+    fork: Fork,
+    function: RpcFunction,
+    codec: Codec,
+    init: Option<FunctionRef>,
+    done: Option<FunctionRef>,
+    buflen_req: usize,
+    buflen_res: usize,
+    max_frame: u64,
+    on_event: Option<Box<dyn FnMut(Ev) + Send>>,
+    on_error: Option<ErrorHandler>,
+    on_destroy: Option<DestroyHandler>,
+    event_stream: bool,
+    forward_tracing: bool,
+    die_with_parent: bool,
+    kill_on_timeout: bool,
+    _types: PhantomData<fn(Req) -> Rep>,
+}
+
+impl<Req, Rep, Ev> std::fmt::Debug for RpcBuilder<Req, Rep, Ev> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcBuilder")
+            .field("function", &self.function.label())
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fork {
+    /// Turns this process into an RPC server for `function` (the Perl
+    /// module's `AnyEvent::Fork::RPC::run`); see [the `rpc` module](mod@crate::rpc).
+    ///
+    /// `function` is a name registered with [`rpc!`](crate::rpc!), or a
+    /// function value: `fn(Req) -> Rep` for the synchronous backend,
+    /// `async fn(Req) -> Rep` for the asynchronous one.
+    ///
+    /// ```
+    /// fn double(n: u64) -> u64 {
+    ///     n * 2
+    /// }
+    ///
+    /// let rpc = anyfork::Fork::new()?.rpc(double).start()?;
+    /// assert_eq!(rpc.call_blocking(21)?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rpc<M, F: IntoRpc<M>>(self, function: F) -> RpcBuilder<F::Req, F::Rep, Octets> {
+        RpcBuilder {
+            fork: self,
+            function: function.into_rpc(),
+            codec: Codec::Raw,
+            init: None,
+            done: None,
+            buflen_req: DEFAULT_BUFLEN,
+            buflen_res: DEFAULT_BUFLEN,
+            max_frame: DEFAULT_MAX_FRAME_LEN,
+            on_event: None,
+            on_error: None,
+            on_destroy: None,
+            event_stream: false,
+            forward_tracing: true,
+            die_with_parent: true,
+            kill_on_timeout: false,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Rep, Ev> RpcBuilder<Req, Rep, Ev>
+where
+    Req: Serialize,
+    Rep: DeserializeOwned,
+    Ev: DeserializeOwned + 'static,
+{
+    /// The serialiser for arguments, results and events (default
+    /// [`Codec::Raw`]).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sets the request and reply types (for a function named by string).
+    pub fn types<Req2, Rep2>(self) -> RpcBuilder<Req2, Rep2, Ev> {
+        RpcBuilder {
+            fork: self.fork,
+            function: self.function,
+            codec: self.codec,
+            init: self.init,
+            done: self.done,
+            buflen_req: self.buflen_req,
+            buflen_res: self.buflen_res,
+            max_frame: self.max_frame,
+            on_event: self.on_event,
+            on_error: self.on_error,
+            on_destroy: self.on_destroy,
+            event_stream: self.event_stream,
+            forward_tracing: self.forward_tracing,
+            die_with_parent: self.die_with_parent,
+            kill_on_timeout: self.kill_on_timeout,
+            _types: PhantomData,
+        }
+    }
+
+    /// Calls `handler` for every event the child sends (with
+    /// [`rpc::event`](crate::rpc::event)), decoded as `Ev2`. Without it (and
+    /// without [`event_stream`](Self::event_stream)) an event is an error,
+    /// as in the Perl module.
+    ///
+    /// It runs on whichever thread reads the socket (or takes the reply it
+    /// waited for), in the order described in [the module
+    /// docs](mod@crate::rpc#in-what-order-the-parent-sees-replies-and-events); it
+    /// must not make blocking calls on this handle.
+    pub fn on_event<Ev2, F>(self, handler: F) -> RpcBuilder<Req, Rep, Ev2>
+    where
+        F: FnMut(Ev2) + Send + 'static,
+    {
+        RpcBuilder {
+            fork: self.fork,
+            function: self.function,
+            codec: self.codec,
+            init: self.init,
+            done: self.done,
+            buflen_req: self.buflen_req,
+            buflen_res: self.buflen_res,
+            max_frame: self.max_frame,
+            on_event: Some(Box::new(handler)),
+            on_error: self.on_error,
+            on_destroy: self.on_destroy,
+            event_stream: self.event_stream,
+            forward_tracing: self.forward_tracing,
+            die_with_parent: self.die_with_parent,
+            kill_on_timeout: self.kill_on_timeout,
+            _types: PhantomData,
+        }
+    }
+
+    /// Delivers events of type `Ev2` to the stream returned by
+    /// [`Rpc::events`] instead of a handler.
+    pub fn event_stream<Ev2>(self) -> RpcBuilder<Req, Rep, Ev2> {
+        RpcBuilder {
+            fork: self.fork,
+            function: self.function,
+            codec: self.codec,
+            init: self.init,
+            done: self.done,
+            buflen_req: self.buflen_req,
+            buflen_res: self.buflen_res,
+            max_frame: self.max_frame,
+            on_event: None,
+            on_error: self.on_error,
+            on_destroy: self.on_destroy,
+            event_stream: true,
+            forward_tracing: self.forward_tracing,
+            die_with_parent: self.die_with_parent,
+            kill_on_timeout: self.kill_on_timeout,
+            _types: PhantomData,
+        }
+    }
+
+    /// Called on fatal errors: the child died with calls outstanding, broke
+    /// the protocol, or its server gave up. Without it, an error is passed
+    /// to `on_event` as `["error", message]` if events are raw octet
+    /// strings and a handler is set (the Perl module's rule), and logged
+    /// with `tracing::error!` otherwise.
+    pub fn on_error(mut self, handler: impl FnMut(&Error) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(handler));
+        self
+    }
+
+    /// Called once the handle has been dropped and every call answered (the
+    /// child's end closed with nothing outstanding).
+    pub fn on_destroy(mut self, handler: impl FnOnce() + Send + 'static) -> Self {
+        self.on_destroy = Some(Box::new(handler));
+        self
+    }
+
+    /// A function the child calls first, with the arguments sent to the
+    /// process (`send_arg`, `send_fh`): a name registered with
+    /// `rpc!(init ...)` or a function value `fn(Args) -> impl Outcome`. It
+    /// cannot send events yet. If it fails, every call fails with
+    /// [`Error::Server`].
+    pub fn init(mut self, init: impl IntoRpcInit) -> Self {
+        self.init = Some(init.into_rpc_init());
+        self
+    }
+
+    /// For the asynchronous backend: what the child does once the handle is
+    /// gone and every call answered; a name registered with `rpc!(done ...)`
+    /// or a function value `async fn()`. The default is to exit. Ignored by
+    /// the synchronous backend.
+    pub fn done(mut self, done: impl IntoRpcDone) -> Self {
+        self.done = Some(done.into_rpc_done());
+        self
+    }
+
+    /// The first size of both read buffers (default 496 bytes, as in the
+    /// manual); they grow as frames need.
+    pub fn buflen(mut self, bytes: usize) -> Self {
+        self.buflen_req = bytes;
+        self.buflen_res = bytes;
+        self
+    }
+
+    /// The first size of the child's read buffer (requests).
+    pub fn buflen_req(mut self, bytes: usize) -> Self {
+        self.buflen_req = bytes;
+        self
+    }
+
+    /// The first size of the parent's read buffer (replies, events).
+    pub fn buflen_res(mut self, bytes: usize) -> Self {
+        self.buflen_res = bytes;
+        self
+    }
+
+    /// The largest message either side accepts (default 1 GiB).
+    pub fn max_frame_len(mut self, bytes: u64) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Whether `tracing` events emitted in the child reach this program's
+    /// subscriber (default: yes, at the levels the subscriber enables now).
+    pub fn forward_tracing(mut self, forward: bool) -> Self {
+        self.forward_tracing = forward;
+        self
+    }
+
+    /// Whether the child dies when this program does, even by `SIGKILL`,
+    /// in the middle of a call (default: yes). Turn it off for a worker
+    /// that must finish its work alone; see [`Fork::die_with_parent`].
+    pub fn die_with_parent(mut self, die: bool) -> Self {
+        self.die_with_parent = die;
+        self
+    }
+
+    /// What a call that times out ([`Rpc::call_blocking_timeout`],
+    /// [`Rpc::call_timeout`]) does to the child: with `true`, the child is
+    /// killed (`SIGKILL`) and the handle closed, every other outstanding
+    /// call failing with [`Error::Killed`], which says why. The default,
+    /// `false`, only cancels the call: an asynchronous child aborts it, but
+    /// a synchronous child computes on, and the calls queued behind it wait
+    /// for it (and may time out in turn). Choose `true` when a call that
+    /// overruns means the child is stuck.
+    pub fn kill_on_timeout(mut self, kill: bool) -> Self {
+        self.kill_on_timeout = kill;
+        self
+    }
+
+    fn target(
+        &self,
+        function: &FunctionRef,
+        kind: &'static str,
+        lookup: Option<bool>,
+    ) -> Result<crate::proto::Target, crate::Error> {
+        if let (FunctionRepr::Name(name), Some(true)) = (&function.repr, lookup) {
+            let found = match kind {
+                "RPC function" => crate::rpc::registry::lookup_rpc(name).map(|_| ()),
+                "RPC init function" => crate::rpc::registry::lookup_rpc_init(name).map(|_| ()),
+                _ => crate::rpc::registry::lookup_rpc_done(name).map(|_| ()),
+            };
+            if !matches!(found, Lookup::Found(())) {
+                return Err(crate::Error::UnknownFunction {
+                    kind,
+                    name: name.clone(),
+                    macro_name: "rpc",
+                });
+            }
+        }
+        function
+            .target()
+            .ok_or_else(|| crate::Error::NotInExecutable {
+                name: function.label().to_owned(),
+            })
+    }
+
+    /// Starts the server in the process and returns the handle. Nothing is
+    /// waited for: calls made at once are queued behind the start and
+    /// never lost.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::UnknownFunction`] for a name this program has not
+    /// registered; otherwise as for [`Fork::run`]. Errors the process
+    /// reports later reach the calls and `on_error`.
+    pub fn start(self) -> Result<Rpc<Req, Rep, Ev>, crate::Error> {
+        let check = Some(self.fork.names_checked());
+        let function = self.target(&self.function.function, "RPC function", check)?;
+        let init = self
+            .init
+            .as_ref()
+            .map(|f| self.target(f, "RPC init function", check))
+            .transpose()?;
+        let done = self
+            .done
+            .as_ref()
+            .map(|f| self.target(f, "RPC done function", check))
+            .transpose()?;
+        let config = Config {
+            codec: self.codec,
+            backend: self.function.backend,
+            function,
+            init,
+            done,
+            buflen_req: u32::try_from(self.buflen_req).unwrap_or(u32::MAX),
+            max_frame: self.max_frame,
+            log_level: if self.forward_tracing {
+                crate::rpc::trace::current_level_code()
+            } else {
+                0
+            },
+        };
+        let link = self
+            .fork
+            .die_with_parent(self.die_with_parent)
+            .send_arg(config.encode())
+            .run_pipelined(&IntoRun::into_run(crate::rpc::server::SERVE))?;
+        let codec = self.codec;
+        let raw_events = TypeId::of::<Ev>() == TypeId::of::<Octets>();
+        let on_event = self.on_event.map(|mut typed| -> EventHandler {
+            Box::new(move |bytes, fds| match codec.decode::<Ev>(&bytes, fds) {
+                Ok(event) => typed(event),
+                Err(e) => tracing::error!("anyfork rpc: cannot decode an event: {e}"),
+            })
+        });
+        let events = self.event_stream.then(|| Arc::new(EventQueue::default()));
+        let core = Core::new(
+            link,
+            self.function.label().to_owned(),
+            codec,
+            self.buflen_res,
+            self.max_frame,
+            Handlers {
+                on_event,
+                on_error: self.on_error,
+                on_destroy: self.on_destroy,
+                events: events.clone(),
+                raw_events,
+            },
+            self.kill_on_timeout,
+        )?;
+        let core = Arc::new(core);
+        core.send_queued();
+        // Inside a runtime, read from the start so events flow.
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            core.clone().ensure_driver();
+        }
+        Ok(Rpc {
+            core,
+            events,
+            _types: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! [`PendingCall`]: one call waiting for its reply, blocking or as a
+//! future; dropping it cancels the call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use serde::Serialize;
+
+use super::core::{Core, KEEP_SCRATCH};
+use crate::rpc::delivery::{Outcome, Slot};
+use crate::rpc::error::Error;
+use crate::rpc::frame::{self, kind};
+
+/// A call waiting for its reply; dropping it cancels the call.
+pub(super) struct PendingCall {
+    pub(super) core: Arc<Core>,
+    pub(super) id: u32,
+    pub(super) slot: Arc<Slot>,
+}
+
+impl PendingCall {
+    /// Takes the result if it is there, releasing what waited for the take.
+    pub(super) fn take(&self) -> Option<Outcome> {
+        let (outcome, generation) = self.slot.take()?;
+        self.core.released(generation, true);
+        Some(outcome)
+    }
+
+    pub(super) fn wait_blocking(&self, deadline: Option<Instant>, timeout: Duration) -> Outcome {
+        self.slot.wait_blocking();
+        loop {
+            if let Some(outcome) = self.take() {
+                return outcome;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.core.cancel(self.id);
+                return Err(self.core.timed_out(timeout, true));
+            }
+            let slot = self.slot.clone();
+            if let Err(error) = self.core.pump_or_wait(deadline, &move |_| slot.is_done()) {
+                return self.take().unwrap_or(Err(error));
+            }
+        }
+    }
+}
+
+impl Future for PendingCall {
+    type Output = Outcome;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        match self.slot.poll_take(cx) {
+            Poll::Ready((outcome, generation)) => {
+                self.core.released(generation, false);
+                Poll::Ready(outcome)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.slot.is_done() {
+            self.core.cancel(self.id);
+        }
+        // A reply that came but was not taken holds nothing back.
+        let generation = self.slot.abandon();
+        self.core.released(generation, false);
+    }
+}
+
+impl Core {
+    /// Queues a request and returns its pending call.
+    pub(super) fn submit<Req: Serialize>(
+        self: &Arc<Self>,
+        request: &Req,
+    ) -> Result<PendingCall, Error> {
+        // Encoded outside the state lock, into a buffer kept from call to
+        // call (a concurrent caller finds it taken and uses a new one).
+        let mut encoded = std::mem::take(&mut *self.scratch());
+        encoded.clear();
+        let fds = self
+            .codec
+            .encode_appending(request, &mut encoded)
+            .map_err(|source| Error::Codec {
+                function: self.function.clone(),
+                source,
+            })?;
+        let result = self.submit_encoded(&encoded, fds);
+        if encoded.capacity() <= KEEP_SCRATCH {
+            *self.scratch() = encoded;
+        }
+        result
+    }
+
+    pub(super) fn submit_encoded(
+        self: &Arc<Self>,
+        encoded: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<PendingCall, Error> {
+        let mut state = self.lock();
+        if let Some(error) = self.closed_error(&state) {
+            return Err(error);
+        }
+        // After four billion calls ids come round again: skip those still
+        // in use (it rarely loops, as in the Perl module).
+        let mut id = state.next_id;
+        while state.pending.contains_key(&id) || state.cancelled.contains(&id) {
+            id = id.wrapping_add(1).max(1);
+        }
+        state.next_id = id.wrapping_add(1).max(1);
+        let process = state.link.name().clone();
+        if !fds.is_empty() && !self.connection.carries_fds() {
+            return Err(Error::Io {
+                process,
+                doing: "sending a request",
+                source: Arc::new(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    crate::transport::NO_FDS,
+                )),
+            });
+        }
+        frame::encode(state.link.outbox(), id, kind::REQUEST, encoded, fds)
+            .map_err(|source| Error::Protocol { process, source })?;
+        let slot = Arc::new(Slot::default());
+        state.pending.insert(id, slot.clone());
+        let driver = state.driver;
+        drop(state);
+        if driver {
+            #[cfg(feature = "tokio")]
+            self.driver_wake.notify_one();
+        } else {
+            self.send_queued();
+        }
+        Ok(PendingCall {
+            core: self.clone(),
+            id,
+            slot,
+        })
+    }
+}
