@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use crate::error::{Ending, Error, Origin, ProcessName};
+use crate::error::{Error, Origin, ProcessName};
 use crate::process::Process;
 use crate::proto::{self, Outbox, Reply, Target};
 use crate::reaper;
@@ -18,7 +18,7 @@ use crate::transport::{Transport, is_peer_gone};
 
 /// How long to wait for a process that closed its socket to be reaped, when
 /// explaining why it is gone.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
+pub(super) const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// What a `Fork` shares with the processes forked from it: its link.
 #[derive(Debug)]
@@ -83,88 +83,6 @@ pub(crate) struct Link {
     pub(super) broken: Option<String>,
     /// Why this (template) process ended, once known.
     pub(super) death: Option<String>,
-}
-
-/// Why an asynchronous start failed.
-#[cfg(feature = "tokio")]
-pub(super) enum AsyncFailure {
-    Error(Error),
-    /// The process closed the socket before answering.
-    Closed,
-}
-
-#[cfg(feature = "tokio")]
-impl Link {
-    /// Sends the queued commands and reads the answer to `run`,
-    /// asynchronously; `stream` is a tokio stream on a duplicate of the
-    /// link's socket, used to wait for readiness.
-    pub(super) async fn exchange_async(
-        &mut self,
-        stream: &tokio::net::UnixStream,
-        doing: &str,
-    ) -> Result<(), AsyncFailure> {
-        use tokio::io::Interest;
-
-        loop {
-            let Some(transport) = &self.transport else {
-                return Err(AsyncFailure::Error(self.broken_error()));
-            };
-            let outbox = &mut self.outbox;
-            let sent = stream
-                .async_io(Interest::WRITABLE, || outbox.send_some(transport, true))
-                .await;
-            match sent {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
-                Err(e) => return Err(AsyncFailure::Error(self.io_error(doing, e))),
-            }
-        }
-        loop {
-            let taken = self
-                .replies
-                .take_with_sender()
-                .map_err(|e| AsyncFailure::Error(self.protocol_error(e)))?;
-            if let Some((reply, sender)) = taken {
-                match self.note(reply, sender).map_err(AsyncFailure::Error)? {
-                    Reply::Pid(_) => continue,
-                    Reply::Started(_) => return Ok(()),
-                    other => return Err(AsyncFailure::Error(self.unexpected(other))),
-                }
-            }
-            let wanted = self
-                .replies
-                .wanted(self.reply_budget())
-                .map_err(|e| AsyncFailure::Error(self.protocol_error(e)))?;
-            let mut chunk = vec![0u8; wanted];
-            let mut sender = None;
-            let ask = self.kin == Kin::Foreign;
-            let Some(transport) = &self.transport else {
-                return Err(AsyncFailure::Error(self.broken_error()));
-            };
-            let read = stream
-                .async_io(Interest::READABLE, || {
-                    if ask {
-                        let mut fds = std::collections::VecDeque::new();
-                        transport.recv_from(&mut chunk, &mut fds, true, &mut sender)
-                    } else {
-                        transport.recv_bytes(&mut chunk)
-                    }
-                })
-                .await;
-            match read {
-                Ok(0) => {
-                    self.replies
-                        .at_end()
-                        .map_err(|e| AsyncFailure::Error(self.protocol_error(e)))?;
-                    return Err(AsyncFailure::Closed);
-                }
-                Ok(n) => self.replies.extend_from(&chunk[..n], sender),
-                Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
-                Err(e) => return Err(AsyncFailure::Error(self.io_error(doing, e))),
-            }
-        }
-    }
 }
 
 impl Link {
@@ -349,33 +267,6 @@ impl Link {
     pub(super) fn wait_at_most(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
         self.deadline = crate::deadline::from_now(timeout);
-    }
-
-    /// The process did not answer before the deadline while `doing`: say
-    /// what state it (and its template) is in.
-    pub(super) fn timeout_error(&self, doing: &str) -> Error {
-        let mut state = String::new();
-        if let Some(pid) = self.name.pid {
-            match crate::process::describe_state(pid) {
-                Some(words) => state.push_str(&format!("; it is {words}")),
-                None => state.push_str("; it is gone"),
-            }
-        }
-        if let Origin::Fork {
-            template: Some(template),
-        } = self.name.origin
-        {
-            match crate::process::describe_state(template) {
-                Some(words) => state.push_str(&format!("; its template {template} is {words}")),
-                None => state.push_str(&format!("; its template {template} is gone")),
-            }
-        }
-        Error::Timeout {
-            process: self.name.clone(),
-            doing: doing.to_owned(),
-            timeout: self.timeout.unwrap_or_default(),
-            state,
-        }
     }
 
     pub(super) fn io_error(&self, doing: &str, source: io::Error) -> Error {
@@ -623,98 +514,6 @@ impl Link {
         });
         self.broken = Some(error.to_string());
         Err(error)
-    }
-
-    /// The process closed its socket while `doing`: find out why.
-    pub(super) fn explain_end(&mut self, doing: &str) -> Error {
-        // What did it say before it went?
-        while let Some(transport) = &self.transport {
-            let budget = self.reply_budget();
-            match self.replies.next_with_sender(transport, budget) {
-                Ok(Some((reply, sender))) => match self.note(reply, sender) {
-                    Ok(reply @ (Reply::Error { .. } | Reply::Started(_))) => {
-                        return self.unexpected(reply);
-                    }
-                    Ok(Reply::Pid(_) | Reply::InSync(_)) => {}
-                    Err(error) => return error,
-                },
-                Err(proto::ReadError::Protocol(e)) => return self.protocol_error(e),
-                Ok(None) | Err(proto::ReadError::Io(_)) => break,
-            }
-        }
-        self.broken = Some(format!("the process ended before {doing}"));
-        let ending = Ending(
-            self.process
-                .as_ref()
-                .and_then(|p| p.wait_timeout(EXIT_GRACE)),
-        );
-        let cause = if self.name.pid.is_none() {
-            self.template.upgrade().and_then(|t| lock(&t).death_note())
-        } else {
-            None
-        };
-        Error::Ended {
-            process: self.name.clone(),
-            doing: doing.to_owned(),
-            ending,
-            cause,
-        }
-    }
-
-    /// If this (template) process has ended, why; `None` while it lives.
-    pub(super) fn death_note(&mut self) -> Option<String> {
-        if let Some(note) = &self.death {
-            return Some(note.clone());
-        }
-        // Read only what is already waiting: a live template has nothing
-        // to say but its pid, and must not be waited for.
-        let mut said = None;
-        let ended = loop {
-            let transport = self.transport.as_ref()?;
-            let buffered = match self.replies.take_with_sender() {
-                Ok(Some(reply)) => Some(reply),
-                Ok(None) => None,
-                Err(_) => break true,
-            };
-            if buffered.is_none() && !transport.is_readable_now() {
-                // Nothing more: alive, unless it said why it is leaving (a
-                // serving process exits after an `E` frame).
-                break said.is_some();
-            }
-            let budget = self.reply_budget();
-            let next = match buffered {
-                Some(reply) => Ok(Some(reply)),
-                None => self.replies.next_with_sender(transport, budget),
-            };
-            match next {
-                Ok(Some((Reply::Pid(pid), sender))) => {
-                    let _ = self.claim(pid, sender, false);
-                }
-                Ok(Some((Reply::Error { kind, message }, _))) => {
-                    said = Some(format!("{kind}: {message}"))
-                }
-                Ok(Some((Reply::Started(_) | Reply::InSync(_), _))) => {}
-                Ok(None) | Err(_) => break true,
-            }
-        };
-        if !ended {
-            return None;
-        }
-        let ending = Ending(
-            self.process
-                .as_ref()
-                .and_then(|p| p.wait_timeout(EXIT_GRACE)),
-        );
-        let who = ProcessName {
-            pid: self.name.pid,
-            origin: self.name.origin,
-        };
-        let note = match said {
-            Some(said) => format!("its template, {who}, refused a command: {said}"),
-            None => format!("its template, {who}, exited{ending}"),
-        };
-        self.death = Some(note.clone());
-        Some(note)
     }
 
     /// After `S`: the socket is the caller's now.

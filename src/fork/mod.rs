@@ -13,6 +13,7 @@
 //! socket until it exists. The first and usually only wait is in `run`, for
 //! the process's answer that the function is found and about to be called.
 
+mod ending;
 mod link;
 mod prepare;
 mod run;

@@ -4,11 +4,17 @@
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+#[cfg(feature = "tokio")]
+use super::Link;
+#[cfg(feature = "tokio")]
+use super::link::Kin;
 use super::{Fork, lock};
 use crate::error::{Error, Origin};
 use crate::process::Process;
 use crate::proto::Reply;
 use crate::registry::IntoRun;
+#[cfg(feature = "tokio")]
+use crate::transport::is_peer_gone;
 
 impl Fork {
     /// The process's pid. Sends queued commands, and waits for the process
@@ -217,8 +223,6 @@ impl Fork {
         self,
         function: impl IntoRun,
     ) -> Result<(tokio::net::UnixStream, Process), Error> {
-        use super::link::AsyncFailure;
-
         let function = function.into_run();
         let mut link = self.into_link()?;
         link.needs_socket("run_async")?;
@@ -272,6 +276,88 @@ impl Fork {
                     AsyncFailure::Error(e) => e,
                     AsyncFailure::Closed => link.explain_end(&doing),
                 })
+            }
+        }
+    }
+}
+
+/// Why an asynchronous start failed.
+#[cfg(feature = "tokio")]
+pub(super) enum AsyncFailure {
+    Error(Error),
+    /// The process closed the socket before answering.
+    Closed,
+}
+
+#[cfg(feature = "tokio")]
+impl Link {
+    /// Sends the queued commands and reads the answer to `run`,
+    /// asynchronously; `stream` is a tokio stream on a duplicate of the
+    /// link's socket, used to wait for readiness.
+    pub(super) async fn exchange_async(
+        &mut self,
+        stream: &tokio::net::UnixStream,
+        doing: &str,
+    ) -> Result<(), AsyncFailure> {
+        use tokio::io::Interest;
+
+        loop {
+            let Some(transport) = &self.transport else {
+                return Err(AsyncFailure::Error(self.broken_error()));
+            };
+            let outbox = &mut self.outbox;
+            let sent = stream
+                .async_io(Interest::WRITABLE, || outbox.send_some(transport, true))
+                .await;
+            match sent {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
+                Err(e) => return Err(AsyncFailure::Error(self.io_error(doing, e))),
+            }
+        }
+        loop {
+            let taken = self
+                .replies
+                .take_with_sender()
+                .map_err(|e| AsyncFailure::Error(self.protocol_error(e)))?;
+            if let Some((reply, sender)) = taken {
+                match self.note(reply, sender).map_err(AsyncFailure::Error)? {
+                    Reply::Pid(_) => continue,
+                    Reply::Started(_) => return Ok(()),
+                    other => return Err(AsyncFailure::Error(self.unexpected(other))),
+                }
+            }
+            let wanted = self
+                .replies
+                .wanted(self.reply_budget())
+                .map_err(|e| AsyncFailure::Error(self.protocol_error(e)))?;
+            let mut chunk = vec![0u8; wanted];
+            let mut sender = None;
+            let ask = self.kin == Kin::Foreign;
+            let Some(transport) = &self.transport else {
+                return Err(AsyncFailure::Error(self.broken_error()));
+            };
+            let read = stream
+                .async_io(Interest::READABLE, || {
+                    if ask {
+                        let mut fds = std::collections::VecDeque::new();
+                        transport.recv_from(&mut chunk, &mut fds, true, &mut sender)
+                    } else {
+                        transport.recv_bytes(&mut chunk)
+                    }
+                })
+                .await;
+            match read {
+                Ok(0) => {
+                    self.replies
+                        .at_end()
+                        .map_err(|e| AsyncFailure::Error(self.protocol_error(e)))?;
+                    return Err(AsyncFailure::Closed);
+                }
+                Ok(n) => self.replies.extend_from(&chunk[..n], sender),
+                Err(e) if is_peer_gone(&e) => return Err(AsyncFailure::Closed),
+                Err(e) => return Err(AsyncFailure::Error(self.io_error(doing, e))),
             }
         }
     }

@@ -138,7 +138,7 @@ impl Codec {
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
         match self {
-            Codec::Raw => raw::to_bytes(value, out).map_err(|e| self.error(e.0)),
+            Codec::Raw => raw::to_bytes(value, out).map_err(|e| self.error(e.message())),
             #[cfg(feature = "cbor")]
             Codec::Cbor => ciborium::into_writer(value, out).map_err(|e| self.error(e)),
             #[cfg(feature = "json")]
@@ -177,7 +177,7 @@ impl Codec {
 
     fn decode_within<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
-            Codec::Raw => raw::from_bytes(bytes).map_err(|e| self.error(e.0)),
+            Codec::Raw => raw::from_bytes(bytes).map_err(|e| self.error(e.message())),
             #[cfg(feature = "cbor")]
             Codec::Cbor => ciborium::from_reader(bytes).map_err(|e| self.error(e)),
             #[cfg(feature = "json")]
