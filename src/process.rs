@@ -308,15 +308,14 @@ impl Process {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let left = rustix::event::Timespec::try_from(left).ok()?;
-            let mut fds = [rustix::event::PollFd::from_borrowed_fd(
-                pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            match rustix::event::poll(&mut fds, Some(&left)) {
-                Ok(_) => return self.try_wait().ok().flatten(),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(_) => return None,
+            // An interrupted wait says `true`: look, and wait again.
+            match crate::sys::poll::wait_readable(pidfd, Some(left)) {
+                Ok(true) => match self.try_wait() {
+                    Ok(Some(status)) => return Some(status),
+                    Ok(None) if !left.is_zero() => {}
+                    _ => return None,
+                },
+                Ok(false) | Err(_) => return self.try_wait().ok().flatten(),
             }
         }
     }

@@ -36,11 +36,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::process::{Pid, WaitId, WaitIdOptions};
 
 use crate::proto::{self, Reply};
 use crate::sys::pidfd;
+use crate::sys::poll;
+use crate::sys::wake::Wake;
 use crate::transport::Transport;
 
 /// How long the thread lingers with nothing to watch.
@@ -75,7 +76,7 @@ impl Orphan {
 #[derive(Default)]
 struct State {
     inbox: Vec<Orphan>,
-    wake: Option<OwnedFd>,
+    wake: Option<Wake>,
     thread: Option<JoinHandle<()>>,
     stop: bool,
 }
@@ -152,15 +153,15 @@ fn push(orphan: Orphan) {
 fn notify(state: &State) {
     if !NOTIFIED.swap(true, Ordering::AcqRel) {
         if let Some(wake) = &state.wake {
-            let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+            wake.notify();
         }
     }
 }
 
 fn ensure_running(state: &mut State) {
     if state.wake.is_none() {
-        match rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK) {
-            Ok(fd) => state.wake = Some(fd),
+        match Wake::new() {
+            Ok(wake) => state.wake = Some(wake),
             Err(e) => {
                 tracing::error!("anyfork reaper: cannot create eventfd: {e}");
                 return;
@@ -186,39 +187,37 @@ fn ensure_running(state: &mut State) {
 
 /// Waits until `wake` or one of `watched` is readable, or `timeout` passes.
 /// Returns `None` on timeout, else which of `watched` are ready.
-fn wait_for(wake: &OwnedFd, watched: &[Orphan], timeout: Option<Duration>) -> Option<Vec<bool>> {
-    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(watched.len() + 1);
-    fds.push(PollFd::new(wake, PollFlags::IN));
+fn wait_for(wake: &Wake, watched: &[Orphan], timeout: Option<Duration>) -> Option<Vec<bool>> {
+    let mut fds = Vec::with_capacity(watched.len() + 1);
+    fds.push(wake.as_fd());
     let mut index = Vec::with_capacity(watched.len());
     for (i, orphan) in watched.iter().enumerate() {
         if let Some(fd) = orphan.fd() {
-            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            fds.push(fd);
             index.push(i);
         }
     }
-    let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
-    match rustix::event::poll(&mut fds, timeout.as_ref()) {
-        Ok(0) => return None,
-        Ok(_) => {}
-        Err(rustix::io::Errno::INTR) => {}
+    let ready_fds = match poll::wait_readable_any(&fds, timeout) {
+        Ok(None) => return None,
+        Ok(Some(ready)) => ready,
         Err(e) => {
             tracing::error!("anyfork reaper: poll failed: {e}");
             std::thread::sleep(BATCH);
+            vec![false; fds.len()]
         }
-    }
+    };
     let mut ready = vec![false; watched.len()];
-    for (poll_fd, &i) in fds.iter().skip(1).zip(&index) {
-        ready[i] = !poll_fd.revents().is_empty();
+    for (&is_ready, &i) in ready_fds.iter().skip(1).zip(&index) {
+        ready[i] = is_ready;
     }
-    if !fds[0].revents().is_empty() {
-        let mut buf = [0u8; 8];
-        let _ = rustix::io::read(wake, &mut buf);
+    if ready_fds[0] {
+        wake.clear();
     }
     Some(ready)
 }
 
 /// The reaper thread.
-fn reap_loop(wake: OwnedFd) {
+fn reap_loop(wake: Wake) {
     let mut watched: Vec<Orphan> = Vec::new();
     loop {
         {
@@ -290,7 +289,7 @@ pub(crate) fn pause() {
         let mut state = state();
         state.stop = true;
         if let Some(wake) = &state.wake {
-            let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+            wake.notify();
         }
         state.thread.take()
     };

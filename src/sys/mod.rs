@@ -29,3 +29,4 @@ pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod secure;
 pub(crate) mod spawn;
+pub(crate) mod wake;

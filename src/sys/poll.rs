@@ -65,6 +65,29 @@ fn wait_for(fd: impl AsFd, flags: PollFlags, timeout: Option<Duration>) -> io::R
     }
 }
 
+/// Waits until one of `fds` is readable (or at its end, or in error), or
+/// `timeout` passes (`None`: no limit). Returns `None` on timeout, else
+/// which of them are ready (none after an interrupted wait: callers look
+/// again).
+pub(crate) fn wait_readable_any(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Option<Vec<bool>>> {
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    let timeout = timeout.and_then(|t| rustix::fs::Timespec::try_from(t).ok());
+    match poll(&mut polled, timeout.as_ref()) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some(
+            polled.iter().map(|p| !p.revents().is_empty()).collect(),
+        )),
+        Err(rustix::io::Errno::INTR) => Ok(Some(vec![false; fds.len()])),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Calls `read`, a read that does not block, until it reports something
 /// other than "would block", waiting in [`wait_readable`] for `fd` between
 /// tries; `before_wait` runs once, before the first wait. Interrupted reads
