@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let rpc = Fork::new()?.rpc(work).start()?;
-    tracing::info!(pid = rpc.pid(), "calling the child");
+    tracing::info!(pid = rpc.pid()?, "calling the child");
     let n = rpc.call_blocking("backup".into())?;
     let _ = rpc.call_blocking(String::new())?;
     tracing::info!(n, "the child answered");

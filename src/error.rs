@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::process::ExitStatus;
+use std::sync::Arc;
 
 use crate::proto::{ChildErrorKind, ProtocolError};
 
@@ -58,7 +59,14 @@ impl fmt::Display for ProcessName {
 
 /// How a process ended, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ending(pub Option<ExitStatus>);
+pub struct Ending(pub(crate) Option<ExitStatus>);
+
+impl Ending {
+    /// The exit status, if the process had ended and was reaped in time.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.0
+    }
+}
 
 impl fmt::Display for Ending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,7 +98,7 @@ impl fmt::Display for Ending {
 #[non_exhaustive]
 pub enum Error {
     /// A fresh serving process could not be started.
-    #[error("cannot start a serving process of this executable: {source}")]
+    #[error("cannot start a serving process of this executable")]
     Spawn {
         /// The `posix_spawn` or socket error.
         source: io::Error,
@@ -98,7 +106,7 @@ pub enum Error {
     /// A system call in this program failed while preparing a process (no
     /// descriptors left for a socket, say); the templates involved are
     /// fine.
-    #[error("{doing}: {call} failed: {source}")]
+    #[error("{doing}: {call} failed")]
     System {
         /// The system call.
         call: &'static str,
@@ -129,7 +137,7 @@ pub enum Error {
         threads: usize,
     },
     /// Forking the program itself failed.
-    #[error("{what}: cannot fork this program: {source}")]
+    #[error("{what}: cannot fork this program")]
     ForkProgram {
         /// Which call it was.
         what: &'static str,
@@ -197,7 +205,7 @@ pub enum Error {
         state: String,
     },
     /// Talking to the process failed.
-    #[error("{process}: {doing}: {source}")]
+    #[error("{process}: {doing}")]
     Io {
         /// The process.
         process: ProcessName,
@@ -207,7 +215,7 @@ pub enum Error {
         source: io::Error,
     },
     /// The process sent something that is not a valid reply.
-    #[error("{process} sent a malformed reply: {source}")]
+    #[error("{process} sent a malformed reply")]
     Protocol {
         /// The process.
         process: ProcessName,
@@ -215,7 +223,7 @@ pub enum Error {
         source: ProtocolError,
     },
     /// A command could not be encoded (an argument over 4 GiB).
-    #[error("{process}: cannot send command: {source}")]
+    #[error("{process}: cannot send a command")]
     Encode {
         /// The process.
         process: ProcessName,
@@ -239,6 +247,10 @@ pub enum Error {
         /// The process that tried to use it.
         current: u32,
     },
+    /// An RPC call (or handle) failed; see [`crate::rpc::Error`]. Made by
+    /// `?` on an RPC result in a function that returns this error type.
+    #[error("an RPC call or handle failed")]
+    Rpc(#[source] Box<crate::rpc::Error>),
     /// The process is not a child of this program, so its exit status
     /// cannot be read here.
     #[error("process {pid} is not a child of this program; its exit status is not available here")]
@@ -268,7 +280,7 @@ pub enum Error {
         what: &'static str,
     },
     /// Waiting for a process failed.
-    #[error("waiting for process {pid}: {source}")]
+    #[error("waiting for process {pid}")]
     Wait {
         /// The process.
         pid: u32,
@@ -276,7 +288,7 @@ pub enum Error {
         source: io::Error,
     },
     /// Sending a signal failed.
-    #[error("sending signal {signal} to process {pid}: {source}")]
+    #[error("sending signal {signal} to process {pid}")]
     Kill {
         /// The process.
         pid: u32,
@@ -285,4 +297,43 @@ pub enum Error {
         /// The error.
         source: io::Error,
     },
+}
+
+/// An error and its causes in one line, `outer: inner: innermost`, for
+/// messages this crate keeps or forwards as text (each error's `Display`
+/// says only its own part; `source()` has the rest).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// An RPC error in code that otherwise deals in process errors, so that
+/// `?` works on both kinds in one function.
+///
+/// ```
+/// fn double(n: u64) -> u64 {
+///     n * 2
+/// }
+/// fn run() -> Result<u64, anyfork::Error> {
+///     let rpc = anyfork::Fork::new()?.rpc(double).start()?;
+///     Ok(rpc.call_blocking(21)?) // anyfork::rpc::Error
+/// }
+/// assert_eq!(run()?, 42);
+/// # Ok::<(), anyfork::Error>(())
+/// ```
+impl From<crate::rpc::Error> for Error {
+    fn from(error: crate::rpc::Error) -> Self {
+        match error {
+            // Unwrap what was a process error to begin with.
+            crate::rpc::Error::Start(inner) => Arc::try_unwrap(inner)
+                .unwrap_or_else(|shared| Error::Rpc(Box::new(crate::rpc::Error::Start(shared)))),
+            other => Error::Rpc(Box::new(other)),
+        }
+    }
 }

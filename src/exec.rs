@@ -58,6 +58,7 @@ impl Fork {
 
     /// `new_exec` with any serve marker value, for tests of the serving
     /// process's checks.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn __spawn_with_marker(value: &str) -> Result<Fork, Error> {
         Fork::spawn_with_marker(value)

@@ -93,10 +93,48 @@
 //!
 //! ## Naming functions
 //!
-//! Rust has no `eval`: the child runs a function its executable contains,
-//! named either by value (a function item, or a closure that captures
-//! nothing) or by a name registered with [`function!`] (and [`initialiser!`]
-//! for `eval`), like Perl's `"My::Module::run"`. See [`registry`].
+//! Rust has no `eval`, so a child cannot be told to run arbitrary code; it can
+//! be told to run a function that its executable already contains. There are
+//! three ways to name one:
+//!
+//! 1. **By registered name.** [`function!`](crate::function) (run functions)
+//!    and [`initialiser!`](crate::initialiser) (for
+//!    [`eval`](crate::Fork::eval)) add a function to a registry that the
+//!    linker gathers from every crate of the program, under the name
+//!    `crate::module::function` (like Perl's fully qualified names). The
+//!    parent checks the name in its own registry before it sends anything.
+//! 2. **By value.** Pass the function item (or a closure that captures
+//!    nothing) itself. anyfork sends the offset of a small trampoline for it
+//!    within the executable, which is the same file in every serving process,
+//!    with the file's identity so a mismatch is refused rather than jumped
+//!    into.
+//! 3. **From a library.** A `cdylib` that registers functions and expands
+//!    [`library!`](crate::library) once can be loaded into a process with
+//!    [`require`](crate::Fork::require); its functions are then found by name
+//!    in the child (the parent does not have them, so it cannot check).
+//!
+//! A run function takes the process's end of the socket and its
+//! [`Args`], and returns `()` or `Result<(), E>` with
+//! `E: Display`. An initialiser takes its byte-string arguments:
+//!
+//! ```
+//! use std::os::unix::net::UnixStream;
+//! use anyfork::Args;
+//!
+//! fn worker(socket: UnixStream, mut args: Args) -> std::io::Result<()> {
+//!     let _id = args.bytes();
+//!     drop(socket);
+//!     Ok(())
+//! }
+//! anyfork::function!(worker); // registered as "<crate>::worker"
+//!
+//! fn load_table(args: &[Vec<u8>]) {
+//!     let _ = args;
+//! }
+//! anyfork::initialiser!(load_table);
+//! ```
+//!
+//! Every name registered in the program: [`registered_names`].
 //!
 //! ## Processes
 //!
@@ -158,8 +196,8 @@
 //!
 //! ## The protocol
 //!
-//! [`proto`] describes the bytes on a control socket; [`serve`] what a
-//! serving process does with them and the exit statuses it uses.
+//! [`protocol`] describes the bytes on a process's connection, what a
+//! serving process does with them, and the exit statuses it uses.
 //!
 //! ## What anyfork trusts
 //!
@@ -241,11 +279,13 @@ mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
 mod process;
-pub mod proto;
+mod proto;
+#[doc = include_str!("../docs/protocol.md")]
+pub mod protocol {}
 mod reaper;
-pub mod registry;
+mod registry;
 pub mod rpc;
-pub mod serve;
+mod serve;
 mod sys;
 mod template;
 mod transport;
@@ -257,7 +297,7 @@ pub use error::{Ending, Error, Origin, ProcessName};
 pub use fork::Fork;
 pub use process::{Process, Signal};
 pub use proto::{ChildErrorKind, DEFAULT_MAX_FRAME_LEN, ProtocolError, Tag};
-pub use registry::{FunctionRef, IntoInit, IntoRun, Outcome};
+pub use registry::{FunctionRef, IntoInit, IntoRun, Outcome, registered_names};
 pub use serve::{EXIT_FAILED, EXIT_PANICKED, EXIT_SERVE_FAILED, init};
 pub use template::Template;
 

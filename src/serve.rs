@@ -1,53 +1,5 @@
-//! The child side: serve mode and the serving loop.
-//!
-//! # Serve mode
-//!
-//! A program that links anyfork and is started with the serve marker in its
-//! environment (`ANYFORK_SERVE=FD:VERSION`, naming an inherited unix stream
-//! socket, or `ANYFORK_SERVE=stdio:VERSION`: the protocol runs on stdin and
-//! stdout, which then become `/dev/null` and a copy of stderr for the
-//! process's own use) does not run its `main`. A function in the ELF `.init_array`
-//! section, which the loader calls before `main`, sees the marker, removes it
-//! from the environment (so programs the child later `exec`s do not inherit
-//! it), checks the descriptor, closes every other descriptor above stderr,
-//! and enters the serving loop. This works in any binary, test harness or
-//! example without a line in `main`; [`init`] does the same for
-//! programs that prefer to say so.
-//!
-//! Serve mode is refused in a process started in secure-execution mode
-//! (`AT_SECURE`: a setuid or setgid executable, or one with file
-//! capabilities): whoever started it chose its environment and its
-//! descriptors, and a serving process runs whatever its control socket
-//! asks (`require` loads any library). Such a process prints why on stderr
-//! and exits with [`EXIT_SERVE_FAILED`] without reading its socket; the
-//! program's `main` does not run either. A privileged program that wants
-//! worker processes calls [`early`](crate::early) first thing in `main`:
-//! then no serving process is ever started with `exec`.
-//!
-//! Serving starts before Rust's runtime has set anything up, so the process
-//! stays as small as the executable allows: no threads, no runtime, no
-//! buffers kept between commands.
-//!
-//! # The loop
-//!
-//! The serving process reads one command at a time (see [`crate::proto`])
-//! and keeps what it is sent: byte strings and descriptors, in order,
-//! libraries, and whatever state initialisers build. `fork` clones the whole
-//! process with `clone(CLONE_PARENT)`: the copy adopts the socket that came
-//! with the command as its control socket and continues the same loop with
-//! everything the template had been sent; the template closes that socket and
-//! reads on. `run` resolves the function, answers `S` with the pid, and calls
-//! it with the socket and the arguments; when it returns the process flushes
-//! its output and exits.
-//!
-//! # Exit statuses
-//!
-//! | status | meaning |
-//! |---|---|
-//! | 0 | the function returned `()`/`Ok`, or a template's parent went away |
-//! | [`EXIT_FAILED`] | the function returned `Err` (message on stderr) |
-//! | [`EXIT_PANICKED`] | the function panicked (message on stderr) |
-//! | [`EXIT_SERVE_FAILED`] | the serving process gave up: bad command, unknown function, failed initialiser, bad marker. It said why on stderr and, where it could, in an `E` frame to the parent |
+//! The child side: serve mode and the serving loop, described for users in
+//! `docs/protocol.md` (the public [`crate::protocol`] page).
 
 use std::ffi::CStr;
 use std::io::Write;

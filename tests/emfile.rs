@@ -5,6 +5,8 @@
 //!
 //! Its own test binary: it lowers the process's descriptor limit.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 
@@ -51,7 +53,7 @@ fn a_transient_emfile_keeps_the_default_template() {
         "no descriptors, yet every Fork::new worked"
     );
     for error in &errors {
-        let message = error.to_string();
+        let message = common::chain(&error);
         assert!(
             matches!(
                 error,

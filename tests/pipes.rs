@@ -132,7 +132,7 @@ fn arguments_initialisers_and_pid_reach_the_process_on_both_transports() {
             child, pid,
             "{transport}: the pid the process said is its own"
         );
-        assert_eq!(rpc.pid(), Some(pid), "{transport}");
+        assert_eq!(rpc.pid().unwrap(), pid, "{transport}");
         drop(rpc);
         assert!(process.wait().unwrap().success(), "{transport}");
     }
@@ -375,7 +375,7 @@ fn a_descriptor_in_an_rpc_message_on_pipes_is_a_clear_error() {
         .call_blocking(Fd::from(std::os::fd::OwnedFd::from(a)))
         .unwrap_err();
     assert!(
-        error.to_string().contains("cannot carry file descriptors"),
+        common::chain(&error).contains("cannot carry file descriptors"),
         "{error}"
     );
 }
@@ -424,7 +424,7 @@ fn a_process_started_by_a_command_of_yours_over_its_stdin_and_stdout() {
     assert!(matches!(error, Error::NotLocal { .. }), "{error}");
     let rpc = fork.rpc(add).codec(Codec::Cbor).start().unwrap();
     assert_eq!(rpc.call_blocking((20, 22)).unwrap(), 42);
-    assert_eq!(rpc.pid(), Some(pid));
+    assert_eq!(rpc.pid().unwrap(), pid);
     drop(rpc);
     assert!(child.wait().unwrap().success());
 }

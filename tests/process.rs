@@ -89,7 +89,10 @@ fn kill_an_unrun_template_fork() {
             ..
         }) => {
             assert_eq!(name.pid, Some(process.id()));
-            assert_eq!(ending.0.and_then(|s| s.signal()), Some(libc::SIGTERM));
+            assert_eq!(
+                ending.status().and_then(|s| s.signal()),
+                Some(libc::SIGTERM)
+            );
         }
         other => panic!("expected Ended, got {other:?}"),
     }

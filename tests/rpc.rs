@@ -292,7 +292,9 @@ fn flush_writes_queued_events_before_the_child_exits() {
     });
     assert_eq!(*words.lock().unwrap(), Some(("last words".into(), 7)));
     match result {
-        Err(Error::Ended { ending, .. }) => assert_eq!(ending.0.and_then(|s| s.code()), Some(7)),
+        Err(Error::Ended { ending, .. }) => {
+            assert_eq!(ending.status().and_then(|s| s.code()), Some(7))
+        }
         other => panic!("expected Ended, got {other:?}"),
     }
 }
@@ -499,7 +501,7 @@ fn every_codec_carries_typed_messages() {
     // The raw codec refuses nested data in the parent, before sending.
     let rpc = Fork::new().unwrap().rpc(rename).start().unwrap();
     match rpc.call_blocking(job) {
-        Err(Error::Codec { source, .. }) => assert_eq!(source.codec, "raw"),
+        Err(Error::Codec { source, .. }) => assert_eq!(source.codec(), "raw"),
         other => panic!("expected a codec error, got {other:?}"),
     }
     // ... and carries strings and numbers.

@@ -4,13 +4,15 @@
 //! `on_error` and to the affected calls; the parent never panics or hangs.
 //! The "child" here is the test itself, on the other end of the socket.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyfork::Fork;
-use anyfork::proto::ProtocolError;
+use anyfork::ProtocolError;
 use anyfork::rpc::{Codec, Error, Rpc};
 
 /// An RPC handle whose child is a thread that drains what the parent sends
@@ -24,7 +26,7 @@ fn fake(script: Vec<u8>, close: bool, max_frame: u64) -> (Rpc<u32, u32>, Arc<Mut
         .rpc("fake::function")
         .types::<u32, u32>()
         .max_frame_len(max_frame)
-        .on_error(move |e| seen.lock().unwrap().push(e.to_string()))
+        .on_error(move |e| seen.lock().unwrap().push(common::chain(e)))
         .start()
         .unwrap();
     std::thread::spawn(move || {
@@ -126,7 +128,7 @@ fn responding_fake(
     let rpc = Fork::new_from_fh(ours)
         .rpc("fake::function")
         .types::<u32, u32>()
-        .on_error(move |e| seen.lock().unwrap().push(e.to_string()))
+        .on_error(move |e| seen.lock().unwrap().push(common::chain(e)))
         .start()
         .unwrap();
     std::thread::spawn(move || {
@@ -175,7 +177,7 @@ fn an_undecodable_reply_fails_that_call_only() {
     let (result, rpc) = call(rpc, 1);
     match result {
         Err(Error::Codec { source, .. }) => {
-            assert!(source.message.contains("not a number"), "{source}")
+            assert!(source.message().contains("not a number"), "{source}")
         }
         other => panic!("expected a codec error, got {other:?}"),
     }

@@ -90,7 +90,7 @@ fn a_child_that_exits_fails_every_outstanding_call_with_its_status() {
             outstanding,
             ..
         }) => {
-            assert_eq!(ending.0.and_then(|s| s.code()), Some(3));
+            assert_eq!(ending.status().and_then(|s| s.code()), Some(3));
             assert_eq!(outstanding, 1);
         }
         other => panic!("expected Ended, got {other:?}"),
@@ -129,7 +129,7 @@ async fn a_killed_child_fails_every_outstanding_call_and_nothing_hangs() {
         match result {
             Err(Error::Ended { ending, .. }) => {
                 assert_eq!(
-                    std::os::unix::process::ExitStatusExt::signal(&ending.0.unwrap()),
+                    std::os::unix::process::ExitStatusExt::signal(&ending.status().unwrap()),
                     Some(libc::SIGKILL)
                 );
             }

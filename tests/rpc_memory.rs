@@ -100,7 +100,9 @@ fn a_raw_reply_of_empty_strings_costs_no_more_than_a_few_frames() {
     match result {
         Err(anyfork::rpc::Error::Codec { source, .. }) => {
             assert!(
-                source.message.contains("expected one string, got 67108864"),
+                source
+                    .message()
+                    .contains("expected one string, got 67108864"),
                 "{source}"
             )
         }

@@ -254,7 +254,7 @@ impl Link {
     /// Reports a deferred error once, then stays broken.
     pub(super) fn usable(&mut self) -> Result<(), Error> {
         if let Some(error) = self.deferred.take() {
-            self.broken = Some(error.to_string());
+            self.broken = Some(crate::error::chain(&error));
             return Err(error);
         }
         if self.broken.is_some() || self.transport.is_none() {
@@ -309,7 +309,7 @@ impl Link {
     }
 
     /// The error for a process without a [`Process`] handle here.
-    pub(super) fn no_process(&self) -> Error {
+    pub(crate) fn no_process(&self) -> Error {
         match (self.kin, self.name.pid) {
             (Kin::Remote, _) => Error::NotLocal {
                 process: self.name.clone(),
@@ -415,7 +415,7 @@ impl Link {
             Err(proto::ReadError::Io(e)) => Err(self.io_error(doing, e)),
             Err(proto::ReadError::Protocol(e)) => {
                 let error = self.protocol_error(e);
-                self.broken = Some(error.to_string());
+                self.broken = Some(crate::error::chain(&error));
                 Err(error)
             }
         }
@@ -484,7 +484,7 @@ impl Link {
             }
             Reply::Pid(_) => {
                 let error = self.unexpected(reply);
-                self.broken = Some(error.to_string());
+                self.broken = Some(crate::error::chain(&error));
                 Err(error)
             }
             Reply::Error { .. } => Ok(reply),
@@ -512,7 +512,7 @@ impl Link {
             claimed: pid,
             sender,
         });
-        self.broken = Some(error.to_string());
+        self.broken = Some(crate::error::chain(&error));
         Err(error)
     }
 

@@ -295,6 +295,7 @@ impl Fork {
 
     /// Sends raw bytes on the control socket, for tests of the serving
     /// process's input checks.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn __send_raw(&self, bytes: &[u8]) -> Result<(), Error> {
         let mut link = self.link()?;
@@ -304,6 +305,7 @@ impl Fork {
 
     /// Shuts down the sending side of the control socket, for tests of
     /// truncated command streams.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn __shutdown_write(&self) -> Result<(), Error> {
         let mut link = self.link()?;

@@ -236,7 +236,7 @@ impl Outbox {
     }
 
     /// Appends raw bytes (tests use this to corrupt a stream on purpose).
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn raw(&mut self, bytes: &[u8]) {
         self.data.extend_from_slice(bytes);
     }

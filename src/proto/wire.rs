@@ -43,7 +43,14 @@ pub(crate) mod tag {
 
 /// A frame tag, printed the way the protocol tables write it.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Tag(pub u8);
+pub struct Tag(pub(crate) u8);
+
+impl Tag {
+    /// The tag's byte.
+    pub fn byte(self) -> u8 {
+        self.0
+    }
+}
 
 impl fmt::Debug for Tag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,46 +1,6 @@
-//! Functions a serving process can run: by name, by value, or from a library.
-//!
-//! Rust has no `eval`, so a child cannot be told to run arbitrary code; it can
-//! be told to run a function that its executable already contains. There are
-//! three ways to name one:
-//!
-//! 1. **By registered name.** [`function!`](crate::function) (run functions)
-//!    and [`initialiser!`](crate::initialiser) (for
-//!    [`eval`](crate::Fork::eval)) add a function to a registry that the
-//!    linker gathers from every crate of the program, under the name
-//!    `crate::module::function` (like Perl's fully qualified names). The
-//!    parent checks the name in its own registry before it sends anything.
-//! 2. **By value.** Pass the function item (or a closure that captures
-//!    nothing) itself. anyfork sends the offset of a small trampoline for it
-//!    within the executable, which is the same file in every serving process,
-//!    with the file's identity so a mismatch is refused rather than jumped
-//!    into.
-//! 3. **From a library.** A `cdylib` that registers functions and expands
-//!    [`library!`](crate::library) once can be loaded into a process with
-//!    [`require`](crate::Fork::require); its functions are then found by name
-//!    in the child (the parent does not have them, so it cannot check).
-//!
-//! A run function takes the process's end of the socket and its
-//! [`Args`], and returns `()` or `Result<(), E>` with
-//! `E: Display`. An initialiser takes its byte-string arguments:
-//!
-//! ```
-//! use std::os::unix::net::UnixStream;
-//! use anyfork::Args;
-//!
-//! fn worker(socket: UnixStream, mut args: Args) -> std::io::Result<()> {
-//!     let _id = args.bytes();
-//!     drop(socket);
-//!     Ok(())
-//! }
-//! anyfork::function!(worker); // registered as "<crate>::worker"
-//!
-//! fn load_table(args: &[Vec<u8>]) {
-//!     let _ = args;
-//! }
-//! anyfork::initialiser!(load_table);
-//! ```
-
+//! The registry of functions a serving process can run, by name, by
+//! value or from a library (the user's view is in the crate docs,
+//! "Naming functions").
 //!
 //! # Where it lives
 //!

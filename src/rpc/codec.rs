@@ -55,10 +55,20 @@ pub enum Codec {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{codec} codec: {message}")]
 pub struct CodecError {
-    /// Which codec.
-    pub codec: &'static str,
+    codec: &'static str,
+    message: String,
+}
+
+impl CodecError {
+    /// The codec's name (as [`Codec::name`] gives it).
+    pub fn codec(&self) -> &'static str {
+        self.codec
+    }
+
     /// What went wrong.
-    pub message: String,
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 /// A message as bytes plus the descriptors it names.

@@ -156,7 +156,11 @@ pub(super) enum Item {
 /// A handler call.
 pub(super) enum Handler {
     Event(Vec<u8>, Vec<OwnedFd>),
-    Report(Error),
+    /// `told`: every call the error ended has been given it.
+    Report {
+        error: Error,
+        told: bool,
+    },
     Destroy,
 }
 

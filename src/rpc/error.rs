@@ -14,8 +14,8 @@ use crate::proto::ProtocolError;
 #[non_exhaustive]
 pub enum Error {
     /// The process could not be started or prepared (see the core error).
-    #[error("starting the RPC process: {0}")]
-    Start(Arc<crate::Error>),
+    #[error("starting the RPC process")]
+    Start(#[source] Arc<crate::Error>),
     /// This call failed in the child: the function panicked, or its
     /// arguments could not be decoded there. Other calls are unaffected.
     #[error("`{function}` failed in {process}: {message}")]
@@ -65,7 +65,7 @@ pub enum Error {
     },
     /// The child sent something that is not a valid frame, or a reply to a
     /// call that does not exist; the connection is closed.
-    #[error("{process} broke the RPC protocol: {source}")]
+    #[error("{process} broke the RPC protocol")]
     Protocol {
         /// The process.
         process: ProcessName,
@@ -73,7 +73,7 @@ pub enum Error {
         source: ProtocolError,
     },
     /// The request could not be encoded, or the reply or an event decoded.
-    #[error("`{function}`: {source}")]
+    #[error("`{function}`: a message could not be encoded or decoded")]
     Codec {
         /// The RPC function.
         function: String,
@@ -81,7 +81,7 @@ pub enum Error {
         source: CodecError,
     },
     /// Reading or writing the socket failed.
-    #[error("{process}: {doing}: {source}")]
+    #[error("{process}: {doing}")]
     Io {
         /// The process.
         process: ProcessName,
@@ -101,4 +101,24 @@ pub enum Error {
     /// An async call was made outside a tokio runtime.
     #[error("async RPC calls need a tokio runtime (use call_blocking outside one)")]
     NoRuntime,
+}
+
+/// A process error met while starting or preparing the process of an RPC
+/// handle, so that `?` works on both kinds in one function.
+///
+/// ```
+/// fn double(n: u64) -> u64 {
+///     n * 2
+/// }
+/// fn run() -> Result<u64, anyfork::rpc::Error> {
+///     let rpc = anyfork::Fork::new()?.rpc(double).start()?; // anyfork::Error
+///     rpc.call_blocking(21) // anyfork::rpc::Error
+/// }
+/// assert_eq!(run()?, 42);
+/// # Ok::<(), anyfork::rpc::Error>(())
+/// ```
+impl From<crate::Error> for Error {
+    fn from(error: crate::Error) -> Self {
+        Error::Start(Arc::new(error))
+    }
 }

@@ -243,7 +243,7 @@ fn serve_sync(config: &Config, call: SyncCall, connection: Transport) -> Result<
             };
             if let Err(e) = written {
                 // The parent is gone: nobody to answer.
-                return Err(format!("cannot reply: {e}"));
+                return Err(format!("cannot reply: {}", crate::error::chain(&e)));
             }
             if reply.capacity() > KEEP_REPLY_BUFFER {
                 reply = Vec::new();

@@ -37,10 +37,10 @@ pub enum EventError {
     #[error("events can only be sent by a running RPC server")]
     NotServing,
     /// The event could not be encoded.
-    #[error("cannot encode the event: {0}")]
+    #[error("cannot encode the event")]
     Encode(#[from] CodecError),
     /// Writing to the parent failed.
-    #[error("cannot send the event: {0}")]
+    #[error("cannot send the event")]
     Io(#[from] io::Error),
 }
 

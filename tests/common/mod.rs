@@ -191,3 +191,16 @@ pub fn start_helper(helper: &str, switch: &str) -> (std::process::Child, Vec<u32
     }
     (child, Vec::new())
 }
+
+/// An error and its causes in one line (`outer: inner: innermost`): each
+/// error's `Display` says only its own part, `source()` has the rest.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

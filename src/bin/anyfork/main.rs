@@ -172,7 +172,13 @@ fn main() -> ExitCode {
     match parse(&args).and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("anyfork: {e}");
+            let mut message = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(inner) = cause {
+                message.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            eprintln!("anyfork: {message}");
             ExitCode::FAILURE
         }
     }

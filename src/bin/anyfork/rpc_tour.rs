@@ -121,11 +121,9 @@ fn sync_worker() -> Result<(), TourError> {
     }
     // Dropping the handle lets the child finish and exit; its events have
     // been handled by then.
-    let process = worker.process();
+    let process = worker.process().in_scenario(S)?;
     drop(worker);
-    if let Some(process) = process {
-        process.wait().in_scenario(S)?;
-    }
+    process.wait().in_scenario(S)?;
     for line in events.lock().unwrap_or_else(PoisonError::into_inner).iter() {
         println!("   event: {line}");
     }
@@ -237,9 +235,8 @@ fn beyond_perl(runtime: &tokio::runtime::Runtime) -> Result<(), TourError> {
             Ok(_) => return Err(unexpected(S, "the slow call did not time out")),
         }
         let outstanding = sleeper.call(5_000);
-        let process = sleeper
-            .process()
-            .ok_or_else(|| unexpected(S, "no process"))?;
+        // Known by now (a call was answered): this does not block.
+        let process = sleeper.process().in_scenario(S)?;
         process.kill(Signal::KILL).in_scenario(S)?;
         match outstanding.await {
             Err(e) => println!("   a call whose child was killed: {e}"),

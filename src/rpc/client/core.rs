@@ -268,7 +268,7 @@ impl Core {
     /// Blocking: reads (or waits for the reader) until the child's pid is
     /// known, at most until `deadline`.
     pub(super) fn await_pid(&self, deadline: Instant) -> Result<(), Error> {
-        let known = |state: &State| state.link.process().is_some();
+        let known = |state: &State| state.link.name().pid.is_some();
         match self.pump_or_wait(Some(deadline), &known) {
             Ok(()) if known(&self.lock()) => Ok(()),
             Ok(()) => Err(self.no_pid_error()),
@@ -280,6 +280,27 @@ impl Core {
                     Err(e)
                 }
             }
+        }
+    }
+
+    /// [`await_pid`](Core::await_pid) with the default timeout; a
+    /// [`Error::Timeout`] (the child is not killed) if the child does not
+    /// say its pid in time.
+    pub(super) fn await_pid_or_timeout(&self) -> Result<(), Error> {
+        let known = |state: &State| state.link.name().pid.is_some();
+        let Some(limit) = crate::default_timeout() else {
+            return match self.pump_or_wait(None, &known) {
+                Err(e) if !known(&self.lock()) => Err(e),
+                _ => Ok(()),
+            };
+        };
+        match self.await_pid(Instant::now() + limit) {
+            Ok(()) => Ok(()),
+            Err(_) if !matches!(self.lock().phase, Phase::Closed(_)) => Err(Error::Timeout {
+                function: self.function.clone(),
+                timeout: limit,
+            }),
+            Err(e) => Err(e),
         }
     }
 

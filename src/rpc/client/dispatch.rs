@@ -79,7 +79,7 @@ impl Core {
                 self.wake_waiters();
             }
             Item::Handler(Handler::Event(bytes, fds)) => self.deliver_event(bytes, fds),
-            Item::Handler(Handler::Report(error)) => self.report(&error),
+            Item::Handler(Handler::Report { error, told }) => self.report(&error, told),
             Item::Handler(Handler::Destroy) => {
                 let destroy = self
                     .handlers
@@ -188,27 +188,39 @@ impl Core {
             handler(bytes, fds);
         } else {
             drop(handlers);
-            self.report(&Error::Server {
-                function: self.function.clone(),
-                process: self.process_name(),
-                message: "event received, but no on_event handler".into(),
-            });
+            self.report(
+                &Error::Server {
+                    function: self.function.clone(),
+                    process: self.process_name(),
+                    message: "event received, but no on_event handler".into(),
+                },
+                false,
+            );
         }
     }
 
     /// `on_error`, or its defaults.
-    pub(super) fn report(&self, error: &Error) {
+    /// Reports an error that closed the connection: to `on_error`, else
+    /// (as in Perl) to a raw `on_event`, else to the log: at debug level
+    /// when every call it ended was given it (the callers know), as an
+    /// error when nobody was told.
+    pub(super) fn report(&self, error: &Error, told: bool) {
         let mut handlers = self.handlers.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(handler) = handlers.on_error.as_mut() {
             handler(error);
         } else if let (true, Some(handler)) = (handlers.raw_events, handlers.on_event.as_mut()) {
             // The Perl module's rule: errors go to on_event as
             // ("error", message) when there is no on_error.
-            if let Ok(encoded) = Codec::Raw.encode(&("error", error.to_string())) {
+            if let Ok(encoded) = Codec::Raw.encode(&("error", crate::error::chain(error))) {
                 handler(encoded.bytes, encoded.fds);
             }
+        } else if told {
+            tracing::debug!("anyfork rpc: {}", crate::error::chain(error));
         } else {
-            tracing::error!("anyfork rpc: uncaught error: {error}");
+            tracing::error!(
+                "anyfork rpc: an error no call was waiting for: {}",
+                crate::error::chain(error)
+            );
         }
     }
 
@@ -269,12 +281,13 @@ impl Core {
             ending: Ending(None),
             outstanding: 0,
         });
+        let told = !pending.is_empty();
         let mut items: Vec<Item> = pending
             .into_values()
             .map(|slot| Item::Fulfil(slot, Err(failure.clone())))
             .collect();
         items.push(Item::Handler(match error {
-            Some(error) => Handler::Report(error),
+            Some(error) => Handler::Report { error, told },
             None => Handler::Destroy,
         }));
         items.push(Item::CloseStream);

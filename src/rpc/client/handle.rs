@@ -42,15 +42,59 @@ where
     Rep: DeserializeOwned,
     Ev: DeserializeOwned,
 {
-    /// The child's pid, once it has said it (`None` before the first reply
-    /// when the process came from a template).
-    pub fn pid(&self) -> Option<u32> {
-        self.core.lock().link.name().pid
+    /// The child's pid, as [`Fork::pid`](crate::Fork::pid) gives it: at
+    /// once if known (a process from [`Fork::new`](crate::Fork::new) or
+    /// [`Fork::new_exec`](crate::Fork::new_exec) usually is), otherwise
+    /// after waiting for the child to say it, which it does first thing
+    /// (at most the [default timeout](crate::set_default_timeout)). Like
+    /// the other blocking calls, not for async code on a current-thread
+    /// runtime.
+    ///
+    /// ```
+    /// fn id(_: ()) -> u32 {
+    ///     std::process::id()
+    /// }
+    /// let template = anyfork::Fork::new()?;
+    /// let rpc = template.fork()?.rpc(id).codec(anyfork::rpc::Codec::Cbor).start()?;
+    /// let pid = rpc.pid()?;
+    /// assert_eq!(rpc.call_blocking(())?, pid);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Start`] or another error if the child ended (or broke the
+    /// protocol) before saying its pid; [`Error::Timeout`] if it did not
+    /// say it in time.
+    pub fn pid(&self) -> Result<u32, Error> {
+        if let Some(pid) = self.core.lock().link.name().pid {
+            return Ok(pid);
+        }
+        self.core.await_pid_or_timeout()?;
+        self.core
+            .lock()
+            .link
+            .name()
+            .pid
+            .ok_or_else(|| self.core.no_pid_error())
     }
 
-    /// A handle to the child process, once its pid is known.
-    pub fn process(&self) -> Option<crate::Process> {
-        self.core.lock().link.process().cloned()
+    /// A handle to the child process (pid, signals, exit status); waits for
+    /// the pid as [`pid`](Rpc::pid) does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`pid`](Rpc::pid); [`crate::Error::NotLocal`] (inside
+    /// [`Error::Start`]) for a process at the other end of a pair of
+    /// streams, which has no handle here.
+    pub fn process(&self) -> Result<crate::Process, Error> {
+        self.pid()?;
+        let state = self.core.lock();
+        state
+            .link
+            .process()
+            .cloned()
+            .ok_or_else(|| Error::Start(Arc::new(state.link.no_process())))
     }
 
     fn decode(&self, message: (Vec<u8>, Vec<OwnedFd>)) -> Result<Rep, Error> {
