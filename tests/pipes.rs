@@ -312,7 +312,7 @@ async fn the_async_backend_and_async_calls_on_both_transports() {
 #[tokio::test]
 async fn events_as_a_stream_on_both_transports() {
     for (transport, start) in both() {
-        let mut rpc = start()
+        let rpc = start()
             .unwrap()
             .rpc(tick)
             .codec(Codec::Json)

@@ -233,7 +233,7 @@ fn events_and_replies_arrive_in_the_order_the_child_made_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_as_a_stream_blocking_and_async() {
-    let mut rpc = Fork::new()
+    let rpc = Fork::new()
         .unwrap()
         .rpc(tick)
         .event_stream::<(String, u32)>()
@@ -251,7 +251,7 @@ async fn events_as_a_stream_blocking_and_async() {
         "the stream ends with the child"
     );
 
-    let mut rpc = Fork::new()
+    let rpc = Fork::new()
         .unwrap()
         .rpc(tick)
         .event_stream::<(String, u32)>()
@@ -570,7 +570,7 @@ fn a_large_request_goes_out_while_another_thread_waits_for_events() {
     // larger than the socket holds, which the child must read whole before
     // it can send that event. The waiting reader must not keep the rest of
     // the request from going out.
-    let mut rpc = Fork::new()
+    let rpc = Fork::new()
         .unwrap()
         .rpc(announce_size)
         .codec(Codec::Postcard)

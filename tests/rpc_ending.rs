@@ -241,3 +241,50 @@ fn waiting_on_a_dropped_rpcs_child_does_not_stall_the_reaper() {
     );
     assert!(waiter.join().unwrap().unwrap().success());
 }
+
+/// Sleeps far longer than the test: the call never returns by itself.
+fn stuck(payload: Vec<u8>) -> usize {
+    std::thread::sleep(std::time::Duration::from_secs(600));
+    payload.len()
+}
+
+#[test]
+fn a_call_that_never_reached_the_child_says_so_and_can_be_retried() {
+    use anyfork::rpc::{Codec, Error};
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(stuck)
+        .codec(Codec::Raw)
+        .on_error(|_| {})
+        .start()
+        .unwrap();
+    let process = rpc.process().unwrap();
+    let call = |size: usize| {
+        let rpc = rpc.clone();
+        std::thread::spawn(move || rpc.call_blocking(vec![7u8; size]))
+    };
+    // The child takes the first call and never reads again.
+    let running = call(10);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Larger than the socket holds: most of it stays here.
+    let large = call(8 << 20);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Queued behind it: never sent.
+    let queued = call(10);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    process.kill(anyfork::Signal::KILL).unwrap();
+    let delivered = |result: Result<usize, Error>| match result {
+        Err(Error::Ended { delivered, .. }) => delivered,
+        other => panic!("expected Ended, got {other:?}"),
+    };
+    assert_eq!(delivered(running.join().unwrap()), Some(true));
+    assert_eq!(delivered(large.join().unwrap()), Some(false));
+    let queued = queued.join().unwrap();
+    assert!(
+        common::chain(queued.as_ref().unwrap_err()).contains("never sent"),
+        "{queued:?}"
+    );
+    assert_eq!(delivered(queued), Some(false));
+    // And a call made after the end was never sent either.
+    assert_eq!(delivered(rpc.call_blocking(vec![1])), Some(false));
+}

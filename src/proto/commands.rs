@@ -66,6 +66,9 @@ pub(crate) struct Outbox {
     sent: usize,
     /// The queue is for a transport that cannot carry descriptors.
     no_fds: bool,
+    /// Bytes sent and dropped from `data` before now: with `data.len()`
+    /// and `sent`, positions in the whole stream ever queued.
+    dropped: u64,
 }
 
 pub(crate) fn encode_target(target: &Target) -> Vec<u8> {
@@ -230,6 +233,18 @@ impl Outbox {
         Ok(value)
     }
 
+    /// How many bytes were ever queued: the stream position just past the
+    /// last one.
+    pub(crate) fn queued_total(&self) -> u64 {
+        self.dropped + self.data.len() as u64
+    }
+
+    /// How many bytes were ever sent: a frame that ended at or before this
+    /// position has left this process.
+    pub(crate) fn sent_total(&self) -> u64 {
+        self.dropped + self.sent as u64
+    }
+
     /// Bytes queued but not yet sent.
     pub(crate) fn unsent(&self) -> usize {
         self.data.len() - self.sent
@@ -291,6 +306,7 @@ impl Outbox {
             return;
         }
         self.data.drain(..self.sent);
+        self.dropped += self.sent as u64;
         for (marker, _) in &mut self.fds {
             *marker -= self.sent;
         }
@@ -334,6 +350,7 @@ impl Outbox {
     }
 
     fn clear(&mut self) {
+        self.dropped += self.data.len() as u64;
         self.data.clear();
         self.sent = 0;
     }

@@ -38,8 +38,15 @@ pub enum Error {
         /// Its message.
         message: String,
     },
-    /// The process ended with calls outstanding.
-    #[error("{process} ended with {outstanding} call(s) to `{function}` outstanding{ending}")]
+    /// The process ended with calls outstanding (or before this call).
+    ///
+    /// `delivered` tells a caller whether to retry: `Some(false)` means
+    /// this call's request never left this program (it was queued behind
+    /// others, or made after the end), so the child cannot have run it;
+    /// `Some(true)` means it was written to the child, which may have run
+    /// it, or part of it. `None` in the report to `on_error`, which is
+    /// about the handle, not one call.
+    #[error("{process} ended with {outstanding} call(s) to `{function}` outstanding{ending}{}", match delivered { Some(false) => "; this call was never sent to it", _ => "" })]
     Ended {
         /// The RPC function.
         function: String,
@@ -49,6 +56,8 @@ pub enum Error {
         ending: Ending,
         /// Calls that were waiting.
         outstanding: usize,
+        /// Whether this call's request had been written to the child.
+        delivered: Option<bool>,
     },
     /// The child was killed by this program: [`Rpc::kill`](super::Rpc::kill),
     /// a call that timed out on a handle built with
@@ -97,6 +106,15 @@ pub enum Error {
         function: String,
         /// The time allowed.
         timeout: Duration,
+    },
+    /// The handle was shut down ([`Rpc::shutdown`](crate::rpc::Rpc::shutdown)
+    /// through another clone): no more calls.
+    #[error("the handle of `{function}` in {process} was shut down")]
+    ShutDown {
+        /// The RPC function.
+        function: String,
+        /// The process.
+        process: ProcessName,
     },
     /// An async call was made outside a tokio runtime.
     #[error("async RPC calls need a tokio runtime (use call_blocking outside one)")]

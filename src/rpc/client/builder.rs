@@ -3,14 +3,14 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::core::{Core, Handlers};
 use super::event_queue::EventQueue;
-use super::handle::Rpc;
+use super::handle::{Rpc, Shared};
 use super::{DEFAULT_BUFLEN, DestroyHandler, ErrorHandler, EventHandler};
 use crate::fork::Fork;
 use crate::proto::DEFAULT_MAX_FRAME_LEN;
@@ -374,8 +374,11 @@ where
             core.clone().ensure_driver();
         }
         Ok(Rpc {
+            shared: Arc::new(Shared {
+                core: core.clone(),
+                events: Mutex::new(events),
+            }),
             core,
-            events,
             _types: PhantomData,
         })
     }

@@ -42,7 +42,9 @@ pub(super) enum Phase {
 pub(super) struct State {
     pub(super) link: Link,
     pub(super) phase: Phase,
-    pub(super) pending: HashMap<u32, Arc<Slot>>,
+    /// Calls waiting for their reply, each with the stream position just
+    /// past its request (sent if the outbox has sent that far).
+    pub(super) pending: HashMap<u32, (Arc<Slot>, u64)>,
     pub(super) cancelled: HashSet<u32>,
     pub(super) next_id: u32,
     /// Someone holds the reader role.
@@ -167,7 +169,14 @@ impl Core {
 
     pub(super) fn closed_error(&self, state: &State) -> Option<Error> {
         match &state.phase {
-            Phase::Closed(Some(error)) => Some(error.clone()),
+            Phase::Closed(Some(error)) => {
+                let mut error = error.clone();
+                if let Error::Ended { delivered, .. } = &mut error {
+                    // A call made after the end was never sent.
+                    *delivered = Some(false);
+                }
+                Some(error)
+            }
             Phase::Closed(None) => Some(Error::Ended {
                 function: self.function.clone(),
                 process: state.link.name().clone(),
@@ -178,6 +187,8 @@ impl Core {
                         .and_then(|p| p.try_wait().ok().flatten()),
                 ),
                 outstanding: 0,
+                // A call made after the end was never sent.
+                delivered: Some(false),
             }),
             _ => None,
         }
@@ -329,6 +340,9 @@ impl Core {
     pub(super) fn release(self: Arc<Self>) {
         let (driver, needs_reader) = {
             let mut state = self.lock();
+            if state.handle_dropped {
+                return;
+            }
             state.handle_dropped = true;
             let needs = !matches!(state.phase, Phase::Closed(_))
                 && (self.listening

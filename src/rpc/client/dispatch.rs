@@ -153,7 +153,7 @@ impl Core {
                 })
             }
             kind::REPLY | kind::FAILED => {
-                let Some(slot) = state.pending.remove(&frame.id) else {
+                let Some((slot, _)) = state.pending.remove(&frame.id) else {
                     if state.cancelled.remove(&frame.id) {
                         return Ok(Some(Action::Nothing));
                     }
@@ -251,6 +251,7 @@ impl Core {
                             .and_then(|p| p.wait_timeout(Duration::from_secs(2))),
                     ),
                     outstanding,
+                    delivered: None,
                 }
             };
             self.close(Some(error));
@@ -273,18 +274,30 @@ impl Core {
                 transport.shutdown_both();
             }
             self.connection.shutdown_both();
-            std::mem::take(&mut state.pending)
+            (
+                std::mem::take(&mut state.pending),
+                state.link.outbox().sent_total(),
+            )
         };
+        let (pending, sent) = pending;
         let failure = error.clone().unwrap_or_else(|| Error::Ended {
             function: self.function.clone(),
             process: self.process_name(),
             ending: Ending(None),
             outstanding: 0,
+            delivered: None,
         });
         let told = !pending.is_empty();
         let mut items: Vec<Item> = pending
             .into_values()
-            .map(|slot| Item::Fulfil(slot, Err(failure.clone())))
+            .map(|(slot, end)| {
+                let mut failure = failure.clone();
+                if let Error::Ended { delivered, .. } = &mut failure {
+                    // Whether this request had left this program.
+                    *delivered = Some(sent >= end);
+                }
+                Item::Fulfil(slot, Err(failure))
+            })
             .collect();
         items.push(Item::Handler(match error {
             Some(error) => Handler::Report { error, told },

@@ -20,12 +20,55 @@ use crate::rpc::function::Octets;
 
 /// A handle to an RPC server in a child process: call it, blocking or async.
 ///
-/// Dropping it lets the child answer every call already made and then
-/// exit; `on_destroy` runs after the last reply.
+/// Cheap to clone: every clone calls the same child, so several threads or
+/// tasks can share one worker without wrapping it (it is `Send` and
+/// `Sync`). Dropping the last clone lets the child answer every call
+/// already made and then exit; `on_destroy` runs after the last reply.
+///
+/// ```
+/// fn double(n: u64) -> u64 {
+///     n * 2
+/// }
+/// let rpc = anyfork::Fork::new()?.rpc(double).start()?;
+/// let threads: Vec<_> = (0..4u64)
+///     .map(|i| {
+///         let rpc = rpc.clone();
+///         std::thread::spawn(move || rpc.call_blocking(i))
+///     })
+///     .collect();
+/// for (i, thread) in threads.into_iter().enumerate() {
+///     assert_eq!(thread.join().unwrap()?, 2 * i as u64);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Rpc<Req = Octets, Rep = Octets, Ev = Octets> {
     pub(super) core: Arc<Core>,
-    pub(super) events: Option<Arc<EventQueue>>,
+    /// Shared by the clones; releases the child when the last one goes.
+    pub(super) shared: Arc<Shared>,
     pub(super) _types: PhantomData<fn(Req) -> (Rep, Ev)>,
+}
+
+/// What the clones of a handle share.
+pub(super) struct Shared {
+    pub(super) core: Arc<Core>,
+    /// The event stream, until [`Rpc::events`] takes it.
+    pub(super) events: std::sync::Mutex<Option<Arc<EventQueue>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.core.clone().release();
+    }
+}
+
+impl<Req, Rep, Ev> Clone for Rpc<Req, Rep, Ev> {
+    fn clone(&self) -> Self {
+        Rpc {
+            core: self.core.clone(),
+            shared: self.shared.clone(),
+            _types: PhantomData,
+        }
+    }
 }
 
 impl<Req, Rep, Ev> std::fmt::Debug for Rpc<Req, Rep, Ev> {
@@ -236,7 +279,9 @@ where
     }
 
     /// Ends the child gracefully, within `grace`: every call already made
-    /// is answered, then the child exits as when the handle is dropped; if
+    /// is answered, then the child exits as when the last handle is
+    /// dropped (calls made later through a clone fail with
+    /// [`Error::ShutDown`]); if
     /// that takes longer than `grace`, the child is killed and the calls
     /// still outstanding fail with [`Error::Killed`]. Returns the child's
     /// exit status. Blocks: call it outside async tasks (or in
@@ -262,6 +307,8 @@ where
         let deadline = Instant::now() + grace;
         core.await_pid(deadline)?;
         drop(self);
+        // For every clone: no more requests; the child sees the end.
+        core.clone().release();
         let closed = |state: &State| matches!(state.phase, Phase::Closed(_));
         let ended = match core.pump_or_wait(Some(deadline), &closed) {
             Ok(()) => closed(&core.lock()),
@@ -280,19 +327,19 @@ where
     }
 
     /// The events, if the handle was built with
-    /// [`event_stream`](crate::rpc::RpcBuilder::event_stream) (once: later calls return
-    /// `None`).
-    pub fn events(&mut self) -> Option<Events<Ev>> {
-        self.events.take().map(|queue| Events {
+    /// [`event_stream`](crate::rpc::RpcBuilder::event_stream) (once, for
+    /// all clones: later calls return `None`).
+    pub fn events(&self) -> Option<Events<Ev>> {
+        let queue = self
+            .shared
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        queue.map(|queue| Events {
             core: self.core.clone(),
             queue,
             _types: PhantomData,
         })
-    }
-}
-
-impl<Req, Rep, Ev> Drop for Rpc<Req, Rep, Ev> {
-    fn drop(&mut self) {
-        self.core.clone().release();
     }
 }

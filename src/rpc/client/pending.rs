@@ -107,6 +107,13 @@ impl Core {
         if let Some(error) = self.closed_error(&state) {
             return Err(error);
         }
+        if state.handle_dropped {
+            // Rpc::shutdown through a clone: no more requests.
+            return Err(Error::ShutDown {
+                function: self.function.clone(),
+                process: state.link.name().clone(),
+            });
+        }
         // After four billion calls ids come round again: skip those still
         // in use (it rarely loops, as in the Perl module).
         let mut id = state.next_id;
@@ -128,7 +135,8 @@ impl Core {
         frame::encode(state.link.outbox(), id, kind::REQUEST, encoded, fds)
             .map_err(|source| Error::Protocol { process, source })?;
         let slot = Arc::new(Slot::default());
-        state.pending.insert(id, slot.clone());
+        let end = state.link.outbox().queued_total();
+        state.pending.insert(id, (slot.clone(), end));
         let driver = state.driver;
         drop(state);
         if driver {
