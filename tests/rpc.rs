@@ -499,7 +499,12 @@ fn every_codec_carries_typed_messages() {
         assert_eq!(back.parent, job.parent);
     }
     // The raw codec refuses nested data in the parent, before sending.
-    let rpc = Fork::new().unwrap().rpc(rename).start().unwrap();
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(rename)
+        .codec(Codec::Raw)
+        .start()
+        .unwrap();
     match rpc.call_blocking(job) {
         Err(Error::Codec { source, .. }) => assert_eq!(source.codec(), "raw"),
         other => panic!("expected a codec error, got {other:?}"),
@@ -624,4 +629,26 @@ fn descriptors_as_arguments_and_results() {
             .unwrap();
         assert_eq!(text, "through a pipe", "{codec}");
     }
+}
+
+/// A new user's first typed call: a derived struct, no codec chosen.
+#[test]
+fn a_derived_struct_works_with_the_default_codec() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Order {
+        id: u64,
+        items: Vec<String>,
+        note: Option<String>,
+    }
+    fn total(order: Order) -> (u64, usize) {
+        (order.id, order.items.len())
+    }
+    let rpc = Fork::new().unwrap().rpc(total).start().unwrap();
+    let order = Order {
+        id: 7,
+        items: vec!["a".into(), "b".into()],
+        note: None,
+    };
+    assert_eq!(rpc.call_blocking(order).unwrap(), (7, 2));
+    assert_eq!(format!("{:?}", Codec::TYPED_DEFAULT), "Cbor");
 }

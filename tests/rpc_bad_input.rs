@@ -25,6 +25,7 @@ fn fake(script: Vec<u8>, close: bool, max_frame: u64) -> (Rpc<u32, u32>, Arc<Mut
     let rpc = Fork::new_from_fh(ours)
         .rpc("fake::function")
         .types::<u32, u32>()
+        .codec(Codec::Raw)
         .max_frame_len(max_frame)
         .on_error(move |e| seen.lock().unwrap().push(common::chain(e)))
         .start()
@@ -128,6 +129,7 @@ fn responding_fake(
     let rpc = Fork::new_from_fh(ours)
         .rpc("fake::function")
         .types::<u32, u32>()
+        .codec(Codec::Raw)
         .on_error(move |e| seen.lock().unwrap().push(common::chain(e)))
         .start()
         .unwrap();
@@ -224,6 +226,7 @@ fn a_refusal_instead_of_started() {
     let rpc = Fork::new_from_fh(ours)
         .rpc("fake::f")
         .types::<u32, u32>()
+        .codec(Codec::Raw)
         .on_error(|_| {})
         .start()
         .unwrap();

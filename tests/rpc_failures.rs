@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyfork::rpc::Error;
+use anyfork::rpc::{Codec, Error};
 use anyfork::{Fork, Signal};
 
 fn panicky(n: u32) -> u32 {
@@ -332,14 +332,24 @@ fn check_unencodable(result: Result<Option<u32>, Error>) {
 
 #[test]
 fn a_result_the_child_cannot_encode_fails_that_call_sync() {
-    let rpc = Fork::new().unwrap().rpc(maybe).start().unwrap();
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(maybe)
+        .codec(Codec::Raw)
+        .start()
+        .unwrap();
     check_unencodable(rpc.call_blocking(1));
     assert_eq!(rpc.call_blocking(2).unwrap(), Some(2));
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_result_the_child_cannot_encode_fails_that_call_async() {
-    let rpc = Fork::new().unwrap().rpc(maybe_async).start().unwrap();
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(maybe_async)
+        .codec(Codec::Raw)
+        .start()
+        .unwrap();
     let (odd, even) = (rpc.call(1), rpc.call(4));
     check_unencodable(odd.await);
     assert_eq!(even.await.unwrap(), Some(4));

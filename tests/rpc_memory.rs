@@ -8,6 +8,7 @@
 mod common;
 
 use anyfork::Fork;
+use anyfork::rpc::Codec;
 
 fn double(n: u64) -> u64 {
     n * 2
@@ -88,6 +89,7 @@ fn a_raw_reply_of_empty_strings_costs_no_more_than_a_few_frames() {
         .unwrap()
         .rpc("rpc_memory::zeros")
         .types::<u32, u32>()
+        .codec(Codec::Raw)
         .start()
         .unwrap();
     // Reset the peak, then read the 64 MiB reply as a u32.

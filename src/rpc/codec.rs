@@ -5,8 +5,8 @@
 //!
 //! | codec | crate | carries | choose it when |
 //! |---|---|---|---|
-//! | [`Codec::Raw`] (default) | none | a flat list of octet strings (Perl's `STRING_SERIALISER`) | messages are a few strings or numbers: fastest, no extra crate |
-//! | [`Codec::Cbor`] | ciborium (feature `cbor`) | any serde value | structured data; compact, fast |
+//! | [`Codec::Raw`] (default for names) | none | a flat list of octet strings (Perl's `STRING_SERIALISER`) | messages are a few strings or numbers; Perl's format |
+//! | [`Codec::Cbor`] (default for function values) | ciborium (feature `cbor`) | any serde value | structured data; compact, fast |
 //! | [`Codec::Json`] | serde_json (feature `json`) | any serde value | structured data, readable on the wire |
 //! | [`Codec::Postcard`] | postcard (feature `postcard`) | any serde value | structured data; the most compact, both sides the same types |
 //!
@@ -49,6 +49,25 @@ pub enum Codec {
     Json,
     /// postcard. Needs the `postcard` feature.
     Postcard,
+}
+
+impl Codec {
+    /// The codec of a handle whose function has typed messages (a function
+    /// value, or a name after [`RpcBuilder::types`](crate::rpc::RpcBuilder::types))
+    /// when none is chosen: one that carries any serde value, so that a
+    /// `#[derive(Serialize, Deserialize)]` struct simply works. CBOR with
+    /// the default features (as fast as [`Codec::Raw`] for small calls;
+    /// see `anyfork bench rpc`), else postcard, else JSON; [`Codec::Raw`]
+    /// only when none of them is compiled in.
+    pub const TYPED_DEFAULT: Codec = if cfg!(feature = "cbor") {
+        Codec::Cbor
+    } else if cfg!(feature = "postcard") {
+        Codec::Postcard
+    } else if cfg!(feature = "json") {
+        Codec::Json
+    } else {
+        Codec::Raw
+    };
 }
 
 /// Encoding or decoding a message failed.

@@ -161,6 +161,9 @@ impl Backend {
 pub struct RpcFunction {
     pub(crate) function: FunctionRef,
     pub(crate) backend: Backend,
+    /// Its messages are typed (a function value): the default codec is
+    /// then one that carries any serde value.
+    pub(crate) typed: bool,
 }
 
 impl RpcFunction {
@@ -200,6 +203,7 @@ impl IntoRpc<ByName> for &str {
         RpcFunction {
             function: crate::registry::IntoRun::into_run(self),
             backend: Backend::Unknown,
+            typed: false,
         }
     }
 }
@@ -225,6 +229,7 @@ where
         RpcFunction {
             function: FunctionRef::value(trampoline as usize, std::any::type_name::<F>()),
             backend: Backend::Sync,
+            typed: true,
         }
     }
 }
@@ -243,6 +248,7 @@ where
         RpcFunction {
             function: FunctionRef::value(trampoline as usize, std::any::type_name::<F>()),
             backend: Backend::Async,
+            typed: true,
         }
     }
 }

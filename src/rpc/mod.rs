@@ -97,12 +97,15 @@
 //! # Choosing a serialiser
 //!
 //! Arguments, results and events are any serde types; the [`Codec`] turns
-//! them into bytes. The default, [`Codec::Raw`], is the Perl module's: a
-//! flat list of octet strings, the fastest, and enough for commands like
-//! `("rmdir", path)`; strings, byte vectors, numbers (as decimal text) and
-//! unit enum variants work, nested data does not. [`Codec::Cbor`] (compact,
-//! fast), [`Codec::Json`] (readable) and [`Codec::Postcard`] (the most
-//! compact) carry any serde value.
+//! them into bytes. A function value gets [`Codec::Cbor`] unless you choose
+//! ([`Codec::TYPED_DEFAULT`]): compact, fast, and it carries any serde
+//! value, so a `#[derive(Serialize, Deserialize)]` struct just works. A
+//! function named by string, whose messages are [`Octets`], gets
+//! [`Codec::Raw`], the Perl module's: a flat list of octet strings, enough
+//! for commands like `("rmdir", path)`; strings, byte vectors, numbers (as
+//! decimal text) and unit enum variants work, nested data does not.
+//! [`Codec::Json`] (readable) and [`Codec::Postcard`] (the most compact)
+//! carry any serde value too.
 //!
 //! # Events, errors and the end
 //!

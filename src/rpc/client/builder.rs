@@ -29,7 +29,8 @@ use crate::rpc::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunctio
 pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
     fork: Fork,
     function: RpcFunction,
-    codec: Codec,
+    /// `None`: the default for the function's messages.
+    codec: Option<Codec>,
     init: Option<FunctionRef>,
     done: Option<FunctionRef>,
     buflen_req: usize,
@@ -45,11 +46,22 @@ pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
     _types: PhantomData<fn(Req) -> Rep>,
 }
 
+impl<Req, Rep, Ev> RpcBuilder<Req, Rep, Ev> {
+    /// The codec [`start`](Self::start) will use.
+    fn chosen_codec(&self) -> Codec {
+        self.codec.unwrap_or(if self.function.typed {
+            Codec::TYPED_DEFAULT
+        } else {
+            Codec::Raw
+        })
+    }
+}
+
 impl<Req, Rep, Ev> std::fmt::Debug for RpcBuilder<Req, Rep, Ev> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RpcBuilder")
             .field("function", &self.function.label())
-            .field("codec", &self.codec)
+            .field("codec", &self.chosen_codec())
             .finish_non_exhaustive()
     }
 }
@@ -75,7 +87,7 @@ impl Fork {
         RpcBuilder {
             fork: self,
             function: function.into_rpc(),
-            codec: Codec::Raw,
+            codec: None,
             init: None,
             done: None,
             buflen_req: DEFAULT_BUFLEN,
@@ -99,18 +111,25 @@ where
     Rep: DeserializeOwned,
     Ev: DeserializeOwned + 'static,
 {
-    /// The serialiser for arguments, results and events (default
-    /// [`Codec::Raw`]).
+    /// The serialiser for arguments, results and events. By default
+    /// [`Codec::TYPED_DEFAULT`] (CBOR: any serde value) for a function
+    /// value or after [`types`](Self::types), and [`Codec::Raw`] (the Perl
+    /// module's list of octet strings) for a function named by string
+    /// with [`Octets`] messages.
     pub fn codec(mut self, codec: Codec) -> Self {
-        self.codec = codec;
+        self.codec = Some(codec);
         self
     }
 
-    /// Sets the request and reply types (for a function named by string).
+    /// Sets the request and reply types (for a function named by string);
+    /// the default codec becomes [`Codec::TYPED_DEFAULT`].
     pub fn types<Req2, Rep2>(self) -> RpcBuilder<Req2, Rep2, Ev> {
         RpcBuilder {
             fork: self.fork,
-            function: self.function,
+            function: RpcFunction {
+                typed: true,
+                ..self.function
+            },
             codec: self.codec,
             init: self.init,
             done: self.done,
@@ -323,8 +342,9 @@ where
             .as_ref()
             .map(|f| self.target(f, "RPC done function", check))
             .transpose()?;
+        let codec = self.chosen_codec();
         let config = Config {
-            codec: self.codec,
+            codec,
             backend: self.function.backend,
             function,
             init,
@@ -342,7 +362,6 @@ where
             .die_with_parent(self.die_with_parent)
             .send_arg(config.encode())
             .run_pipelined(&IntoRun::into_run(crate::rpc::server::SERVE))?;
-        let codec = self.codec;
         let raw_events = TypeId::of::<Ev>() == TypeId::of::<Octets>();
         let on_event = self.on_event.map(|mut typed| -> EventHandler {
             Box::new(move |bytes, fds| match codec.decode::<Ev>(&bytes, fds) {

@@ -9,10 +9,10 @@ use super::core::{Action, Core, Phase};
 use super::event_queue::EventQueue;
 use crate::error::Ending;
 use crate::proto::{ProtocolError, Reply};
-use crate::rpc::codec::Codec;
 use crate::rpc::delivery::{Handler, Item};
 use crate::rpc::error::Error;
 use crate::rpc::frame::kind;
+use crate::rpc::function::Octets;
 
 impl Core {
     /// Takes every complete buffered frame and hands it over, in order
@@ -211,7 +211,9 @@ impl Core {
         } else if let (true, Some(handler)) = (handlers.raw_events, handlers.on_event.as_mut()) {
             // The Perl module's rule: errors go to on_event as
             // ("error", message) when there is no on_error.
-            if let Ok(encoded) = Codec::Raw.encode(&("error", crate::error::chain(error))) {
+            // In the handle's codec, as Octets: what a raw handler decodes.
+            let event: Octets = vec![b"error".to_vec(), crate::error::chain(error).into_bytes()];
+            if let Ok(encoded) = self.codec.encode(&event) {
                 handler(encoded.bytes, encoded.fds);
             }
         } else if told {
