@@ -285,6 +285,7 @@ pub mod protocol {}
 mod reaper;
 mod registry;
 pub mod rpc;
+mod sealed;
 mod serve;
 mod sys;
 mod template;

@@ -23,7 +23,7 @@ pub(crate) use library::Library;
 #[doc(hidden)]
 pub use library::{LibraryCall, library_dispatch};
 pub use value::{FunctionRef, IntoInit, IntoRun};
-pub(crate) use value::{FunctionRepr, conjure, resolve_offset};
+pub(crate) use value::{FunctionRepr, captures_nothing, conjure, resolve_offset};
 use value::{init_trampoline, run_trampoline};
 
 /// What a run function or initialiser may return.
@@ -31,6 +31,11 @@ use value::{init_trampoline, run_trampoline};
 /// `()` always succeeds; `Err(e)` fails with `e`'s message: a failing run
 /// function exits with status 1 after printing the message to stderr, a
 /// failing initialiser stops its process and the parent gets the message.
+#[diagnostic::on_unimplemented(
+    message = "a run function or initialiser cannot return `{Self}`",
+    label = "not `()` or `Result<(), E>`",
+    note = "return `()` or `Result<(), E>` where `E: std::fmt::Display`; results go back through the socket (or use `Fork::rpc`, whose functions return values)"
+)]
 pub trait Outcome {
     /// The failure message, if any.
     fn into_failure(self) -> Option<String>;

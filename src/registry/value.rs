@@ -19,17 +19,25 @@ use crate::transport::Transport;
 /// copy freely, so producing it here is the same as copying the one the
 /// caller named.
 pub(crate) fn conjure<F: Copy + 'static>() -> F {
-    const {
-        assert!(
-            size_of::<F>() == 0,
-            "anyfork: a function value must not capture anything"
-        )
-    };
+    const { captures_nothing::<F>() };
     // SAFETY: F is zero-sized (checked at compile time above), so reading it
     // from a dangling, well-aligned pointer reads no memory; F is Copy and
     // 'static, so duplicating its only value breaks no ownership or lifetime
     // invariant (see the function docs).
     unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
+}
+
+/// Refuses, at compile time, a function value that captures something: it
+/// would run in another process, where the captured values do not exist.
+/// Called (in a `const` block) by every `into_*` for function values, so
+/// that the error names the caller's line.
+pub(crate) const fn captures_nothing<F>() {
+    assert!(
+        size_of::<F>() == 0,
+        "anyfork: this closure captures variables, so it cannot run in another process. \
+         Pass a function item or a closure that captures nothing, and send the data instead: \
+         as the RPC request, or with send_arg/send_fh for run"
+    )
 }
 
 /// Calls a run function written for a unix socket: the process's
@@ -118,10 +126,20 @@ impl FunctionRef {
 /// Something [`Fork::run`](crate::Fork::run) can run: a registered name, or a
 /// function value `fn(UnixStream, Args) -> impl Outcome` that captures
 /// nothing.
-pub trait IntoRun {
+///
+/// Sealed: implemented for names (`&str`, `String`) and such functions.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not something a process can run",
+    label = "not a run function",
+    note = "pass a function `fn(std::os::unix::net::UnixStream, anyfork::Args)` returning `()` or `Result<(), E: Display>` (a function item, or a closure that captures nothing), or the name of one registered with `anyfork::function!`",
+    note = "to give the function data, send it with `send_arg`/`send_fh` and read it from its `Args`"
+)]
+pub trait IntoRun: crate::sealed::Sealed<crate::sealed::Run> {
     /// Names the function.
     fn into_run(self) -> FunctionRef;
 }
+
+impl crate::sealed::Sealed<crate::sealed::Run> for &str {}
 
 impl IntoRun for &str {
     fn into_run(self) -> FunctionRef {
@@ -129,10 +147,19 @@ impl IntoRun for &str {
     }
 }
 
+impl crate::sealed::Sealed<crate::sealed::Run> for String {}
+
 impl IntoRun for String {
     fn into_run(self) -> FunctionRef {
         FunctionRef::name(self)
     }
+}
+
+impl<F, R> crate::sealed::Sealed<crate::sealed::Run> for F
+where
+    F: Fn(UnixStream, Args) -> R + Copy + 'static,
+    R: Outcome,
+{
 }
 
 impl<F, R> IntoRun for F
@@ -141,6 +168,7 @@ where
     R: Outcome,
 {
     fn into_run(self) -> FunctionRef {
+        const { captures_nothing::<F>() };
         let trampoline: RunFn = run_trampoline::<F, R>;
         FunctionRef::value(trampoline as usize, type_name::<F>())
     }
@@ -149,10 +177,19 @@ where
 /// Something [`Fork::eval`](crate::Fork::eval) can call: a registered name,
 /// or a function value `fn(&[Vec<u8>]) -> impl Outcome` that captures
 /// nothing.
-pub trait IntoInit {
+///
+/// Sealed: implemented for names (`&str`, `String`) and such functions.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an initialiser",
+    label = "not an initialiser",
+    note = "pass a function `fn(&[Vec<u8>])` returning `()` or `Result<(), E: Display>` (a function item, or a closure that captures nothing), or the name of one registered with `anyfork::initialiser!`"
+)]
+pub trait IntoInit: crate::sealed::Sealed<crate::sealed::Init> {
     /// Names the initialiser.
     fn into_init(self) -> FunctionRef;
 }
+
+impl crate::sealed::Sealed<crate::sealed::Init> for &str {}
 
 impl IntoInit for &str {
     fn into_init(self) -> FunctionRef {
@@ -160,10 +197,19 @@ impl IntoInit for &str {
     }
 }
 
+impl crate::sealed::Sealed<crate::sealed::Init> for String {}
+
 impl IntoInit for String {
     fn into_init(self) -> FunctionRef {
         FunctionRef::name(self)
     }
+}
+
+impl<F, R> crate::sealed::Sealed<crate::sealed::Init> for F
+where
+    F: Fn(&[Vec<u8>]) -> R + Copy + 'static,
+    R: Outcome,
+{
 }
 
 impl<F, R> IntoInit for F
@@ -172,6 +218,7 @@ where
     R: Outcome,
 {
     fn into_init(self) -> FunctionRef {
+        const { captures_nothing::<F>() };
         let trampoline: InitFn = init_trampoline::<F, R>;
         FunctionRef::value(trampoline as usize, type_name::<F>())
     }

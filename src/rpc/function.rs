@@ -187,7 +187,14 @@ pub enum AsyncFn {}
 /// (request and reply types are then [`Octets`] until you say otherwise
 /// with [`RpcBuilder::types`](super::RpcBuilder::types)), or a function value
 /// `fn(Req) -> Rep` or `async fn(Req) -> Rep` that captures nothing.
-pub trait IntoRpc<Marker> {
+///
+/// Sealed: implemented for names (`&str`, `String`) and such functions.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be served over RPC",
+    label = "not an RPC function",
+    note = "pass `fn(Req) -> Rep` or `async fn(Req) -> Rep` (a function item, or a closure that captures nothing) taking one argument, whose request and reply types implement serde's `Serialize` and `Deserialize` (add `#[derive(Serialize, Deserialize)]`; several values go in a tuple), or the name of one registered with `anyfork::rpc!`"
+)]
+pub trait IntoRpc<Marker>: crate::sealed::Sealed<crate::sealed::Rpc<Marker>> {
     /// The request type.
     type Req;
     /// The reply type.
@@ -195,6 +202,8 @@ pub trait IntoRpc<Marker> {
     /// Names the function.
     fn into_rpc(self) -> RpcFunction;
 }
+
+impl crate::sealed::Sealed<crate::sealed::Rpc<ByName>> for &str {}
 
 impl IntoRpc<ByName> for &str {
     type Req = Octets;
@@ -208,12 +217,22 @@ impl IntoRpc<ByName> for &str {
     }
 }
 
+impl crate::sealed::Sealed<crate::sealed::Rpc<ByName>> for String {}
+
 impl IntoRpc<ByName> for String {
     type Req = Octets;
     type Rep = Octets;
     fn into_rpc(self) -> RpcFunction {
         self.as_str().into_rpc()
     }
+}
+
+impl<F, Req, Rep> crate::sealed::Sealed<crate::sealed::Rpc<(SyncFn, Req, Rep)>> for F
+where
+    F: Fn(Req) -> Rep + Copy + 'static,
+    Req: Serialize + DeserializeOwned,
+    Rep: Serialize + DeserializeOwned,
+{
 }
 
 impl<F, Req, Rep> IntoRpc<(SyncFn, Req, Rep)> for F
@@ -225,6 +244,7 @@ where
     type Req = Req;
     type Rep = Rep;
     fn into_rpc(self) -> RpcFunction {
+        const { crate::registry::captures_nothing::<F>() };
         let trampoline: SyncCall = sync_trampoline::<F, Req, Rep>;
         RpcFunction {
             function: FunctionRef::value(trampoline as usize, std::any::type_name::<F>()),
@@ -232,6 +252,15 @@ where
             typed: true,
         }
     }
+}
+
+impl<F, Req, Fut> crate::sealed::Sealed<crate::sealed::Rpc<(AsyncFn, Req, Fut)>> for F
+where
+    F: Fn(Req) -> Fut + Copy + 'static,
+    Req: Serialize + DeserializeOwned + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Serialize + DeserializeOwned + 'static,
+{
 }
 
 impl<F, Req, Fut> IntoRpc<(AsyncFn, Req, Fut)> for F
@@ -244,6 +273,7 @@ where
     type Req = Req;
     type Rep = Fut::Output;
     fn into_rpc(self) -> RpcFunction {
+        const { crate::registry::captures_nothing::<F>() };
         let trampoline: AsyncCall = async_trampoline::<F, Req, Fut>;
         RpcFunction {
             function: FunctionRef::value(trampoline as usize, std::any::type_name::<F>()),
@@ -255,15 +285,31 @@ where
 
 /// An `init` function for [`RpcBuilder::init`](super::RpcBuilder::init): a
 /// registered name, or a function value `fn(Args) -> impl Outcome`.
-pub trait IntoRpcInit {
+///
+/// Sealed: implemented for names and such functions.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an RPC `init` function",
+    label = "not an RPC init function",
+    note = "pass `fn(anyfork::Args)` returning `()` or `Result<(), E: Display>` (a function item, or a closure that captures nothing), or the name of one registered with `anyfork::rpc!(init ...)`"
+)]
+pub trait IntoRpcInit: crate::sealed::Sealed<crate::sealed::RpcInit> {
     /// Names the function.
     fn into_rpc_init(self) -> FunctionRef;
 }
+
+impl crate::sealed::Sealed<crate::sealed::RpcInit> for &str {}
 
 impl IntoRpcInit for &str {
     fn into_rpc_init(self) -> FunctionRef {
         crate::registry::IntoRun::into_run(self)
     }
+}
+
+impl<F, R> crate::sealed::Sealed<crate::sealed::RpcInit> for F
+where
+    F: Fn(Args) -> R + Copy + 'static,
+    R: Outcome,
+{
 }
 
 impl<F, R> IntoRpcInit for F
@@ -272,6 +318,7 @@ where
     R: Outcome,
 {
     fn into_rpc_init(self) -> FunctionRef {
+        const { crate::registry::captures_nothing::<F>() };
         let trampoline: InitCall = init_trampoline::<F, R>;
         FunctionRef::value(trampoline as usize, std::any::type_name::<F>())
     }
@@ -279,15 +326,31 @@ where
 
 /// A `done` function for [`RpcBuilder::done`](super::RpcBuilder::done): a
 /// registered name, or a function value `async fn()`.
-pub trait IntoRpcDone {
+///
+/// Sealed: implemented for names and such functions.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an RPC `done` function",
+    label = "not an RPC done function",
+    note = "pass `async fn()` (a function item, or a closure that captures nothing), or the name of one registered with `anyfork::rpc!(done ...)`"
+)]
+pub trait IntoRpcDone: crate::sealed::Sealed<crate::sealed::RpcDone> {
     /// Names the function.
     fn into_rpc_done(self) -> FunctionRef;
 }
+
+impl crate::sealed::Sealed<crate::sealed::RpcDone> for &str {}
 
 impl IntoRpcDone for &str {
     fn into_rpc_done(self) -> FunctionRef {
         crate::registry::IntoRun::into_run(self)
     }
+}
+
+impl<F, Fut> crate::sealed::Sealed<crate::sealed::RpcDone> for F
+where
+    F: Fn() -> Fut + Copy + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
 }
 
 impl<F, Fut> IntoRpcDone for F
@@ -296,6 +359,7 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     fn into_rpc_done(self) -> FunctionRef {
+        const { crate::registry::captures_nothing::<F>() };
         let trampoline: DoneCall = done_trampoline::<F, Fut>;
         FunctionRef::value(trampoline as usize, std::any::type_name::<F>())
     }
