@@ -3,7 +3,9 @@
 //! The Perl version reconfigures AnyEvent::Log in the child to send its
 //! messages as events, and the parent's `on_event` logs them. With anyfork
 //! that is built in: `tracing` events the child emits arrive in the parent's
-//! subscriber, with target `anyfork::child`, the child's pid and its target.
+//! subscriber under the child's own target (here `rpc_log`, so a filter
+//! such as `RUST_LOG=rpc_log=info` applies to workers too), with the
+//! child's pid as the field `pid`.
 //!
 //! Run with `cargo run --example rpc_log`.
 

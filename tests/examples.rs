@@ -218,11 +218,11 @@ fn rpc_example_3_dispatcher() {
 #[test]
 fn rpc_example_4_log_forwarding() {
     let out = run(example("rpc_log"), &[]);
+    // Under the child's own target, with its pid.
     assert!(
-        out.contains("INFO anyfork::child: starting job=backup"),
+        out.contains("INFO rpc_log: starting job=backup pid="),
         "{out}"
     );
-    assert!(out.contains("WARN anyfork::child: nothing to do"), "{out}");
-    assert!(out.contains("child_target=rpc_log"), "{out}");
+    assert!(out.contains("WARN rpc_log: nothing to do pid="), "{out}");
     assert!(!out.contains("filters this out"), "{out}");
 }

@@ -125,8 +125,9 @@
 //! at any time, and [`Rpc::shutdown`] lets the calls already made finish
 //! within a grace period, then kills. Fatal errors also go to `on_error`.
 //!
-//! `tracing` events the child emits arrive in the parent's subscriber, with
-//! target `anyfork::child` and the child's pid.
+//! `tracing` events the child emits arrive in the parent's subscriber under
+//! their own target (a filter such as `RUST_LOG=my_crate=debug` applies to
+//! workers too), with the child's pid as the field `pid`.
 //!
 //! # When the child exits
 //!
