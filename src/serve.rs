@@ -31,6 +31,10 @@ static SERVE_BEFORE_MAIN: extern "C" fn(libc::c_int, *const *const libc::c_char)
 /// (and `envp`, not needed here); other C libraries (musl) pass nothing, so
 /// the arguments are only looked at with glibc.
 extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_char) {
+    if cfg!(target_env = "gnu") && argc > 0 && !argv.is_null() {
+        // SAFETY: glibc's `argv`, valid for the life of the process.
+        unsafe { crate::sys::title::remember_argv(argc as usize, argv) };
+    }
     let program = if cfg!(target_env = "gnu") && argc > 0 && !argv.is_null() {
         // SAFETY: glibc hands `.init_array` functions the `argv` that `main`
         // will get: `argc` valid, NUL-terminated strings.
@@ -307,6 +311,10 @@ impl Server {
     }
 
     fn serve(mut self) -> ! {
+        // SAFETY: a serving process has one thread here (exec'd before
+        // main, or a copy of a single-threaded program).
+        unsafe { crate::sys::title::prepare() };
+        crate::sys::title::set("anyfork template");
         loop {
             let control = &self.control;
             let pid_sent = &mut self.pid_sent;
@@ -341,6 +349,7 @@ impl Server {
                 Command::Sync => self.say(Some(&Reply::InSync(std::process::id()))),
                 Command::ParentDeath(parent) => self.parent_death = parent,
                 Command::Chdir(dir) => self.dir = Some(dir),
+                Command::Title(title) => crate::sys::title::set_exactly(&title),
                 Command::Environment(vars) => self.environment = Some(vars),
                 Command::Require(path) => {
                     self.announce();
@@ -511,6 +520,7 @@ impl Server {
                 );
             }
         }
+        crate::sys::title::set(&format!("anyfork worker {}", target.label()));
         self.say(Some(&Reply::Started(std::process::id())));
         let connection = self.control;
         let args = Args::from(std::mem::take(&mut self.items));

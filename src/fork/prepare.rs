@@ -247,6 +247,33 @@ impl Fork {
         self
     }
 
+    /// Sets what `ps` shows for the process (its command line, from now on,
+    /// also in every process later forked from it), instead of the titles
+    /// anyfork gives: `myprog [anyfork template]` while it serves,
+    /// `myprog [anyfork worker my_crate::job]` once it runs a function and
+    /// `myprog [anyfork rpc my_crate::job]` for an RPC server. Cut to the
+    /// room the process's command line and environment had (usually a
+    /// few hundred bytes or more); needs glibc.
+    ///
+    /// ```
+    /// fn serve_forever(_socket: std::os::unix::net::UnixStream, _args: anyfork::Args) {
+    ///     std::thread::park();
+    /// }
+    /// let (_socket, process) = anyfork::Fork::new()?
+    ///     .process_title("my-service worker 3")
+    ///     .run_with_process(serve_forever)?;
+    /// # if cfg!(target_env = "gnu") {
+    /// let cmdline = std::fs::read(format!("/proc/{}/cmdline", process.id()))?;
+    /// assert!(cmdline.starts_with(b"my-service worker 3"));
+    /// # }
+    /// process.kill(anyfork::Signal::KILL)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn process_title(self, title: impl AsRef<str>) -> Self {
+        lock(&self.shared).queue(|outbox| outbox.title(title.as_ref().as_bytes()));
+        self
+    }
+
     /// Sets the largest command the process accepts from now on (default
     /// [`DEFAULT_MAX_FRAME_LEN`](crate::DEFAULT_MAX_FRAME_LEN), 1 GiB). A
     /// larger one makes it exit with a protocol error. Inherited by forks.

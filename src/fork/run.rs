@@ -46,7 +46,13 @@ impl Fork {
         link.usable()?;
         link.wait_at_most(timeout);
         match (link.name.pid, link.unconfirmed) {
-            (Some(pid), false) => return Ok(pid),
+            (Some(pid), false) => {
+                // As documented: what was queued goes now.
+                if !link.outbox.is_empty() {
+                    link.send("sending commands")?;
+                }
+                return Ok(pid);
+            }
             (None, false) => {
                 // A fresh process says its pid unasked.
                 link.send("sending commands")?;

@@ -51,6 +51,7 @@ pub(crate) enum Command {
     /// `Some(None)`: the parent at that moment; `None`: off.
     ParentDeath(Option<Option<u32>>),
     Chdir(Vec<u8>),
+    Title(Vec<u8>),
     Environment(Vec<Vec<u8>>),
     Run(Target),
 }
@@ -199,6 +200,10 @@ impl Outbox {
 
     pub(crate) fn chdir(&mut self, dir: &[u8]) -> Result<(), ProtocolError> {
         self.frame(tag::CHDIR, dir)
+    }
+
+    pub(crate) fn title(&mut self, title: &[u8]) -> Result<(), ProtocolError> {
+        self.frame(tag::TITLE, title)
     }
 
     /// Each entry is `NAME=value`.
@@ -391,6 +396,7 @@ pub(crate) fn decode_command(frame: Frame) -> Result<Command, ProtocolError> {
             Command::Sync
         }
         tag::CHDIR => return Ok(Command::Chdir(payload)),
+        tag::TITLE => return Ok(Command::Title(payload)),
         tag::ENVIRONMENT => {
             let count = c.u32("environment: missing count")?;
             let mut vars = Vec::new();

@@ -36,6 +36,7 @@ pub(crate) const COMMAND_TAGS: &[u8] = &[
     tag::SYNC,
     tag::PARENT_DEATH,
     tag::CHDIR,
+    tag::TITLE,
     tag::ENVIRONMENT,
     tag::RUN,
 ];

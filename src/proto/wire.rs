@@ -34,6 +34,7 @@ pub(crate) mod tag {
     pub(crate) const SYNC: u8 = b'i';
     pub(crate) const PARENT_DEATH: u8 = b'k';
     pub(crate) const CHDIR: u8 = b'c';
+    pub(crate) const TITLE: u8 = b't';
     pub(crate) const ENVIRONMENT: u8 = b'v';
     pub(crate) const PID_REPLY: u8 = b'P';
     pub(crate) const IN_SYNC: u8 = b'I';

@@ -160,6 +160,7 @@ fn serve(connection: Transport, args: Args) -> Result<(), String> {
         .transpose()
         .map_err(fatal)?;
     super::trace::forward_to_parent(config.log_level);
+    crate::sys::title::set(&format!("anyfork rpc {}", config.function.label()));
     // `init` runs first, with the process's arguments; it cannot send
     // events yet, as in the Perl module.
     if let Some(init) = init {

@@ -29,4 +29,5 @@ pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod secure;
 pub(crate) mod spawn;
+pub(crate) mod title;
 pub(crate) mod wake;
