@@ -265,6 +265,8 @@
 //!   [`Fork::into_fh`] instead.
 
 #![doc = include_str!("../docs/failures.md")]
+#![doc = include_str!("../docs/architecture.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 

@@ -331,6 +331,7 @@ impl Process {
     ///
     /// Outside a tokio runtime with I/O enabled, like every tokio I/O type.
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn wait_async(&self) -> Result<ExitStatus, Error> {
         use tokio::io::unix::AsyncFd;
         if let Some(status) = self.try_wait()? {

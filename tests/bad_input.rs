@@ -4,6 +4,8 @@
 //! parent gets an `Error` naming it. Never a hang, never a panic in the
 //! parent.
 
+mod common;
+
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
@@ -281,7 +283,7 @@ fn malformed_replies_are_errors_in_the_parent() {
 }
 
 /// A function passed by value is named by its offset in this executable; a
-/// serving process that runs another executable (here the `anyfork` tool,
+/// serving process that runs another executable (here an example program,
 /// reached through `new_from_fh`) must refuse rather than jump there.
 #[test]
 fn a_function_value_sent_to_another_executable_is_refused() {
@@ -290,7 +292,12 @@ fn a_function_value_sent_to_another_executable_is_refused() {
 
     let (ours, theirs) = UnixStream::pair().unwrap();
     let theirs_fd = theirs.as_raw_fd();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_anyfork"));
+    let built = common::cargo_build(&["--example", "concepts"]);
+    let other_program = built
+        .iter()
+        .find(|p| p.file_name().is_some_and(|f| f == "concepts"))
+        .expect("the example was built");
+    let mut command = Command::new(other_program);
     command.env("ANYFORK_SERVE", "3:1").stdin(Stdio::null());
     // SAFETY: dup2 is async-signal-safe; the closure touches nothing else.
     unsafe {

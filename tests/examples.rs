@@ -116,29 +116,6 @@ fn concepts_three_ways_including_new_exec_in_an_example() {
     assert!(out.contains("new_exec (pid "), "{out}");
 }
 
-#[test]
-fn new_exec_in_the_anyfork_binary() {
-    let out = run(env!("CARGO_BIN_EXE_anyfork"), &["tour"]);
-    assert!(out.contains("new_exec"), "{out}");
-    // The RPC part: replies, events, order, failures and descriptors.
-    for expected in [
-        "rmdir /tmp/anyfork-tour-",
-        "No such file or directory",
-        "event: 3 requests handled",
-        "84 / 2 = 42 (same child)",
-        "panicked: attempt to divide by zero",
-        "a socket sent as an argument: \"written by the child into the parent's socket\"",
-        "a pipe returned as a result: \"read by the parent from the child's pipe\"",
-        "did not answer within 50ms",
-        "killed by signal 9",
-    ] {
-        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
-    }
-    let position = |text: &str| out.find(text).unwrap_or_else(|| panic!("{text:?} missing"));
-    assert!(position("job 1 finished") < position("job 2 finished"));
-    assert!(position("job 2 finished") < position("job 3 finished"));
-}
-
 // --- the RPC manual's examples ------------------------------------------------
 
 /// Example 1 and 1a print the same thing: every error, and an event every

@@ -1,5 +1,6 @@
-//! How programs that use anyfork are linked (see `build.rs`): the `anyfork`
-//! binary, and programs built with the `static-unwinder` feature, carry
+//! How programs that use anyfork are linked (see `build.rs`): anyfork's
+//! examples (and the `anyfork` tool, tested in `cli/`), and programs built
+//! with the `static-unwinder` feature, carry
 //! libgcc's unwinder inside instead of loading `libgcc_s.so.1`, so every
 //! `new_exec` loads one shared library fewer. Panics must still unwind and
 //! be caught there. CI runs this file once more with
@@ -35,8 +36,13 @@ fn this_process_maps_libgcc_s() -> bool {
 }
 
 #[test]
-fn the_anyfork_binary_does_not_load_libgcc_s() {
-    let objects = loaded_objects(env!("CARGO_BIN_EXE_anyfork"));
+fn the_examples_do_not_load_libgcc_s() {
+    let built = common::cargo_build(&["--example", "concepts"]);
+    let example = built
+        .iter()
+        .find(|p| p.file_name().is_some_and(|f| f == "concepts"))
+        .expect("the example was built");
+    let objects = loaded_objects(&example.to_string_lossy());
     assert!(objects.contains("libc.so"), "libc stays shared: {objects}");
     assert!(!objects.contains("libgcc_s"), "{objects}");
 }

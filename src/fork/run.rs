@@ -208,6 +208,7 @@ impl Fork {
     ///
     /// Outside a tokio runtime with I/O enabled.
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn run_async(self, function: impl IntoRun) -> Result<tokio::net::UnixStream, Error> {
         self.run_async_with_process(function)
             .await
@@ -225,6 +226,7 @@ impl Fork {
     ///
     /// Outside a tokio runtime with I/O enabled.
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn run_async_with_process(
         self,
         function: impl IntoRun,

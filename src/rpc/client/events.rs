@@ -55,6 +55,7 @@ impl<Ev: DeserializeOwned> Events<Ev> {
     /// The next event (async); `None` once the child's end has closed and
     /// every event was taken.
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn next(&mut self) -> Option<Result<Ev, Error>> {
         self.core.clone().ensure_driver();
         let queue = self.queue.clone();

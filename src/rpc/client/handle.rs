@@ -235,6 +235,7 @@ where
     ///
     /// [`Error::Timeout`], or as for [`call`](Self::call).
     #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn call_timeout(
         &self,
         request: Req,

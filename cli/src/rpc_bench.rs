@@ -27,17 +27,16 @@
 //! RPC is measured (see [`Placement`]).
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use anyfork::Fork;
 use anyfork::rpc::Codec;
-use anyfork::{Args, Fork};
 
 use crate::affinity::pin;
 use crate::median::median;
+use crate::raw_socket::{raw_pipelined, raw_round_trip};
 
 /// The payload sizes, in bytes: a small call, 1 KiB and 1 MiB.
 pub const PAYLOADS: [usize; 3] = [16, 1024, 1 << 20];
@@ -91,7 +90,7 @@ impl Case {
         self.serialiser.map_or("none", |(_, name)| name)
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} {} {} B x{}",
             self.backend.key(),
@@ -143,18 +142,18 @@ pub struct RpcFigure {
 /// Why a case could not be measured.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcBenchError {
-    #[error("{case}: {doing}: {source}")]
+    #[error("{case}: {doing}")]
     Io {
         case: String,
         doing: &'static str,
         source: io::Error,
     },
-    #[error("{case}: {source}")]
+    #[error("{case}")]
     Start {
         case: String,
         source: anyfork::Error,
     },
-    #[error("{case}: {source}")]
+    #[error("{case}")]
     Call {
         case: String,
         source: anyfork::rpc::Error,
@@ -176,36 +175,18 @@ async fn echo_async(text: String) -> String {
     text
 }
 
-/// The raw cases' child: reads messages of the size it was sent and
-/// writes each back whole.
-fn echo_messages(mut socket: UnixStream, mut args: Args) -> io::Result<()> {
-    let size = args
-        .string()
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no message size"))?;
-    let mut message = vec![0u8; size];
-    loop {
-        match socket.read_exact(&mut message) {
-            Ok(()) => socket.write_all(&message)?,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The measurements.
 
 /// What one round of a case gave.
-struct Sample {
-    calls: u64,
-    elapsed: Duration,
-    rtts: Vec<Duration>,
+pub(crate) struct Sample {
+    pub(crate) calls: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) rtts: Vec<Duration>,
 }
 
 impl Sample {
-    fn new() -> Sample {
+    pub(crate) fn new() -> Sample {
         Sample {
             calls: 0,
             elapsed: Duration::ZERO,
@@ -219,13 +200,13 @@ impl Sample {
 const WARM_UP: usize = 3;
 
 /// At least this many calls per round, however slow.
-const MIN_CALLS: u64 = 5;
+pub(crate) const MIN_CALLS: u64 = 5;
 
-fn payload(size: usize) -> String {
+pub(crate) fn payload(size: usize) -> String {
     "x".repeat(size)
 }
 
-fn runtime(case: &Case) -> Result<tokio::runtime::Runtime, RpcBenchError> {
+pub(crate) fn runtime(case: &Case) -> Result<tokio::runtime::Runtime, RpcBenchError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -238,7 +219,7 @@ fn runtime(case: &Case) -> Result<tokio::runtime::Runtime, RpcBenchError> {
 
 /// Whether a case is one of the one-call-at-a-time cases that are measured
 /// together (see [`measure_round_trips`]).
-fn is_round_trip(case: &Case) -> bool {
+pub(crate) fn is_round_trip(case: &Case) -> bool {
     case.in_flight == 1 && matches!(case.backend, Backend::Raw | Backend::Sync)
 }
 
@@ -251,36 +232,7 @@ fn measure(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
 }
 
 /// One call, one at a time, to a process that was started for it.
-type RoundTrip<'a> = Box<dyn FnMut() -> Result<(), RpcBenchError> + 'a>;
-
-/// A raw echo: write the message, read it back.
-fn raw_round_trip(case: &Case) -> Result<RoundTrip<'_>, RpcBenchError> {
-    let io_error = move |doing| {
-        move |source| RpcBenchError::Io {
-            case: case.describe(),
-            doing,
-            source,
-        }
-    };
-    let mut socket = start_raw_child(case)?;
-    let message = payload(case.payload_bytes).into_bytes();
-    let mut back = vec![0u8; case.payload_bytes];
-    Ok(Box::new(move || {
-        socket
-            .write_all(&message)
-            .map_err(io_error("writing a message"))?;
-        socket
-            .read_exact(&mut back)
-            .map_err(io_error("reading a message"))?;
-        if back == message {
-            Ok(())
-        } else {
-            Err(RpcBenchError::WrongReply {
-                case: case.describe(),
-            })
-        }
-    }))
-}
+pub(crate) type RoundTrip<'a> = Box<dyn FnMut() -> Result<(), RpcBenchError> + 'a>;
 
 /// A call to the synchronous backend, blocking, from a thread without a
 /// runtime.
@@ -350,7 +302,7 @@ fn measure_round_trips(cases: &[&Case], time: Duration) -> Result<Vec<Sample>, R
 }
 
 /// Wraps an error starting a process for `case`.
-fn start_error(case: &Case) -> impl Fn(anyfork::Error) -> RpcBenchError + '_ {
+pub(crate) fn start_error(case: &Case) -> impl Fn(anyfork::Error) -> RpcBenchError + '_ {
     move |source| RpcBenchError::Start {
         case: case.describe(),
         source,
@@ -363,7 +315,7 @@ static CHILD_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// A fork of the default template for one case, moved to the children's
 /// CPU if there is one.
-fn new_fork(case: &Case) -> Result<Fork, RpcBenchError> {
+pub(crate) fn new_fork(case: &Case) -> Result<Fork, RpcBenchError> {
     let fork = Fork::new().map_err(start_error(case))?;
     let cpu = CHILD_CPU.load(Ordering::Relaxed);
     if cpu != usize::MAX {
@@ -375,98 +327,6 @@ fn new_fork(case: &Case) -> Result<Fork, RpcBenchError> {
         })?;
     }
     Ok(fork)
-}
-
-fn start_raw_child(case: &Case) -> Result<UnixStream, RpcBenchError> {
-    new_fork(case)?
-        .send_arg(case.payload_bytes.to_string())
-        .run(echo_messages)
-        .map_err(start_error(case))
-}
-
-/// A writer task keeps `in_flight` messages in flight, gated by a
-/// semaphore; the reader reads replies and hands back permits.
-fn raw_pipelined(case: &Case, time: Duration) -> Result<Sample, RpcBenchError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io_error = |doing| {
-        move |source| RpcBenchError::Io {
-            case: case.describe(),
-            doing,
-            source,
-        }
-    };
-    let socket = start_raw_child(case)?;
-    socket
-        .set_nonblocking(true)
-        .map_err(io_error("preparing the socket"))?;
-    runtime(case)?.block_on(async {
-        let socket =
-            tokio::net::UnixStream::from_std(socket).map_err(io_error("preparing the socket"))?;
-        let (mut reader, mut writer) = socket.into_split();
-        let message = Arc::new(payload(case.payload_bytes).into_bytes());
-        let sent_at = Arc::new(Mutex::new(VecDeque::<Instant>::new()));
-        let permits = Arc::new(tokio::sync::Semaphore::new(0));
-        let writing = {
-            let (message, sent_at, permits) = (message.clone(), sent_at.clone(), permits.clone());
-            tokio::spawn(async move {
-                // Until the semaphore is closed.
-                while let Ok(permit) = permits.acquire().await {
-                    permit.forget();
-                    sent_at
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push_back(Instant::now());
-                    writer.write_all(&message).await?;
-                }
-                Ok::<_, io::Error>(())
-            })
-        };
-        let mut back = vec![0u8; case.payload_bytes];
-        let mut read_one = async |permits: &tokio::sync::Semaphore| {
-            reader
-                .read_exact(&mut back)
-                .await
-                .map_err(io_error("reading a message"))?;
-            permits.add_permits(1);
-            Ok::<_, RpcBenchError>(
-                sent_at
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop_front(),
-            )
-        };
-        // Warm up one window, then measure.
-        permits.add_permits(case.in_flight);
-        for _ in 0..case.in_flight {
-            read_one(&permits).await?;
-        }
-        let mut sample = Sample::new();
-        let start = Instant::now();
-        let min_calls = MIN_CALLS.max(case.in_flight as u64);
-        while sample.calls < min_calls || start.elapsed() < time {
-            if let Some(sent) = read_one(&permits).await? {
-                sample.rtts.push(sent.elapsed());
-            }
-            sample.calls += 1;
-        }
-        sample.elapsed = start.elapsed();
-        // Stop the writer and take in what is still in flight.
-        permits.close();
-        match writing.await {
-            Ok(result) => result.map_err(io_error("writing a message"))?,
-            Err(e) => return Err(io_error("writing a message")(io::Error::other(e))),
-        }
-        let outstanding = sent_at.lock().unwrap_or_else(PoisonError::into_inner).len();
-        for _ in 0..outstanding {
-            read_one(&permits).await?;
-        }
-        if back != *message {
-            return Err(RpcBenchError::WrongReply {
-                case: case.describe(),
-            });
-        }
-        Ok(sample)
-    })
 }
 
 fn codec(case: &Case) -> Codec {

@@ -25,16 +25,15 @@ use std::time::{Duration, Instant};
 
 use anyfork::{Args, Fork};
 
-use crate::json::Json;
 use crate::median::median;
 use crate::memory::{self, Ballast, Footprint};
 use crate::perl::{PerlFigures, PerlRounds};
 use crate::rpc_bench::{self, RpcFigure};
 
 /// The sizes this process is grown to, in MB.
-const SIZES_MB: [u64; 4] = [5, 20, 200, 2000];
+pub const SIZES_MB: [u64; 4] = [5, 20, 200, 2000];
 /// The parent size at which Perl's rates are measured and compared.
-const PERL_COMPARED_AT_MB: u64 = SIZES_MB[0];
+pub const PERL_COMPARED_AT_MB: u64 = SIZES_MB[0];
 
 /// How the benchmark runs.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +58,7 @@ impl Options {
     /// The full run spends its time on more, shorter rounds: a burst of
     /// noise on these machines lasts seconds, and a median of five outlasts
     /// more of them than a median of three.
-    fn rounds(&self) -> usize {
+    pub fn rounds(&self) -> usize {
         if self.quick { 3 } else { 5 }
     }
 
@@ -100,7 +99,7 @@ impl Options {
     /// RPC cases are many and short; each round starts new processes, and
     /// where the scheduler puts them changes a round trip by up to 3×, so
     /// the full run takes more rounds.
-    fn rpc_rounds(&self) -> usize {
+    pub fn rpc_rounds(&self) -> usize {
         if self.quick { 3 } else { 9 }
     }
 
@@ -131,7 +130,7 @@ impl Method {
     ];
 
     /// The name used in `--json`.
-    fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Method::PlainFork => "plain_fork",
             Method::New => "new",
@@ -153,17 +152,17 @@ impl Method {
 /// Why the benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("{doing}: {source}")]
+    #[error("{doing}")]
     Io {
         doing: &'static str,
         source: io::Error,
     },
-    #[error("{method}: {source}")]
+    #[error("{method}")]
     Anyfork {
         method: &'static str,
         source: anyfork::Error,
     },
-    #[error("RPC: {0}")]
+    #[error("RPC")]
     Rpc(#[from] rpc_bench::RpcBenchError),
 }
 
@@ -202,14 +201,14 @@ pub struct SpawnReport {
 }
 
 impl SpawnReport {
-    fn rate(&self, method: Method, parent_mb: u64) -> Option<f64> {
+    pub fn rate(&self, method: Method, parent_mb: u64) -> Option<f64> {
         self.figures
             .iter()
             .find(|f| f.method == method && f.parent_mb == parent_mb)
             .map(|f| f.per_sec)
     }
 
-    fn ratio(&self, (m1, s1): (Method, u64), (m2, s2): (Method, u64)) -> Option<f64> {
+    pub fn ratio(&self, (m1, s1): (Method, u64), (m2, s2): (Method, u64)) -> Option<f64> {
         Some(self.rate(m1, s1)? / self.rate(m2, s2)?)
     }
 }
@@ -388,288 +387,6 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
         child: child_footprint,
         perl: perl.figures(),
     })
-}
-
-fn thousands(n: f64) -> String {
-    let n = n.round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn times(ratio: Option<f64>) -> String {
-    ratio.map_or("-".into(), |r| format!("{r:.2}×"))
-}
-
-/// The report as a table for people.
-pub fn render_table(report: &Report) -> String {
-    let pin = if report.options.pin {
-        "pinned to CPU 0"
-    } else {
-        "unpinned"
-    };
-    let mut out = format!(
-        "{} CPUs, {pin}; medians of {} rounds (processes), {} rounds (RPC)\n",
-        report.cpus,
-        report.options.rounds(),
-        report.options.rpc_rounds()
-    );
-    if let Some(spawn) = &report.spawn {
-        out.push('\n');
-        out.push_str(&render_spawn_table(spawn));
-    }
-    if let Some(rpc) = &report.rpc {
-        out.push('\n');
-        let placement = if report.options.pin {
-            "This process and its children all on CPU 0."
-        } else if report.cpus >= 2 {
-            "This process on CPU 0, the children on CPU 1 (so that every case wakes across CPUs)."
-        } else {
-            "One CPU."
-        };
-        out.push_str(&render_rpc_table(rpc, placement));
-    }
-    out
-}
-
-fn render_spawn_table(report: &SpawnReport) -> String {
-    let mut out =
-        String::from("Processes per second, created one at a time and waited for (socket EOF)\n\n");
-    out.push_str(
-        "| parent | (a) plain fork | (b) Fork::new | (c) new_exec | (d) template fork | b/a |\n",
-    );
-    out.push_str("|---:|---:|---:|---:|---:|---:|\n");
-    for &mb in &SIZES_MB {
-        let cell = |m| report.rate(m, mb).map_or("-".into(), thousands);
-        out.push_str(&format!(
-            "| {mb} MB | {} | {} | {} | {} | {} |\n",
-            cell(Method::PlainFork),
-            cell(Method::New),
-            cell(Method::NewExec),
-            cell(Method::TemplateFork),
-            times(report.ratio((Method::New, mb), (Method::PlainFork, mb)))
-        ));
-    }
-    out.push_str(&format!(
-        "\nFork::new with a 2000 MB parent / with a 5 MB parent: {}\n",
-        times(report.ratio((Method::New, 2000), (Method::New, 5)))
-    ));
-    out.push_str(&format!(
-        "Memory: default template RSS {} kB, PSS {} kB; idle forked child RSS {} kB, PSS {} kB\n",
-        report.template.rss_kb, report.template.pss_kb, report.child.rss_kb, report.child.pss_kb
-    ));
-    match &report.perl {
-        Some(perl) => out.push_str(&format!(
-            "Perl AnyEvent::Fork {} on this machine: new {}/s, new_exec {}/s; Fork::new (5 MB) is {}, new_exec is {}\n",
-            perl.version,
-            thousands(perl.new_per_sec),
-            thousands(perl.new_exec_per_sec),
-            times(report.rate(Method::New, PERL_COMPARED_AT_MB).map(|r| r / perl.new_per_sec)),
-            times(
-                report
-                    .rate(Method::NewExec, PERL_COMPARED_AT_MB)
-                    .map(|r| r / perl.new_exec_per_sec)
-            ),
-        )),
-        None => out.push_str("Perl AnyEvent::Fork: not measured (not installed, or --no-perl)\n"),
-    }
-    out
-}
-
-fn payload_name(bytes: usize) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
-        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
-        b => format!("{b} B"),
-    }
-}
-
-fn render_rpc_table(figures: &[RpcFigure], placement: &str) -> String {
-    use rpc_bench::{Backend, WINDOW};
-    let mut out = format!(
-        "RPC: each call sends a string and gets it back. raw = the same messages by hand, no RPC.\n\
-         Round trips (RTT) are medians, one call at a time; rates with 1 or {WINDOW} calls in flight.\n\
-         {placement}\n\n"
-    );
-    out.push_str(&format!(
-        "| payload | serialiser | sync RTT µs | sync / raw RTT | async RTT µs | async calls/s | async ×{WINDOW} calls/s | ×{WINDOW} async / raw |\n"
-    ));
-    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
-    let rtt = |f: Option<&RpcFigure>| f.map_or("-".into(), |f| format!("{:.1}", f.median_rtt_us));
-    let rate = |f: Option<&RpcFigure>| f.map_or("-".into(), |f| thousands(f.calls_per_sec));
-    for payload in rpc_bench::PAYLOADS {
-        let find = |backend, serialiser, in_flight| {
-            rpc_bench::find(figures, backend, serialiser, payload, in_flight)
-        };
-        out.push_str(&format!(
-            "| {} | raw I/O | {} | 1.00× | | {} | {} | 1.00× |\n",
-            payload_name(payload),
-            rtt(find(Backend::Raw, "none", 1)),
-            rate(find(Backend::Raw, "none", 1)),
-            rate(find(Backend::Raw, "none", WINDOW)),
-        ));
-        for (_, name) in rpc_bench::SERIALISERS {
-            let (rtt_ratio, rate_ratio) = rpc_bench::ratios(figures, name, payload);
-            out.push_str(&format!(
-                "| {} | {name} | {} | {} | {} | {} | {} | {} |\n",
-                payload_name(payload),
-                rtt(find(Backend::Sync, name, 1)),
-                times(rtt_ratio),
-                rtt(find(Backend::Async, name, 1)),
-                rate(find(Backend::Async, name, 1)),
-                rate(find(Backend::Async, name, WINDOW)),
-                times(rate_ratio),
-            ));
-        }
-    }
-    out
-}
-
-fn rounded(v: f64, places: i32) -> Json {
-    let scale = 10f64.powi(places);
-    Json::Number((v * scale).round() / scale)
-}
-
-fn optional(v: Option<f64>) -> Json {
-    v.map_or(Json::Null, |v| rounded(v, 3))
-}
-
-/// The report as one JSON object.
-pub fn render_json(report: &Report) -> String {
-    let mut fields = vec![(
-        "machine".to_owned(),
-        Json::object([
-            ("cpus", Json::Number(report.cpus as f64)),
-            ("pinned", Json::Bool(report.options.pin)),
-            ("rounds", Json::Number(report.options.rounds() as f64)),
-            (
-                "rpc_rounds",
-                Json::Number(report.options.rpc_rounds() as f64),
-            ),
-        ]),
-    )];
-    if let Some(spawn) = &report.spawn {
-        fields.extend(spawn_json(spawn));
-    }
-    if let Some(rpc) = &report.rpc {
-        fields.extend(rpc_json(rpc));
-    }
-    Json::Object(fields).render()
-}
-
-fn spawn_json(report: &SpawnReport) -> Vec<(String, Json)> {
-    let spawn = report
-        .figures
-        .iter()
-        .map(|f| {
-            Json::object([
-                ("method", Json::Text(f.method.key().into())),
-                ("parent_mb", Json::Number(f.parent_mb as f64)),
-                ("parent_rss_kb", Json::Number(f.parent_rss_kb as f64)),
-                ("per_sec", rounded(f.per_sec, 1)),
-            ])
-        })
-        .collect();
-    let b_over_a = SIZES_MB
-        .iter()
-        .map(|&mb| {
-            (
-                mb.to_string(),
-                optional(report.ratio((Method::New, mb), (Method::PlainFork, mb))),
-            )
-        })
-        .collect::<Vec<_>>();
-    let perl = match &report.perl {
-        Some(p) => Json::object([
-            ("version", Json::Text(p.version.clone())),
-            ("new_per_sec", rounded(p.new_per_sec, 1)),
-            ("new_exec_per_sec", rounded(p.new_exec_per_sec, 1)),
-        ]),
-        None => Json::Null,
-    };
-    let perl_ratio = |m: Method, theirs: fn(&PerlFigures) -> f64| {
-        optional(
-            report
-                .perl
-                .as_ref()
-                .and_then(|p| Some(report.rate(m, PERL_COMPARED_AT_MB)? / theirs(p))),
-        )
-    };
-    vec![
-        ("spawn".into(), Json::List(spawn)),
-        (
-            "memory".into(),
-            Json::object([
-                (
-                    "template_rss_kb",
-                    Json::Number(report.template.rss_kb as f64),
-                ),
-                (
-                    "template_pss_kb",
-                    Json::Number(report.template.pss_kb as f64),
-                ),
-                ("child_rss_kb", Json::Number(report.child.rss_kb as f64)),
-                ("child_pss_kb", Json::Number(report.child.pss_kb as f64)),
-            ]),
-        ),
-        (
-            "ratios".into(),
-            Json::object([
-                ("new_over_plain_fork", Json::Object(b_over_a)),
-                (
-                    "new_2000mb_over_new_5mb",
-                    optional(report.ratio((Method::New, 2000), (Method::New, 5))),
-                ),
-                (
-                    "new_over_perl_new",
-                    perl_ratio(Method::New, |p| p.new_per_sec),
-                ),
-                (
-                    "new_exec_over_perl_new_exec",
-                    perl_ratio(Method::NewExec, |p| p.new_exec_per_sec),
-                ),
-            ]),
-        ),
-        ("perl".into(), perl),
-    ]
-}
-
-fn rpc_json(figures: &[RpcFigure]) -> Vec<(String, Json)> {
-    let list = figures
-        .iter()
-        .map(|f| {
-            Json::object([
-                ("backend", Json::Text(f.case.backend.key().into())),
-                ("serialiser", Json::Text(f.case.serialiser_name().into())),
-                ("payload_bytes", Json::Number(f.case.payload_bytes as f64)),
-                ("in_flight", Json::Number(f.case.in_flight as f64)),
-                ("calls_per_sec", rounded(f.calls_per_sec, 1)),
-                ("median_rtt_us", rounded(f.median_rtt_us, 2)),
-            ])
-        })
-        .collect();
-    let mut ratios = Vec::new();
-    for payload in rpc_bench::PAYLOADS {
-        for (_, name) in rpc_bench::SERIALISERS {
-            let (rtt_ratio, rate_ratio) = rpc_bench::ratios(figures, name, payload);
-            ratios.push(Json::object([
-                ("serialiser", Json::Text(name.into())),
-                ("payload_bytes", Json::Number(payload as f64)),
-                ("sync_rtt_over_raw_rtt", optional(rtt_ratio)),
-                ("async_window_rate_over_raw_rate", optional(rate_ratio)),
-            ]));
-        }
-    }
-    vec![
-        ("rpc".into(), Json::List(list)),
-        ("rpc_ratios".into(), Json::List(ratios)),
-    ]
 }
 
 #[cfg(test)]

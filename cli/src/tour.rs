@@ -15,17 +15,17 @@ use anyfork::{Args, Fork, Signal, Template};
 /// Why the tour stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum TourError {
-    #[error("{scenario}: {source}")]
+    #[error("{scenario}")]
     Anyfork {
         scenario: &'static str,
         source: anyfork::Error,
     },
-    #[error("{scenario}: {source}")]
+    #[error("{scenario}")]
     Io {
         scenario: &'static str,
         source: io::Error,
     },
-    #[error("{scenario}: {source}")]
+    #[error("{scenario}")]
     Rpc {
         scenario: &'static str,
         source: anyfork::rpc::Error,

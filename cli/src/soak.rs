@@ -27,14 +27,14 @@ pub struct Options {
 /// Why the soak could not run, or what grew.
 #[derive(Debug, thiserror::Error)]
 pub enum SoakError {
-    #[error("creating process {n}: {source}")]
+    #[error("creating process {n}")]
     Process { n: usize, source: anyfork::Error },
-    #[error("RPC cycle {n}: {source}")]
+    #[error("RPC cycle {n}")]
     Rpc {
         n: usize,
         source: anyfork::rpc::Error,
     },
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Io {
         what: &'static str,
         source: std::io::Error,

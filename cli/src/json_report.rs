@@ -1,0 +1,131 @@
+//! The benchmark's report as one JSON object (`anyfork bench --json`).
+
+use serde_json::{Value, json};
+
+use crate::bench::{Method, PERL_COMPARED_AT_MB, Report, SIZES_MB, SpawnReport};
+use crate::perl::PerlFigures;
+use crate::rpc_bench::{self, RpcFigure};
+
+fn rounded(v: f64, places: i32) -> Value {
+    let scale = 10f64.powi(places);
+    json!((v * scale).round() / scale)
+}
+
+fn optional(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |v| rounded(v, 3))
+}
+
+/// The report as one JSON object.
+pub fn render_json(report: &Report) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert(
+        "machine".into(),
+        json!({
+            "cpus": report.cpus,
+            "pinned": report.options.pin,
+            "rounds": report.options.rounds(),
+            "rpc_rounds": report.options.rpc_rounds(),
+        }),
+    );
+    if let Some(spawn) = &report.spawn {
+        object.extend(spawn_json(spawn));
+    }
+    if let Some(rpc) = &report.rpc {
+        object.extend(rpc_json(rpc));
+    }
+    Value::Object(object).to_string()
+}
+
+fn spawn_json(report: &SpawnReport) -> serde_json::Map<String, Value> {
+    let spawn: Vec<Value> = report
+        .figures
+        .iter()
+        .map(|f| {
+            json!({
+                "method": f.method.key(),
+                "parent_mb": f.parent_mb,
+                "parent_rss_kb": f.parent_rss_kb,
+                "per_sec": rounded(f.per_sec, 1),
+            })
+        })
+        .collect();
+    let new_over_plain_fork: serde_json::Map<String, Value> = SIZES_MB
+        .iter()
+        .map(|&mb| {
+            (
+                mb.to_string(),
+                optional(report.ratio((Method::New, mb), (Method::PlainFork, mb))),
+            )
+        })
+        .collect();
+    let perl = match &report.perl {
+        Some(p) => json!({
+            "version": p.version,
+            "new_per_sec": rounded(p.new_per_sec, 1),
+            "new_exec_per_sec": rounded(p.new_exec_per_sec, 1),
+        }),
+        None => Value::Null,
+    };
+    let perl_ratio = |m: Method, theirs: fn(&PerlFigures) -> f64| {
+        optional(
+            report
+                .perl
+                .as_ref()
+                .and_then(|p| Some(report.rate(m, PERL_COMPARED_AT_MB)? / theirs(p))),
+        )
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("spawn".into(), Value::Array(spawn));
+    out.insert(
+        "memory".into(),
+        json!({
+            "template_rss_kb": report.template.rss_kb,
+            "template_pss_kb": report.template.pss_kb,
+            "child_rss_kb": report.child.rss_kb,
+            "child_pss_kb": report.child.pss_kb,
+        }),
+    );
+    out.insert(
+        "ratios".into(),
+        json!({
+            "new_over_plain_fork": new_over_plain_fork,
+            "new_2000mb_over_new_5mb": optional(report.ratio((Method::New, 2000), (Method::New, 5))),
+            "new_over_perl_new": perl_ratio(Method::New, |p| p.new_per_sec),
+            "new_exec_over_perl_new_exec": perl_ratio(Method::NewExec, |p| p.new_exec_per_sec),
+        }),
+    );
+    out.insert("perl".into(), perl);
+    out
+}
+
+fn rpc_json(figures: &[RpcFigure]) -> serde_json::Map<String, Value> {
+    let list: Vec<Value> = figures
+        .iter()
+        .map(|f| {
+            json!({
+                "backend": f.case.backend.key(),
+                "serialiser": f.case.serialiser_name(),
+                "payload_bytes": f.case.payload_bytes,
+                "in_flight": f.case.in_flight,
+                "calls_per_sec": rounded(f.calls_per_sec, 1),
+                "median_rtt_us": rounded(f.median_rtt_us, 2),
+            })
+        })
+        .collect();
+    let mut ratios = Vec::new();
+    for payload in rpc_bench::PAYLOADS {
+        for (_, name) in rpc_bench::SERIALISERS {
+            let (rtt_ratio, rate_ratio) = rpc_bench::ratios(figures, name, payload);
+            ratios.push(json!({
+                "serialiser": name,
+                "payload_bytes": payload,
+                "sync_rtt_over_raw_rtt": optional(rtt_ratio),
+                "async_window_rate_over_raw_rate": optional(rate_ratio),
+            }));
+        }
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("rpc".into(), Value::Array(list));
+    out.insert("rpc_ratios".into(), Value::Array(ratios));
+    out
+}
