@@ -26,6 +26,9 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(feature = "tokio")]
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sys::{fdpass, fds, poll};
@@ -38,7 +41,10 @@ pub(crate) const NO_FDS: &str =
 ///
 /// A transport may be duplicated ([`try_clone`](Transport::try_clone)) so
 /// that a reader and a writer hold it independently; shutting the writing
-/// direction down through any copy ends it for all of them.
+/// direction down through any copy ends it for all of them (a socket's
+/// copies are duplicates of one socket; a pair of streams' copies share
+/// the same two descriptors, since a pipe ends only when every descriptor
+/// of its write end is gone).
 #[derive(Debug)]
 pub(crate) enum Transport {
     /// A unix stream socket.
@@ -46,9 +52,9 @@ pub(crate) enum Transport {
     /// A pair of byte streams.
     Streams {
         /// Where the peer's bytes arrive.
-        read: OwnedFd,
+        read: Arc<OwnedFd>,
         /// Where this side's bytes go.
-        write: OwnedFd,
+        write: Arc<OwnedFd>,
     },
 }
 
@@ -57,7 +63,10 @@ impl Transport {
     pub(crate) fn streams(read: OwnedFd, write: OwnedFd) -> io::Result<Transport> {
         rustix::io::ioctl_fionbio(&read, true)?;
         rustix::io::ioctl_fionbio(&write, true)?;
-        Ok(Transport::Streams { read, write })
+        Ok(Transport::Streams {
+            read: Arc::new(read),
+            write: Arc::new(write),
+        })
     }
 
     /// Whether descriptors (and credentials) can travel on this transport.
@@ -308,8 +317,8 @@ impl Transport {
         Ok(match self {
             Transport::Socket(socket) => Transport::Socket(socket.try_clone()?),
             Transport::Streams { read, write } => Transport::Streams {
-                read: read.try_clone()?,
-                write: write.try_clone()?,
+                read: read.clone(),
+                write: write.clone(),
             },
         })
     }
@@ -375,15 +384,44 @@ impl Transport {
     }
 }
 
-/// Waiting for a transport's readiness in tokio: on duplicates of its
-/// descriptors (one for a socket, one per direction for a pair of
-/// streams), made non-blocking; the reads and writes themselves go
-/// through the transport.
+/// A descriptor tokio watches for a transport: a duplicate of a socket, or
+/// one of a pair of streams' shared descriptors (never a duplicate of
+/// those: it would keep a pipe open after the transport shut it).
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) enum Watched {
+    Own(OwnedFd),
+    Shared(Arc<OwnedFd>),
+}
+
+#[cfg(feature = "tokio")]
+impl AsFd for Watched {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Watched::Own(fd) => fd.as_fd(),
+            Watched::Shared(fd) => fd.as_fd(),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Watched::Own(fd) => fd.as_raw_fd(),
+            Watched::Shared(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+/// Waiting for a transport's readiness in tokio: on a duplicate of a
+/// socket, or on a pair of streams' two descriptors, made non-blocking;
+/// the reads and writes themselves go through the transport.
 #[cfg(feature = "tokio")]
 #[derive(Debug, Clone)]
 pub(crate) struct AsyncReadiness {
-    read: std::sync::Arc<tokio::io::unix::AsyncFd<OwnedFd>>,
-    write: std::sync::Arc<tokio::io::unix::AsyncFd<OwnedFd>>,
+    read: Arc<tokio::io::unix::AsyncFd<Watched>>,
+    write: Arc<tokio::io::unix::AsyncFd<Watched>>,
 }
 
 #[cfg(feature = "tokio")]
@@ -394,29 +432,34 @@ impl AsyncReadiness {
     ///
     /// Outside a tokio runtime with I/O enabled.
     pub(crate) fn new(transport: &Transport) -> io::Result<AsyncReadiness> {
-        use std::sync::Arc;
         use tokio::io::Interest;
         use tokio::io::unix::AsyncFd;
-        let watch = |fd: BorrowedFd<'_>, interest| {
-            let fd = fd.try_clone_to_owned()?;
+        let watch = |fd: Watched, interest| {
             rustix::io::ioctl_fionbio(&fd, true)?;
-            // SAFETY: the AsyncFd owns `fd`, a duplicate made for it, until
-            // it is dropped; nothing else closes or replaces that number.
+            // SAFETY: the AsyncFd holds `fd` (a duplicate made for it, or a
+            // share of a descriptor that stays open while any share does)
+            // until it is dropped; nothing closes that number meanwhile (a
+            // pair of streams' shutdown points it at /dev/null, keeping the
+            // number open).
             unsafe { AsyncFd::register_with_interest(fd, interest) }
                 .map(Arc::new)
                 .map_err(io::Error::from)
         };
-        if transport.carries_fds() {
-            let both = watch(transport.read_fd(), Interest::READABLE | Interest::WRITABLE)?;
-            Ok(AsyncReadiness {
-                read: both.clone(),
-                write: both,
-            })
-        } else {
-            Ok(AsyncReadiness {
-                read: watch(transport.read_fd(), Interest::READABLE)?,
-                write: watch(transport.write_fd(), Interest::WRITABLE)?,
-            })
+        match transport {
+            Transport::Socket(socket) => {
+                let both = watch(
+                    Watched::Own(socket.try_clone()?),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(AsyncReadiness {
+                    read: both.clone(),
+                    write: both,
+                })
+            }
+            Transport::Streams { read, write } => Ok(AsyncReadiness {
+                read: watch(Watched::Shared(read.clone()), Interest::READABLE)?,
+                write: watch(Watched::Shared(write.clone()), Interest::WRITABLE)?,
+            }),
         }
     }
 
@@ -424,7 +467,7 @@ impl AsyncReadiness {
     /// read finds nothing.
     pub(crate) async fn readable(
         &self,
-    ) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+    ) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, Watched>> {
         self.read.readable().await
     }
 
@@ -432,7 +475,7 @@ impl AsyncReadiness {
     /// write would block.
     pub(crate) async fn writable(
         &self,
-    ) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+    ) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, Watched>> {
         self.write.writable().await
     }
 }

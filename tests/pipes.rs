@@ -472,3 +472,18 @@ fn a_descriptor_in_an_rpc_reply_on_pipes_fails_that_call_only() {
     let error = rpc.call_blocking(2).unwrap_err();
     assert!(matches!(error, rpc::Error::Failed { .. }), "{error}");
 }
+
+#[tokio::test]
+async fn dropping_a_driven_handle_on_pipes_ends_the_child() {
+    // Inside a runtime a driver task owns the connection; dropping the
+    // handle must still end the child's input.
+    let fork = Fork::new_exec_piped().unwrap();
+    let process = fork.process().unwrap();
+    let rpc = fork.rpc(add).codec(Codec::Cbor).start().unwrap();
+    assert_eq!(rpc.call((1, 2)).await.unwrap(), 3);
+    drop(rpc);
+    let status = tokio::task::spawn_blocking(move || process.wait_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
