@@ -7,7 +7,13 @@ use crate::perl::PerlFigures;
 use crate::rpc_bench::{self, RpcFigure};
 
 fn rounded(v: f64, places: i32) -> Value {
-    let scale = 10f64.powi(places);
+    // Not `powi`: with a variable exponent it links libm's `pow`, and every
+    // `new_exec` of the tool would load libm.so.6 for it.
+    let scale = match places {
+        1 => 10.0,
+        2 => 100.0,
+        _ => 1000.0,
+    };
     json!((v * scale).round() / scale)
 }
 
