@@ -271,6 +271,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod args;
+mod cpus;
 mod deadline;
 mod default_template;
 mod early;
@@ -294,6 +295,7 @@ mod template;
 mod transport;
 
 pub use args::{Arg, ArgError, Args};
+pub use cpus::ncpu;
 pub use deadline::{default_timeout, set_default_timeout};
 pub use early::early;
 pub use error::{Ending, Error, Origin, ProcessName};
