@@ -27,6 +27,15 @@ use crate::rpc::function::{IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunctio
 /// says otherwise, and set for events by [`on_event`](Self::on_event).
 #[must_use = "an RpcBuilder does nothing until start()"]
 pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
+    settings: Settings,
+    /// The one setting whose type follows the builder's: a change of types
+    /// rebuilds the builder around the same `settings`.
+    on_event: Option<Box<dyn FnMut(Ev) + Send>>,
+    _types: PhantomData<fn(Req) -> Rep>,
+}
+
+/// Everything an [`RpcBuilder`] was told that does not depend on its types.
+struct Settings {
     fork: Fork,
     function: RpcFunction,
     /// `None`: the default for the function's messages.
@@ -36,31 +45,31 @@ pub struct RpcBuilder<Req = Octets, Rep = Octets, Ev = Octets> {
     buflen_req: usize,
     buflen_res: usize,
     max_frame: u64,
-    on_event: Option<Box<dyn FnMut(Ev) + Send>>,
     on_error: Option<ErrorHandler>,
     on_destroy: Option<DestroyHandler>,
     event_stream: bool,
     forward_tracing: bool,
     die_with_parent: bool,
     kill_on_timeout: bool,
-    _types: PhantomData<fn(Req) -> Rep>,
 }
 
 impl<Req, Rep, Ev> RpcBuilder<Req, Rep, Ev> {
     /// The codec [`start`](Self::start) will use.
     fn chosen_codec(&self) -> Codec {
-        self.codec.unwrap_or(if self.function.typed {
-            Codec::TYPED_DEFAULT
-        } else {
-            Codec::Raw
-        })
+        self.settings
+            .codec
+            .unwrap_or(if self.settings.function.typed {
+                Codec::TYPED_DEFAULT
+            } else {
+                Codec::Raw
+            })
     }
 }
 
 impl<Req, Rep, Ev> std::fmt::Debug for RpcBuilder<Req, Rep, Ev> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RpcBuilder")
-            .field("function", &self.function.label())
+            .field("function", &self.settings.function.label())
             .field("codec", &self.chosen_codec())
             .finish_non_exhaustive()
     }
@@ -85,21 +94,23 @@ impl Fork {
     /// ```
     pub fn rpc<M, F: IntoRpc<M>>(self, function: F) -> RpcBuilder<F::Req, F::Rep, Octets> {
         RpcBuilder {
-            fork: self,
-            function: function.into_rpc(),
-            codec: None,
-            init: None,
-            done: None,
-            buflen_req: DEFAULT_BUFLEN,
-            buflen_res: DEFAULT_BUFLEN,
-            max_frame: DEFAULT_MAX_FRAME_LEN,
+            settings: Settings {
+                fork: self,
+                function: function.into_rpc(),
+                codec: None,
+                init: None,
+                done: None,
+                buflen_req: DEFAULT_BUFLEN,
+                buflen_res: DEFAULT_BUFLEN,
+                max_frame: DEFAULT_MAX_FRAME_LEN,
+                on_error: None,
+                on_destroy: None,
+                event_stream: false,
+                forward_tracing: true,
+                die_with_parent: true,
+                kill_on_timeout: false,
+            },
             on_event: None,
-            on_error: None,
-            on_destroy: None,
-            event_stream: false,
-            forward_tracing: true,
-            die_with_parent: true,
-            kill_on_timeout: false,
             _types: PhantomData,
         }
     }
@@ -117,32 +128,23 @@ where
     /// module's list of octet strings) for a function named by string
     /// with [`Octets`] messages.
     pub fn codec(mut self, codec: Codec) -> Self {
-        self.codec = Some(codec);
+        self.settings.codec = Some(codec);
         self
     }
 
     /// Sets the request and reply types (for a function named by string);
     /// the default codec becomes [`Codec::TYPED_DEFAULT`].
     pub fn types<Req2, Rep2>(self) -> RpcBuilder<Req2, Rep2, Ev> {
+        let function = RpcFunction {
+            typed: true,
+            ..self.settings.function
+        };
         RpcBuilder {
-            fork: self.fork,
-            function: RpcFunction {
-                typed: true,
-                ..self.function
+            settings: Settings {
+                function,
+                ..self.settings
             },
-            codec: self.codec,
-            init: self.init,
-            done: self.done,
-            buflen_req: self.buflen_req,
-            buflen_res: self.buflen_res,
-            max_frame: self.max_frame,
             on_event: self.on_event,
-            on_error: self.on_error,
-            on_destroy: self.on_destroy,
-            event_stream: self.event_stream,
-            forward_tracing: self.forward_tracing,
-            die_with_parent: self.die_with_parent,
-            kill_on_timeout: self.kill_on_timeout,
             _types: PhantomData,
         }
     }
@@ -161,21 +163,8 @@ where
         F: FnMut(Ev2) + Send + 'static,
     {
         RpcBuilder {
-            fork: self.fork,
-            function: self.function,
-            codec: self.codec,
-            init: self.init,
-            done: self.done,
-            buflen_req: self.buflen_req,
-            buflen_res: self.buflen_res,
-            max_frame: self.max_frame,
+            settings: self.settings,
             on_event: Some(Box::new(handler)),
-            on_error: self.on_error,
-            on_destroy: self.on_destroy,
-            event_stream: self.event_stream,
-            forward_tracing: self.forward_tracing,
-            die_with_parent: self.die_with_parent,
-            kill_on_timeout: self.kill_on_timeout,
             _types: PhantomData,
         }
     }
@@ -184,21 +173,11 @@ where
     /// [`Rpc::events`] instead of a handler.
     pub fn event_stream<Ev2>(self) -> RpcBuilder<Req, Rep, Ev2> {
         RpcBuilder {
-            fork: self.fork,
-            function: self.function,
-            codec: self.codec,
-            init: self.init,
-            done: self.done,
-            buflen_req: self.buflen_req,
-            buflen_res: self.buflen_res,
-            max_frame: self.max_frame,
+            settings: Settings {
+                event_stream: true,
+                ..self.settings
+            },
             on_event: None,
-            on_error: self.on_error,
-            on_destroy: self.on_destroy,
-            event_stream: true,
-            forward_tracing: self.forward_tracing,
-            die_with_parent: self.die_with_parent,
-            kill_on_timeout: self.kill_on_timeout,
             _types: PhantomData,
         }
     }
@@ -209,14 +188,14 @@ where
     /// strings and a handler is set (the Perl module's rule), and logged
     /// with `tracing::error!` otherwise.
     pub fn on_error(mut self, handler: impl FnMut(&Error) + Send + 'static) -> Self {
-        self.on_error = Some(Box::new(handler));
+        self.settings.on_error = Some(Box::new(handler));
         self
     }
 
     /// Called once the handle has been dropped and every call answered (the
     /// child's end closed with nothing outstanding).
     pub fn on_destroy(mut self, handler: impl FnOnce() + Send + 'static) -> Self {
-        self.on_destroy = Some(Box::new(handler));
+        self.settings.on_destroy = Some(Box::new(handler));
         self
     }
 
@@ -226,7 +205,7 @@ where
     /// cannot send events yet. If it fails, every call fails with
     /// [`Error::Server`].
     pub fn init(mut self, init: impl IntoRpcInit) -> Self {
-        self.init = Some(init.into_rpc_init());
+        self.settings.init = Some(init.into_rpc_init());
         self
     }
 
@@ -235,40 +214,40 @@ where
     /// or a function value `async fn()`. The default is to exit. Ignored by
     /// the synchronous backend.
     pub fn done(mut self, done: impl IntoRpcDone) -> Self {
-        self.done = Some(done.into_rpc_done());
+        self.settings.done = Some(done.into_rpc_done());
         self
     }
 
     /// The first size of both read buffers (default 496 bytes, as in the
     /// manual); they grow as frames need.
     pub fn buflen(mut self, bytes: usize) -> Self {
-        self.buflen_req = bytes;
-        self.buflen_res = bytes;
+        self.settings.buflen_req = bytes;
+        self.settings.buflen_res = bytes;
         self
     }
 
     /// The first size of the child's read buffer (requests).
     pub fn buflen_req(mut self, bytes: usize) -> Self {
-        self.buflen_req = bytes;
+        self.settings.buflen_req = bytes;
         self
     }
 
     /// The first size of the parent's read buffer (replies, events).
     pub fn buflen_res(mut self, bytes: usize) -> Self {
-        self.buflen_res = bytes;
+        self.settings.buflen_res = bytes;
         self
     }
 
     /// The largest message either side accepts (default 1 GiB).
     pub fn max_frame_len(mut self, bytes: u64) -> Self {
-        self.max_frame = bytes;
+        self.settings.max_frame = bytes;
         self
     }
 
     /// Whether `tracing` events emitted in the child reach this program's
     /// subscriber (default: yes, at the levels the subscriber enables now).
     pub fn forward_tracing(mut self, forward: bool) -> Self {
-        self.forward_tracing = forward;
+        self.settings.forward_tracing = forward;
         self
     }
 
@@ -276,7 +255,7 @@ where
     /// in the middle of a call (default: yes). Turn it off for a worker
     /// that must finish its work alone; see [`Fork::die_with_parent`].
     pub fn die_with_parent(mut self, die: bool) -> Self {
-        self.die_with_parent = die;
+        self.settings.die_with_parent = die;
         self
     }
 
@@ -289,7 +268,7 @@ where
     /// for it (and may time out in turn). Choose `true` when a call that
     /// overruns means the child is stuck.
     pub fn kill_on_timeout(mut self, kill: bool) -> Self {
-        self.kill_on_timeout = kill;
+        self.settings.kill_on_timeout = kill;
         self
     }
 
@@ -330,14 +309,16 @@ where
     /// registered; otherwise as for [`Fork::run`]. Errors the process
     /// reports later reach the calls and `on_error`.
     pub fn start(self) -> Result<Rpc<Req, Rep, Ev>, crate::Error> {
-        let check = Some(self.fork.names_checked());
-        let function = self.target(&self.function.function, "RPC function", check)?;
+        let check = Some(self.settings.fork.names_checked());
+        let function = self.target(&self.settings.function.function, "RPC function", check)?;
         let init = self
+            .settings
             .init
             .as_ref()
             .map(|f| self.target(f, "RPC init function", check))
             .transpose()?;
         let done = self
+            .settings
             .done
             .as_ref()
             .map(|f| self.target(f, "RPC done function", check))
@@ -345,21 +326,22 @@ where
         let codec = self.chosen_codec();
         let config = Config {
             codec,
-            backend: self.function.backend,
+            backend: self.settings.function.backend,
             function,
             init,
             done,
-            buflen_req: u32::try_from(self.buflen_req).unwrap_or(u32::MAX),
-            max_frame: self.max_frame,
-            log_level: if self.forward_tracing {
+            buflen_req: u32::try_from(self.settings.buflen_req).unwrap_or(u32::MAX),
+            max_frame: self.settings.max_frame,
+            log_level: if self.settings.forward_tracing {
                 crate::rpc::trace::current_level_code()
             } else {
                 0
             },
         };
         let link = self
+            .settings
             .fork
-            .die_with_parent(self.die_with_parent)
+            .die_with_parent(self.settings.die_with_parent)
             .send_arg(config.encode())
             .run_pipelined(&IntoRun::into_run(crate::rpc::server::SERVE))?;
         let raw_events = TypeId::of::<Ev>() == TypeId::of::<Octets>();
@@ -369,21 +351,24 @@ where
                 Err(e) => tracing::error!("anyfork rpc: cannot decode an event: {e}"),
             })
         });
-        let events = self.event_stream.then(|| Arc::new(EventQueue::default()));
+        let events = self
+            .settings
+            .event_stream
+            .then(|| Arc::new(EventQueue::default()));
         let core = Core::new(
             link,
-            self.function.label().to_owned(),
+            self.settings.function.label().to_owned(),
             codec,
-            self.buflen_res,
-            self.max_frame,
+            self.settings.buflen_res,
+            self.settings.max_frame,
             Handlers {
                 on_event,
-                on_error: self.on_error,
-                on_destroy: self.on_destroy,
+                on_error: self.settings.on_error,
+                on_destroy: self.settings.on_destroy,
                 events: events.clone(),
                 raw_events,
             },
-            self.kill_on_timeout,
+            self.settings.kill_on_timeout,
         )?;
         let core = Arc::new(core);
         core.send_queued();
