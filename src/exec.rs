@@ -4,7 +4,7 @@
 //! (the same, speaking the protocol on its stdin and stdout).
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 use crate::error::{Error, Origin};
 use crate::fork::Fork;
@@ -65,26 +65,18 @@ impl Fork {
     }
 
     fn spawn_with_marker(value: &str) -> Result<Fork, Error> {
-        if crate::sys::secure::is_secure_exec() {
-            // The serving process would refuse (see `serve`): say why here.
-            return Err(Error::Privileged);
-        }
+        refuse_privileged()?;
         let (ours, theirs) = transport::socketpair().map_err(|source| Error::System {
             call: "socketpair",
             doing: "creating the socket of a new process",
             source,
         })?;
-        let marker = format!("{}={value}", proto::SERVE_MARKER);
-        let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
-        let pid = spawn::spawn_self(&[(theirs.as_fd(), spawn::SERVE_FD)], &marker)
-            .map_err(|source| Error::Spawn { source })?;
+        let pid = spawn_serving(value, &[(theirs.as_fd(), spawn::SERVE_FD)])?;
         drop(theirs);
         tracing::debug!(pid, "anyfork: started a serving process");
         Ok(Fork::from_transport(
             Transport::Socket(ours),
-            Some(pid as u32),
+            Some(pid),
             Origin::Exec,
         ))
     }
@@ -115,9 +107,7 @@ impl Fork {
     ///
     /// As for [`new_exec`](Fork::new_exec).
     pub fn new_exec_piped() -> Result<Fork, Error> {
-        if crate::sys::secure::is_secure_exec() {
-            return Err(Error::Privileged);
-        }
+        refuse_privileged()?;
         let pipe = || {
             transport::pipe().map_err(|source| Error::System {
                 call: "pipe",
@@ -127,12 +117,9 @@ impl Fork {
         };
         let (their_read, our_write) = pipe()?;
         let (our_read, their_write) = pipe()?;
-        let marker = format!("{}=stdio:{}", proto::SERVE_MARKER, proto::PROTOCOL_VERSION);
-        let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
+        let marker = format!("stdio:{}", proto::PROTOCOL_VERSION);
         let mapping = [(their_read.as_fd(), 0), (their_write.as_fd(), 1)];
-        let pid = spawn::spawn_self(&mapping, &marker).map_err(|source| Error::Spawn { source })?;
+        let pid = spawn_serving(&marker, &mapping)?;
         drop((their_read, their_write));
         let transport =
             Transport::streams(our_read, our_write).map_err(|source| Error::System {
@@ -141,10 +128,28 @@ impl Fork {
                 source,
             })?;
         tracing::debug!(pid, "anyfork: started a serving process on pipes");
-        Ok(Fork::from_transport(
-            transport,
-            Some(pid as u32),
-            Origin::Exec,
-        ))
+        Ok(Fork::from_transport(transport, Some(pid), Origin::Exec))
     }
+}
+
+/// The serving process would refuse to serve in a privileged program (see
+/// `serve`): say why here, before starting it.
+fn refuse_privileged() -> Result<(), Error> {
+    if crate::sys::secure::is_secure_exec() {
+        Err(Error::Privileged)
+    } else {
+        Ok(())
+    }
+}
+
+/// Starts this executable with the serve marker `value` (`FD:VERSION` or
+/// `stdio:VERSION`) and the descriptors of `mapping` at their numbers;
+/// returns its pid.
+fn spawn_serving(value: &str, mapping: &[(BorrowedFd<'_>, RawFd)]) -> Result<u32, Error> {
+    let marker = format!("{}={value}", proto::SERVE_MARKER);
+    let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
+        source: io::Error::new(io::ErrorKind::InvalidInput, e),
+    })?;
+    let pid = spawn::spawn_self(mapping, &marker).map_err(|source| Error::Spawn { source })?;
+    Ok(pid as u32)
 }

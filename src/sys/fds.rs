@@ -81,13 +81,9 @@ pub(crate) fn replace_all_with_null_except(keep: RawFd) -> io::Result<()> {
         if rustix::io::fcntl_getfd(borrowed).is_err() {
             continue;
         }
-        // SAFETY: dup3 atomically replaces what `fd` refers to with
-        // /dev/null; the number stays open, so whatever object of the
-        // program owns it keeps a valid descriptor and no other object can
-        // be handed that number.
-        if unsafe { libc::dup3(null_fd, fd, libc::O_CLOEXEC) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
+        // Whatever object of the program owns the number keeps a valid
+        // descriptor, and no other object can be handed that number.
+        point_at(null.as_fd(), fd)?;
     }
     Ok(())
 }
@@ -158,9 +154,16 @@ pub(crate) fn replace_with_null(fd: BorrowedFd<'_>) -> io::Result<()> {
         OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
     )?;
-    // SAFETY: dup3 atomically replaces what `fd` refers to with /dev/null;
-    // the number stays open, so its owner keeps a valid descriptor.
-    if unsafe { libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) } == -1 {
+    point_at(null.as_fd(), fd.as_raw_fd())
+}
+
+/// Makes the number `target` refer to what `source` refers to (close-on-
+/// exec), atomically: the number never stops being open, so its owner
+/// keeps a valid descriptor throughout.
+fn point_at(source: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 replaces what `target` refers to without closing the
+    // number (the callers' reason to use it); it touches no memory.
+    if unsafe { libc::dup3(source.as_raw_fd(), target, libc::O_CLOEXEC) } == -1 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -241,6 +241,12 @@ impl Core {
         let _ = frame::encode(state.link.outbox(), id, kind::CANCEL, &[], Vec::new());
         let driver = state.driver;
         drop(state);
+        self.send_or_wake(driver);
+    }
+
+    /// After queueing a frame: the driver task, if one owns the connection,
+    /// sends it; otherwise it goes now.
+    pub(super) fn send_or_wake(&self, driver: bool) {
         if driver {
             #[cfg(feature = "tokio")]
             self.driver_wake.notify_one();

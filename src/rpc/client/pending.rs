@@ -139,12 +139,7 @@ impl Core {
         state.pending.insert(id, (slot.clone(), end));
         let driver = state.driver;
         drop(state);
-        if driver {
-            #[cfg(feature = "tokio")]
-            self.driver_wake.notify_one();
-        } else {
-            self.send_queued();
-        }
+        self.send_or_wake(driver);
         Ok(PendingCall {
             core: self.clone(),
             id,
