@@ -101,11 +101,18 @@ impl FrameReader {
     }
 
     /// Fills `buf`; returns how many bytes arrived before end of stream.
-    fn fill(&mut self, transport: &Transport, buf: &mut [u8]) -> io::Result<usize> {
+    /// `before_wait` runs before waiting for data (a serving process says
+    /// its pid then; it must be harmless to run again).
+    fn fill(
+        &mut self,
+        transport: &Transport,
+        buf: &mut [u8],
+        before_wait: &mut dyn FnMut(),
+    ) -> io::Result<usize> {
         let mut got = 0;
         while got < buf.len() {
             // Waiting in poll, not in recv: see `sys::poll`.
-            let n = transport.recv_waiting(&mut buf[got..], &mut self.fds, None, &mut || {})?;
+            let n = transport.recv_waiting(&mut buf[got..], &mut self.fds, None, before_wait)?;
             if n == 0 {
                 break;
             }
@@ -143,10 +150,7 @@ impl FrameReader {
         }
         let Some(available) = self.peek(transport, before_wait) else {
             // A pair of streams: one frame exactly, header then payload.
-            if !transport.is_readable_now() {
-                before_wait();
-            }
-            return self.read_one(transport, tags, limit);
+            return self.read_one(transport, tags, limit, before_wait);
         };
         let available = available?;
         if available == 0 {
@@ -170,10 +174,10 @@ impl FrameReader {
             }
         }
         if bounds.is_empty() {
-            return self.read_one(transport, tags, limit);
+            return self.read_one(transport, tags, limit, &mut || {});
         }
         let mut batch = vec![0u8; end];
-        let got = self.fill(transport, &mut batch)?;
+        let got = self.fill(transport, &mut batch, &mut || {})?;
         if got < end {
             // The peeked bytes are gone: someone else reads this socket.
             return Err(ProtocolError::Truncated {
@@ -216,9 +220,10 @@ impl FrameReader {
         transport: &Transport,
         tags: &[u8],
         limit: u64,
+        before_wait: &mut dyn FnMut(),
     ) -> Result<Option<Frame>, ReadError> {
         let mut header = [0u8; HEADER_LEN];
-        let got = self.fill(transport, &mut header)?;
+        let got = self.fill(transport, &mut header, before_wait)?;
         if got == 0 {
             return Ok(None);
         }
@@ -255,7 +260,7 @@ impl FrameReader {
                 .min(have.max(FIRST_CHUNK as usize) * 2)
                 .max(have + 1);
             payload.resize(want, 0);
-            let got = self.fill(transport, &mut payload[have..want])?;
+            let got = self.fill(transport, &mut payload[have..want], &mut || {})?;
             payload.truncate(have + got);
             if have + got < want {
                 return Err(ProtocolError::Truncated {
