@@ -6,10 +6,19 @@ mod common;
 use std::time::Duration;
 
 use anyfork::Fork;
-use anyfork::rpc::Codec;
+use anyfork::rpc::{Codec, Rpc};
 
 fn add((a, b): (i64, i64)) -> i64 {
     a + b
+}
+
+fn start_piped_rpc() -> Rpc<(i64, i64), i64> {
+    Fork::new_exec_piped()
+        .unwrap()
+        .rpc(add)
+        .codec(Codec::Cbor)
+        .start()
+        .unwrap()
 }
 
 #[test]
@@ -17,12 +26,7 @@ fn processes_and_rpc_on_pipes_leave_nothing_behind() {
     // Warm up: the reaper's and the RPC client's process-wide descriptors
     // (eventfds) stay open for the program's life.
     drop(Fork::new_exec_piped().unwrap());
-    let rpc = Fork::new_exec_piped()
-        .unwrap()
-        .rpc(add)
-        .codec(Codec::Cbor)
-        .start()
-        .unwrap();
+    let rpc = start_piped_rpc();
     assert_eq!(rpc.call_blocking((0, 0)).unwrap(), 0);
     drop(rpc);
     std::thread::sleep(Duration::from_millis(100));
@@ -37,12 +41,7 @@ fn processes_and_rpc_on_pipes_leave_nothing_behind() {
         drop(Fork::new_exec_piped().unwrap());
     }
     for _ in 0..5 {
-        let rpc = Fork::new_exec_piped()
-            .unwrap()
-            .rpc(add)
-            .codec(Codec::Cbor)
-            .start()
-            .unwrap();
+        let rpc = start_piped_rpc();
         assert_eq!(rpc.call_blocking((1, 1)).unwrap(), 2);
         pids.push(rpc.pid().unwrap());
     }

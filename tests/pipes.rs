@@ -151,20 +151,20 @@ fn a_failing_initialiser_is_reported_with_its_message_on_both_transports() {
     }
 }
 
-#[test]
-fn garbage_on_the_command_stream_is_refused_on_both_transports() {
+/// Sends `bytes` as they are (then ends the command stream if
+/// `end_after`), then a command whose answer `pid` waits for, on both
+/// transports: the process must refuse with a message containing
+/// `expected` and exit with `EXIT_SERVE_FAILED`.
+fn assert_refused(bytes: &[u8], end_after: bool, expected: &str) {
     for (transport, start) in both() {
         let fork = start().unwrap();
         let process = fork.process().unwrap();
-        // A tag no serving process knows; then a command whose answer
-        // `pid` waits for.
-        fork.__send_raw(&[b'Z', 0, 0, 0, 0]).unwrap();
-        let fork = fork.eval(set_setting, ["never"]);
-        let error = fork.pid().unwrap_err();
-        assert!(
-            error.to_string().contains("unknown frame tag 'Z'"),
-            "{transport}: {error}"
-        );
+        fork.__send_raw(bytes).unwrap();
+        if end_after {
+            fork.__shutdown_write().unwrap();
+        }
+        let error = fork.eval(set_setting, ["never"]).pid().unwrap_err();
+        assert!(error.to_string().contains(expected), "{transport}: {error}");
         assert_eq!(
             process.wait().unwrap().code(),
             Some(anyfork::EXIT_SERVE_FAILED),
@@ -174,24 +174,15 @@ fn garbage_on_the_command_stream_is_refused_on_both_transports() {
 }
 
 #[test]
+fn garbage_on_the_command_stream_is_refused_on_both_transports() {
+    // A tag no serving process knows.
+    assert_refused(&[b'Z', 0, 0, 0, 0], false, "unknown frame tag 'Z'");
+}
+
+#[test]
 fn a_command_stream_cut_short_is_an_error_and_the_process_exits() {
-    for (transport, start) in both() {
-        let fork = start().unwrap();
-        let process = fork.process().unwrap();
-        // An argument frame announcing 10 bytes, 3 sent, then the end.
-        fork.__send_raw(&[b'a', 0, 0, 0, 10, 1, 2, 3]).unwrap();
-        fork.__shutdown_write().unwrap();
-        let error = fork.eval(set_setting, ["never"]).pid().unwrap_err();
-        assert!(
-            error.to_string().contains("truncated"),
-            "{transport}: {error}"
-        );
-        assert_eq!(
-            process.wait().unwrap().code(),
-            Some(anyfork::EXIT_SERVE_FAILED),
-            "{transport}"
-        );
-    }
+    // An argument frame announcing 10 bytes, 3 sent, then the end.
+    assert_refused(&[b'a', 0, 0, 0, 10, 1, 2, 3], true, "truncated");
 }
 
 #[test]
@@ -406,18 +397,25 @@ fn end_of_stream_lets_the_child_finish_and_exit_cleanly() {
 
 // --- a process at the other end of streams this program did not make -----
 
-#[test]
-fn a_process_started_by_a_command_of_yours_over_its_stdin_and_stdout() {
+/// This test program started by a command of the test's own, serving on
+/// its stdin and stdout with the serve marker `marker`.
+fn command_over_stdio(marker: &str) -> (std::process::Child, Fork) {
     use std::process::{Command, Stdio};
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("ANYFORK_SERVE", "stdio:1")
+        .env("ANYFORK_SERVE", marker)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let fork = Fork::new_from_streams(stdout, stdin).unwrap();
+    (child, Fork::new_from_streams(stdout, stdin).unwrap())
+}
+
+#[test]
+fn a_process_started_by_a_command_of_yours_over_its_stdin_and_stdout() {
+    let (mut child, fork) = command_over_stdio("stdio:1");
     let pid = fork.pid().unwrap();
     assert_eq!(pid, child.id(), "the pid it says (here, the same machine)");
     let error = fork.process().unwrap_err();
@@ -431,16 +429,7 @@ fn a_process_started_by_a_command_of_yours_over_its_stdin_and_stdout() {
 
 #[test]
 fn a_command_whose_marker_speaks_another_protocol_version_says_so() {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("ANYFORK_SERVE", "stdio:99")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let fork =
-        Fork::new_from_streams(child.stdout.take().unwrap(), child.stdin.take().unwrap()).unwrap();
+    let (mut child, fork) = command_over_stdio("stdio:99");
     let error = fork.pid().unwrap_err();
     assert!(error.to_string().contains("protocol 99"), "{error}");
     assert_eq!(

@@ -7,20 +7,24 @@ mod common;
 use std::time::Duration;
 
 use anyfork::Fork;
-use anyfork::rpc::{Codec, Error};
+use anyfork::rpc::{Codec, Error, Rpc};
 
 fn id_and_double(n: u64) -> (u32, u64) {
     (std::process::id(), n * 2)
 }
 
-#[test]
-fn clones_share_one_child_and_the_last_drop_ends_it() {
-    let rpc = Fork::new()
+fn start() -> Rpc<u64, (u32, u64)> {
+    Fork::new()
         .unwrap()
         .rpc(id_and_double)
         .codec(Codec::Cbor)
         .start()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn clones_share_one_child_and_the_last_drop_ends_it() {
+    let rpc = start();
     let process = rpc.process().unwrap();
     let threads: Vec<_> = (0..8u64)
         .map(|i| {
@@ -45,12 +49,7 @@ fn clones_share_one_child_and_the_last_drop_ends_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clones_in_tasks() {
-    let rpc = Fork::new()
-        .unwrap()
-        .rpc(id_and_double)
-        .codec(Codec::Cbor)
-        .start()
-        .unwrap();
+    let rpc = start();
     let tasks: Vec<_> = (0..16u64)
         .map(|i| {
             let rpc = rpc.clone();
@@ -64,12 +63,7 @@ async fn clones_in_tasks() {
 
 #[test]
 fn shutdown_through_one_clone_ends_the_child_for_all() {
-    let rpc = Fork::new()
-        .unwrap()
-        .rpc(id_and_double)
-        .codec(Codec::Cbor)
-        .start()
-        .unwrap();
+    let rpc = start();
     let other = rpc.clone();
     assert_eq!(other.call_blocking(1).unwrap().1, 2);
     let status = rpc.shutdown(Duration::from_secs(5)).unwrap();
