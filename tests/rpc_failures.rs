@@ -371,3 +371,58 @@ fn a_request_over_the_childs_limit_stops_its_server() {
         other => panic!("expected Server, got {other:?}"),
     }
 }
+
+/// Sends an event though the parent has no handler for it, then answers.
+fn event_nobody_handles(n: u32) -> u32 {
+    let _ = anyfork::rpc::event(&n);
+    n
+}
+
+#[test]
+fn without_on_error_an_error_its_callers_got_is_logged_quietly() {
+    let recorder = Recorder::default();
+    let events = recorder.events.clone();
+    let ours = |events: &[String], level: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.starts_with(&format!("{level} anyfork::rpc")))
+            .cloned()
+            .collect()
+    };
+    tracing::subscriber::with_default(recorder, || {
+        // The child exits in the middle of the call: the caller is told, so
+        // the log only mentions it at debug level.
+        let rpc = Fork::new()
+            .unwrap()
+            .rpc(exit_with)
+            .codec(Codec::Cbor)
+            .start()
+            .unwrap();
+        assert!(matches!(rpc.call_blocking(3), Err(Error::Ended { .. })));
+    });
+    {
+        let events = events.lock().unwrap();
+        assert_eq!(ours(&events, "ERROR"), Vec::<String>::new(), "{events:?}");
+        assert_eq!(ours(&events, "DEBUG").len(), 1, "{events:?}");
+    }
+    events.lock().unwrap().clear();
+    tracing::subscriber::with_default(
+        Recorder {
+            events: events.clone(),
+        },
+        || {
+            // An event with no handler concerns no call: nobody else is told.
+            let rpc = Fork::new()
+                .unwrap()
+                .rpc(event_nobody_handles)
+                .codec(Codec::Cbor)
+                .start()
+                .unwrap();
+            assert_eq!(rpc.call_blocking(5).unwrap(), 5);
+        },
+    );
+    let events = events.lock().unwrap();
+    let errors = ours(&events, "ERROR");
+    assert_eq!(errors.len(), 1, "{events:?}");
+    assert!(errors[0].contains("no on_event handler"), "{errors:?}");
+}
