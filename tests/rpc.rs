@@ -652,3 +652,23 @@ fn a_derived_struct_works_with_the_default_codec() {
     assert_eq!(rpc.call_blocking(order).unwrap(), (7, 2));
     assert_eq!(format!("{:?}", Codec::TYPED_DEFAULT), "Cbor");
 }
+
+/// A blocking `pid()` while a driver task reads learns the pid when the
+/// child says it, not with the next reply (it used to wait out the whole
+/// timeout when no call was made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_is_learned_at_once_while_a_driver_reads() {
+    let template = Fork::new().unwrap();
+    let rpc = template.fork().unwrap().rpc(add).start().unwrap();
+    let started = std::time::Instant::now();
+    let pid = tokio::task::spawn_blocking(move || rpc.pid())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pid > 0);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -46,7 +46,7 @@ pub enum Error {
     /// `Some(true)` means it was written to the child, which may have run
     /// it, or part of it. `None` in the report to `on_error`, which is
     /// about the handle, not one call.
-    #[error("{process} ended with {outstanding} call(s) to `{function}` outstanding{ending}{}", match delivered { Some(false) => "; this call was never sent to it", _ => "" })]
+    #[error("{process} ended with {outstanding} call(s) to `{function}` outstanding{ending}{}", match (delivered, started) { (Some(false), _) => "; this call was never sent to it", (_, Some(false)) => "; this call was waiting behind the one it was running", (_, Some(true)) => "; this call was running", _ => "" })]
     Ended {
         /// The RPC function.
         function: String,
@@ -58,6 +58,13 @@ pub enum Error {
         outstanding: usize,
         /// Whether this call's request had been written to the child.
         delivered: Option<bool>,
+        /// For a call delivered to a child on the synchronous backend,
+        /// which runs one call at a time in order: `Some(true)` if it was
+        /// the call running when the child ended, `Some(false)` if it was
+        /// still waiting behind that one (so it never ran). `None` where
+        /// this cannot be known (the asynchronous backend, a call never
+        /// delivered, the report to `on_error`).
+        started: Option<bool>,
     },
     /// The child was killed by this program: [`Rpc::kill`](super::Rpc::kill),
     /// a call that timed out on a handle built with

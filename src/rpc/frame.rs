@@ -15,6 +15,7 @@
 //! | `x` failed | child → parent | the call's id | UTF-8: why the call failed (panic, undecodable arguments) |
 //! | `v` event | child → parent | 0 | the encoded event |
 //! | `l` log | child → parent | 0 | a `tracing` record: level (u8), target (u16 BE length + bytes), message |
+//! | `n` notice | child → parent | 0 | a word for whoever manages the process: `retire` (see [`crate::pool::retire`]) |
 //!
 //! `nfds` descriptors (at most 32) travel with the frame's bytes as
 //! `SCM_RIGHTS`, in the order the message's [`Fd`](super::Fd) values index
@@ -46,12 +47,19 @@ pub(crate) mod kind {
     pub(crate) const FAILED: u8 = b'x';
     pub(crate) const EVENT: u8 = b'v';
     pub(crate) const LOG: u8 = b'l';
+    pub(crate) const NOTICE: u8 = b'n';
 }
 
 /// Kinds a child accepts.
 pub(crate) const TO_CHILD: &[u8] = &[kind::REQUEST, kind::CANCEL];
 /// Kinds a parent accepts.
-pub(crate) const TO_PARENT: &[u8] = &[kind::REPLY, kind::FAILED, kind::EVENT, kind::LOG];
+pub(crate) const TO_PARENT: &[u8] = &[
+    kind::REPLY,
+    kind::FAILED,
+    kind::EVENT,
+    kind::LOG,
+    kind::NOTICE,
+];
 
 /// One frame.
 #[derive(Debug)]

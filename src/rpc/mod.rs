@@ -210,10 +210,12 @@ mod trace;
 mod writer;
 
 pub use client::{DEFAULT_BUFLEN, Events, Rpc, RpcBuilder};
+pub(crate) use client::{NoticeHandler, RpcWatch, SubmittedCall, UntypedRpc};
 pub use codec::{Codec, CodecError, Encoded, UnknownCodec};
 pub use error::Error;
 pub use fd::Fd;
 pub use function::{
     AsyncFn, ByName, IntoRpc, IntoRpcDone, IntoRpcInit, Octets, RpcFunction, SyncFn,
 };
+pub(crate) use writer::send_notice;
 pub use writer::{EventError, event, flush};

@@ -151,6 +151,11 @@ pub fn flush() -> bool {
     }
 }
 
+/// Sends a notice (a word for the process's manager, such as a pool).
+pub(crate) fn send_notice(word: &[u8]) -> Result<(), EventError> {
+    write_frame(0, kind::NOTICE, word, Vec::new())
+}
+
 /// Sends a log record (tracing forwarding).
 pub(crate) fn send_log(level: u8, target: &str, message: &str) {
     let target = &target.as_bytes()[..target.len().min(u16::MAX as usize)];

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::core::{Core, Handlers};
+use super::core::{Core, Handlers, Rules};
 use super::event_queue::EventQueue;
 use super::handle::{Rpc, Shared};
-use super::{DEFAULT_BUFLEN, DestroyHandler, ErrorHandler, EventHandler};
+use super::{DEFAULT_BUFLEN, DestroyHandler, ErrorHandler, EventHandler, NoticeHandler};
 use crate::fork::Fork;
 use crate::proto::DEFAULT_MAX_FRAME_LEN;
 use crate::registry::{FunctionRef, FunctionRepr, IntoRun, Lookup};
@@ -47,6 +47,7 @@ struct Settings {
     max_frame: u64,
     on_error: Option<ErrorHandler>,
     on_destroy: Option<DestroyHandler>,
+    on_notice: Option<NoticeHandler>,
     event_stream: bool,
     forward_tracing: bool,
     die_with_parent: bool,
@@ -93,10 +94,16 @@ impl Fork {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn rpc<M, F: IntoRpc<M>>(self, function: F) -> RpcBuilder<F::Req, F::Rep, Octets> {
+        self.rpc_of(function.into_rpc())
+    }
+
+    /// [`rpc`](Fork::rpc) for a function already turned into its parts
+    /// (the pool starts every worker with one).
+    pub(crate) fn rpc_of<Req, Rep>(self, function: RpcFunction) -> RpcBuilder<Req, Rep, Octets> {
         RpcBuilder {
             settings: Settings {
                 fork: self,
-                function: function.into_rpc(),
+                function,
                 codec: None,
                 init: None,
                 done: None,
@@ -105,6 +112,7 @@ impl Fork {
                 max_frame: DEFAULT_MAX_FRAME_LEN,
                 on_error: None,
                 on_destroy: None,
+                on_notice: None,
                 event_stream: false,
                 forward_tracing: true,
                 die_with_parent: true,
@@ -272,6 +280,12 @@ where
         self
     }
 
+    /// Where notices (`retire`) go: for whoever manages the process.
+    pub(crate) fn on_notice(mut self, handler: NoticeHandler) -> Self {
+        self.settings.on_notice = Some(handler);
+        self
+    }
+
     fn target(
         &self,
         function: &FunctionRef,
@@ -366,9 +380,13 @@ where
                 on_error: self.settings.on_error,
                 on_destroy: self.settings.on_destroy,
                 events: events.clone(),
+                on_notice: self.settings.on_notice,
                 raw_events,
             },
-            self.settings.kill_on_timeout,
+            Rules {
+                kill_on_timeout: self.settings.kill_on_timeout,
+                sequential: self.settings.function.is_sequential(),
+            },
         )?;
         let core = Arc::new(core);
         core.send_queued();

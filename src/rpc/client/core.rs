@@ -3,14 +3,14 @@
 //! and what happens when the handle is dropped.
 
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::event_queue::EventQueue;
-use super::{DestroyHandler, ErrorHandler, EventHandler};
+use super::{DestroyHandler, ErrorHandler, EventHandler, NoticeHandler};
 use crate::error::{Ending, ProcessName};
 use crate::fork::Link;
 use crate::rpc::codec::Codec;
@@ -24,8 +24,19 @@ pub(super) struct Handlers {
     pub(super) on_error: Option<ErrorHandler>,
     pub(super) on_destroy: Option<DestroyHandler>,
     pub(super) events: Option<Arc<EventQueue>>,
+    /// Notices (`retire`) for whoever manages the process: run as they are
+    /// read, ahead of the replies and events read before them.
+    pub(super) on_notice: Option<NoticeHandler>,
     /// Events are `Octets`, so errors can go to `on_event` as Perl does.
     pub(super) raw_events: bool,
+}
+
+/// How the handle treats its child.
+pub(super) struct Rules {
+    /// Kill the child when a call times out.
+    pub(super) kill_on_timeout: bool,
+    /// The child runs one call at a time, in order.
+    pub(super) sequential: bool,
 }
 
 /// A request buffer grown past this by one large request is given back.
@@ -45,7 +56,9 @@ pub(super) struct State {
     /// Calls waiting for their reply, each with the stream position just
     /// past its request (sent if the outbox has sent that far).
     pub(super) pending: HashMap<u32, (Arc<Slot>, u64)>,
-    pub(super) cancelled: HashSet<u32>,
+    /// Calls given up whose reply is still to come, each with its stream
+    /// position as in `pending`.
+    pub(super) cancelled: HashMap<u32, u64>,
     pub(super) next_id: u32,
     /// Someone holds the reader role.
     pub(super) reading: bool,
@@ -77,6 +90,9 @@ pub(super) struct Core {
     pub(super) function: String,
     /// Kill the child when a call times out.
     pub(super) kill_on_timeout: bool,
+    /// The child runs one call at a time, in order (the synchronous
+    /// backend): the oldest unanswered call is the one running.
+    pub(super) sequential: bool,
     #[cfg(feature = "tokio")]
     pub(super) driver_wake: tokio::sync::Notify,
 }
@@ -94,6 +110,9 @@ pub(super) enum Action {
     Fulfil(Arc<Slot>, Outcome),
     Event(Vec<u8>, Vec<OwnedFd>),
     Log(Vec<u8>),
+    Notice(Vec<u8>),
+    /// The process said its pid, or the server that it started.
+    Started,
     Nothing,
 }
 
@@ -105,7 +124,7 @@ impl Core {
         buflen: usize,
         max_frame: u64,
         handlers: Handlers,
-        kill_on_timeout: bool,
+        rules: Rules,
     ) -> Result<Core, crate::Error> {
         let transport = link.transport().ok_or_else(|| crate::Error::Broken {
             process: link.name().clone(),
@@ -136,7 +155,7 @@ impl Core {
                 link,
                 phase: Phase::Starting,
                 pending: HashMap::new(),
-                cancelled: HashSet::new(),
+                cancelled: HashMap::new(),
                 next_id: 1,
                 reading: false,
                 driver: false,
@@ -153,7 +172,8 @@ impl Core {
             listening,
             codec,
             function,
-            kill_on_timeout,
+            kill_on_timeout: rules.kill_on_timeout,
+            sequential: rules.sequential,
             #[cfg(feature = "tokio")]
             driver_wake: tokio::sync::Notify::new(),
         })
@@ -171,9 +191,13 @@ impl Core {
         match &state.phase {
             Phase::Closed(Some(error)) => {
                 let mut error = error.clone();
-                if let Error::Ended { delivered, .. } = &mut error {
+                if let Error::Ended {
+                    delivered, started, ..
+                } = &mut error
+                {
                     // A call made after the end was never sent.
                     *delivered = Some(false);
+                    *started = None;
                 }
                 Some(error)
             }
@@ -189,6 +213,7 @@ impl Core {
                 outstanding: 0,
                 // A call made after the end was never sent.
                 delivered: Some(false),
+                started: None,
             }),
             _ => None,
         }
@@ -234,10 +259,13 @@ impl Core {
     /// is told.
     pub(super) fn cancel(&self, id: u32) {
         let mut state = self.lock();
-        if state.pending.remove(&id).is_none() || matches!(state.phase, Phase::Closed(_)) {
+        if matches!(state.phase, Phase::Closed(_)) {
             return;
         }
-        state.cancelled.insert(id);
+        let Some((_, end)) = state.pending.remove(&id) else {
+            return;
+        };
+        state.cancelled.insert(id, end);
         let _ = frame::encode(state.link.outbox(), id, kind::CANCEL, &[], Vec::new());
         let driver = state.driver;
         drop(state);

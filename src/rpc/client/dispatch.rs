@@ -24,6 +24,10 @@ impl Core {
                 Ok(Some(Action::Fulfil(slot, outcome))) => items.push(Item::Fulfil(slot, outcome)),
                 Ok(Some(Action::Event(bytes, fds))) => items.push(self.event_item(bytes, fds)),
                 Ok(Some(Action::Log(payload))) => self.emit_log(&payload),
+                Ok(Some(Action::Notice(word))) => self.notice(&word),
+                // Whoever waits for the pid (`Rpc::pid` while a driver
+                // reads) learns it now, not with the next reply.
+                Ok(Some(Action::Started)) => self.wake_waiters(),
                 Ok(Some(Action::Nothing)) => {}
                 Ok(None) => break Ok(()),
                 Err(error) => break Err(error),
@@ -124,9 +128,9 @@ impl Core {
                 Some((reply, sender)) => match state.link.take_reply(reply, sender) {
                     Ok(Reply::Started(_)) => {
                         state.phase = Phase::Running;
-                        Ok(Some(Action::Nothing))
+                        Ok(Some(Action::Started))
                     }
-                    Ok(_) => Ok(Some(Action::Nothing)),
+                    Ok(_) => Ok(Some(Action::Started)),
                     Err(e) => Err(Error::Start(Arc::new(e))),
                 },
             };
@@ -154,7 +158,7 @@ impl Core {
             }
             kind::REPLY | kind::FAILED => {
                 let Some((slot, _)) = state.pending.remove(&frame.id) else {
-                    if state.cancelled.remove(&frame.id) {
+                    if state.cancelled.remove(&frame.id).is_some() {
                         return Ok(Some(Action::Nothing));
                     }
                     return Err(Error::Protocol {
@@ -178,7 +182,16 @@ impl Core {
             }
             kind::EVENT => Ok(Some(Action::Event(frame.payload, frame.fds))),
             kind::LOG => Ok(Some(Action::Log(frame.payload))),
+            kind::NOTICE => Ok(Some(Action::Notice(frame.payload))),
             _ => Ok(Some(Action::Nothing)),
+        }
+    }
+
+    /// A notice goes to the process's manager, if it listens.
+    fn notice(&self, word: &[u8]) {
+        let mut handlers = self.handlers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handler) = handlers.on_notice.as_mut() {
+            handler(word);
         }
     }
 
@@ -254,6 +267,7 @@ impl Core {
                     ),
                     outstanding,
                     delivered: None,
+                    started: None,
                 }
             };
             self.close(Some(error));
@@ -278,25 +292,33 @@ impl Core {
             self.connection.shutdown_both();
             (
                 std::mem::take(&mut state.pending),
+                std::mem::take(&mut state.cancelled),
                 state.link.outbox().sent_total(),
             )
         };
-        let (pending, sent) = pending;
+        let (pending, cancelled, sent) = pending;
         let failure = error.clone().unwrap_or_else(|| Error::Ended {
             function: self.function.clone(),
             process: self.process_name(),
             ending: Ending(None),
             outstanding: 0,
             delivered: None,
+            started: None,
         });
         let told = !pending.is_empty();
+        let running = running_end(&pending, &cancelled, sent, self.sequential);
         let mut items: Vec<Item> = pending
             .into_values()
             .map(|(slot, end)| {
                 let mut failure = failure.clone();
-                if let Error::Ended { delivered, .. } = &mut failure {
-                    // Whether this request had left this program.
+                if let Error::Ended {
+                    delivered, started, ..
+                } = &mut failure
+                {
+                    // Whether this request had left this program, and
+                    // whether a child that runs calls in order had begun it.
                     *delivered = Some(sent >= end);
+                    *started = running.filter(|_| sent >= end).map(|first| first == end);
                 }
                 Item::Fulfil(slot, Err(failure))
             })
@@ -312,4 +334,24 @@ impl Core {
         #[cfg(feature = "tokio")]
         self.driver_wake.notify_one();
     }
+}
+
+/// For a child that runs calls one at a time in order: the stream position
+/// of the call it was running (the oldest delivered call without a reply,
+/// cancelled or not); `None` for a child that runs them concurrently.
+fn running_end(
+    pending: &std::collections::HashMap<u32, (Arc<crate::rpc::delivery::Slot>, u64)>,
+    cancelled: &std::collections::HashMap<u32, u64>,
+    sent: u64,
+    sequential: bool,
+) -> Option<u64> {
+    if !sequential {
+        return None;
+    }
+    pending
+        .values()
+        .map(|(_, end)| *end)
+        .chain(cancelled.values().copied())
+        .filter(|end| *end <= sent)
+        .min()
 }

@@ -34,6 +34,7 @@ mod events;
 mod handle;
 mod pending;
 mod reading;
+mod untyped;
 
 use std::os::fd::OwnedFd;
 
@@ -42,6 +43,7 @@ use crate::rpc::error::Error;
 pub use builder::RpcBuilder;
 pub use events::Events;
 pub use handle::Rpc;
+pub(crate) use untyped::{RpcWatch, SubmittedCall, UntypedRpc};
 
 /// The manual's default buffer length: `512 - 16`.
 pub const DEFAULT_BUFLEN: usize = 512 - 16;
@@ -49,3 +51,4 @@ pub const DEFAULT_BUFLEN: usize = 512 - 16;
 pub(super) type EventHandler = Box<dyn FnMut(Vec<u8>, Vec<OwnedFd>) + Send>;
 pub(super) type ErrorHandler = Box<dyn FnMut(&Error) + Send>;
 pub(super) type DestroyHandler = Box<dyn FnOnce() + Send>;
+pub(crate) type NoticeHandler = Box<dyn FnMut(&[u8]) + Send>;

@@ -117,7 +117,7 @@ impl Core {
         // After four billion calls ids come round again: skip those still
         // in use (it rarely loops, as in the Perl module).
         let mut id = state.next_id;
-        while state.pending.contains_key(&id) || state.cancelled.contains(&id) {
+        while state.pending.contains_key(&id) || state.cancelled.contains_key(&id) {
             id = id.wrapping_add(1).max(1);
         }
         state.next_id = id.wrapping_add(1).max(1);
