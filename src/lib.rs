@@ -281,6 +281,7 @@ mod fork;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod pool;
 mod process;
 mod proto;
 #[doc = include_str!("../docs/protocol.md")]

@@ -17,6 +17,7 @@
 //! - [`secure`]: whether the process runs setuid, setgid or with file
 //!   capabilities (`AT_SECURE`), where serve mode is refused.
 //! - [`parent_death`]: a process that dies with the program that made it.
+//! - [`memory`]: a process's resident memory and the cgroup's OOM kills.
 //! - [`poll`]: waiting for a socket to become readable without being woken
 //!   each time the peer reads (why anyfork does not block in `recv`).
 
@@ -24,6 +25,7 @@ pub(crate) mod clone;
 pub(crate) mod exe;
 pub(crate) mod fdpass;
 pub(crate) mod fds;
+pub(crate) mod memory;
 pub(crate) mod parent_death;
 pub(crate) mod pidfd;
 pub(crate) mod poll;

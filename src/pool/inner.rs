@@ -1,0 +1,136 @@
+//! [`Inner`]: what the pool's handles, calls and supervisor share, and
+//! doing the [`Chores`] decided under its lock.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+
+use serde::Serialize;
+
+use super::config::Config;
+use super::state::{Chores, State};
+use super::status::WorkerEvent;
+use super::ticket::Stage;
+use crate::rpc::UntypedRpc;
+use crate::sys::wake::Wake;
+
+/// Starts one worker: forks the template and starts the RPC server in it,
+/// with a handler for its notices.
+pub(super) type Recipe =
+    Box<dyn Fn(crate::rpc::NoticeHandler) -> Result<UntypedRpc, crate::Error> + Send + Sync>;
+
+pub(super) type WorkerHandler = Box<dyn FnMut(&WorkerEvent) + Send>;
+
+/// The shared heart of a pool.
+pub(super) struct Inner<Req> {
+    pub(super) state: Mutex<State<Req>>,
+    pub(super) config: Config,
+    pub(super) recipe: Recipe,
+    /// Wakes the supervisor.
+    pub(super) wake: Wake,
+    /// Signalled when the pool has ended.
+    pub(super) ended: Condvar,
+    pub(super) on_worker: Mutex<Option<WorkerHandler>>,
+    pub(super) on_destroy: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl<Req> Inner<Req> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State<Req>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<Req: Serialize + Send + 'static> Inner<Req> {
+    /// Does what was decided under the lock, and what that leads to, until
+    /// nothing is left; the lock is not held meanwhile.
+    pub(super) fn run_chores(self: &Arc<Self>, mut chores: Chores<Req>) {
+        while !chores.is_empty() {
+            let mut more = Chores::default();
+            for rpc in chores.release.drain(..) {
+                drop(rpc);
+            }
+            for (rpc, why) in chores.kill.drain(..) {
+                if let Err(e) = rpc.kill(why) {
+                    tracing::warn!("anyfork pool: cannot kill a worker: {e}");
+                }
+            }
+            for (ticket, error) in chores.fail.drain(..) {
+                ticket.advance(Stage::Failed(error));
+            }
+            for id in chores.start.drain(..) {
+                let started = (self.recipe)(self.notice_handler(id));
+                let mut state = self.lock();
+                match started {
+                    Ok(rpc) => state.started(&self.config, id, rpc, &mut more),
+                    Err(e) => state.start_failed(&self.config, &e, &mut more),
+                }
+                more.wake_supervisor = true;
+            }
+            for assignment in chores.assign.drain(..) {
+                let codec = self.lock().codec;
+                let Some(codec) = codec else {
+                    // Unreachable: a worker exists, so its codec is known.
+                    continue;
+                };
+                match assignment
+                    .ticket
+                    .send(&assignment.rpc, codec, &self.config.function)
+                {
+                    Ok(call) => assignment.ticket.advance(Stage::Sent {
+                        worker: assignment.worker,
+                        rpc: assignment.rpc,
+                        call,
+                    }),
+                    Err(error) => {
+                        // A closed worker, or a request that cannot be
+                        // encoded: settled as if sent and failed.
+                        let verdict = self.lock().settle(
+                            &self.config,
+                            assignment.worker,
+                            &assignment.ticket,
+                            Err(error),
+                            None,
+                            &mut more,
+                        );
+                        if let super::outcome::Verdict::Fail(error) = verdict {
+                            assignment.ticket.advance(Stage::Failed(error));
+                        }
+                    }
+                }
+            }
+            if !chores.events.is_empty() {
+                let mut handler = self
+                    .on_worker
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if let Some(handler) = handler.as_mut() {
+                    for event in &chores.events {
+                        handler(event);
+                    }
+                }
+            }
+            if chores.wake_supervisor {
+                self.wake.notify();
+            }
+            chores = more;
+        }
+    }
+
+    /// The handler for worker `id`'s notices: `retire`.
+    fn notice_handler(self: &Arc<Self>, id: u64) -> crate::rpc::NoticeHandler {
+        let inner: Weak<Self> = Arc::downgrade(self);
+        Box::new(move |word: &[u8]| {
+            if word != super::RETIRE_NOTICE {
+                tracing::debug!("anyfork pool: unknown notice {word:?} from a worker");
+                return;
+            }
+            if let Some(inner) = inner.upgrade() {
+                let mut chores = Chores::default();
+                inner.lock().retire(id, &mut chores);
+                // The supervisor starts the replacement: this runs where
+                // the worker's replies are read.
+                if chores.wake_supervisor {
+                    inner.wake.notify();
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! What a call's outcome means for the call, its worker and the pool: the
+//! rules of "a dead worker never takes innocent calls with it".
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::config::Config;
+use super::error::{Death, Error};
+use super::state::{Chores, KilledFor, Leaving, State};
+use super::status::StopReason;
+use super::ticket::Ticket;
+use crate::rpc::Error as RpcError;
+
+/// What becomes of a call after its worker answered (or failed).
+pub(super) enum Verdict {
+    /// The reply, to decode.
+    Reply(Vec<u8>, Vec<OwnedFd>),
+    /// The call fails with this.
+    Fail(Error),
+    /// The call goes back to the queue.
+    Requeue,
+}
+
+impl<Req> State<Req> {
+    /// Settles a call on worker `worker_id` with `outcome`; `rss` is the
+    /// worker's resident memory measured just after, if `max_rss` is set.
+    pub(super) fn settle(
+        &mut self,
+        config: &Config,
+        worker_id: u64,
+        ticket: &Arc<Ticket<Req>>,
+        outcome: Result<(Vec<u8>, Vec<OwnedFd>), RpcError>,
+        rss: Option<u64>,
+        chores: &mut Chores<Req>,
+    ) -> Verdict {
+        let verdict = match outcome {
+            Ok((bytes, fds)) => {
+                self.crash.in_a_row = 0;
+                self.crash.retry_at = None;
+                self.totals.calls += 1;
+                if let Some(worker) = self.worker(worker_id) {
+                    worker.served += 1;
+                    worker.answered += 1;
+                    worker.rss = rss.or(worker.rss);
+                    let recycle = if worker.max_calls.is_some_and(|m| worker.served >= m) {
+                        Some("max_calls")
+                    } else if config.max_rss.zip(rss).is_some_and(|(max, rss)| rss > max) {
+                        Some("max_rss")
+                    } else {
+                        None
+                    };
+                    if let (Some(why), None) = (recycle, &worker.leaving) {
+                        worker.leaving = Some(Leaving::Recycled(why));
+                        self.replace_now += 1;
+                        self.totals.recycles += 1;
+                    }
+                }
+                Verdict::Reply(bytes, fds)
+            }
+            Err(error) => self.judge_failure(config, worker_id, ticket, error),
+        };
+        match &verdict {
+            Verdict::Fail(_) => self.totals.failures += 1,
+            Verdict::Requeue => {
+                self.requeue(ticket.clone());
+            }
+            Verdict::Reply(..) => {}
+        }
+        self.unload(worker_id, chores);
+        self.assign(config, chores);
+        let _ = self.plan_starts(config, Instant::now(), chores);
+        chores.wake_supervisor |= !chores.start.is_empty();
+        verdict
+    }
+
+    /// A call on worker `worker_id` was given up by its caller (deadline,
+    /// dropped future): the worker's load goes down.
+    pub(super) fn abandon(&mut self, config: &Config, worker_id: u64, chores: &mut Chores<Req>) {
+        self.totals.failures += 1;
+        self.unload(worker_id, chores);
+        self.assign(config, chores);
+    }
+
+    /// One call less on the worker; a worker leaving with nothing left is
+    /// let go, and one that has exited is forgotten.
+    fn unload(&mut self, worker_id: u64, chores: &mut Chores<Req>) {
+        let Some(index) = self.workers.iter().position(|w| w.id == worker_id) else {
+            return;
+        };
+        let worker = &mut self.workers[index];
+        worker.load = worker.load.saturating_sub(1);
+        if worker.load > 0 {
+            return;
+        }
+        worker.idle_since = Instant::now();
+        if worker.leaving.is_some() {
+            if let Some(rpc) = worker.rpc.take() {
+                worker.released_at = Some(Instant::now());
+                chores.release.push(rpc);
+                chores.wake_supervisor = true;
+            }
+            if worker.exited {
+                let worker = self.workers.remove(index);
+                chores.events.push(stopped_event(&worker));
+            }
+        }
+    }
+
+    /// A call failed: whether it fails, or goes back to the queue because
+    /// it never ran (or may run again).
+    fn judge_failure(
+        &mut self,
+        config: &Config,
+        worker_id: u64,
+        ticket: &Arc<Ticket<Req>>,
+        error: RpcError,
+    ) -> Verdict {
+        let worker = self.workers.iter_mut().find(|w| w.id == worker_id);
+        let Some(worker) = worker else {
+            return Verdict::Fail(Error::Call(Box::new(error)));
+        };
+        let never_ran = match &error {
+            // The worker answered: the function failed, or the messages.
+            RpcError::Failed { .. } => {
+                worker.answered += 1;
+                return Verdict::Fail(Error::Call(Box::new(error)));
+            }
+            RpcError::Codec { .. } | RpcError::Timeout { .. } | RpcError::NoRuntime => {
+                return Verdict::Fail(Error::Call(Box::new(error)));
+            }
+            RpcError::ShutDown { .. } => {
+                return Verdict::Fail(Error::ShutDown {
+                    function: config.function.clone(),
+                    killed: false,
+                });
+            }
+            // Its server gave up before running anything (a failing
+            // `init`, an unknown function), or it never started.
+            RpcError::Server { message, .. } => {
+                worker.broken = Some(message.clone());
+                true
+            }
+            RpcError::Start(_) => true,
+            RpcError::Ended {
+                delivered, started, ..
+            } => *delivered == Some(false) || *started == Some(false),
+            RpcError::Killed { .. } => match worker.killed_for {
+                Some(KilledFor::Call(seq)) => seq != ticket.seq,
+                Some(KilledFor::Shutdown) => {
+                    worker.leaving.get_or_insert(Leaving::Dead);
+                    return Verdict::Fail(Error::ShutDown {
+                        function: config.function.clone(),
+                        killed: true,
+                    });
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        worker.leaving.get_or_insert(Leaving::Dead);
+        if never_ran {
+            return Verdict::Requeue;
+        }
+        let mut retry = ticket.lock();
+        if ticket.terms.idempotent && !retry.retried {
+            retry.retried = true;
+            return Verdict::Requeue;
+        }
+        drop(retry);
+        let death = match (&error, worker.killed_for) {
+            (RpcError::Killed { why, .. }, _) => Death::KilledByPool(why.as_str().into()),
+            (RpcError::Ended { ending, .. }, _) => Death::from_status(
+                ending.status(),
+                worker
+                    .oom_kills_at_start
+                    .zip(crate::sys::memory::oom_kill_count())
+                    .is_some_and(|(then, now)| now > then),
+            ),
+            _ => Death::Unknown,
+        };
+        worker.death.get_or_insert(death.clone());
+        Verdict::Fail(Error::WorkerDied {
+            function: config.function.clone(),
+            pid: worker.pid.unwrap_or(0),
+            death,
+            started: config.sequential,
+            source: Box::new(error),
+        })
+    }
+}
+
+/// The event for a worker that has ended.
+pub(super) fn stopped_event(worker: &super::state::Worker) -> super::status::WorkerEvent {
+    let reason = match (&worker.killed_for, &worker.leaving) {
+        (Some(KilledFor::Call(_)), _) => Some(StopReason::Killed),
+        (Some(KilledFor::Shutdown), _) | (_, Some(Leaving::Shutdown)) => Some(StopReason::Shutdown),
+        (_, Some(Leaving::Retired)) => Some(StopReason::Retired),
+        (_, Some(Leaving::Recycled("max_calls"))) => Some(StopReason::MaxCalls),
+        (_, Some(Leaving::Recycled("max_rss"))) => Some(StopReason::MaxRss),
+        (_, Some(Leaving::Recycled(_))) => Some(StopReason::MaxAge),
+        (_, Some(Leaving::Idle)) => Some(StopReason::Idle),
+        _ => None,
+    };
+    super::status::WorkerEvent::Stopped {
+        pid: worker.pid.unwrap_or(0),
+        reason,
+        death: worker.death.clone().unwrap_or(Death::Unknown),
+    }
+}

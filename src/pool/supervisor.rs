@@ -1,0 +1,117 @@
+//! The supervisor: one thread per pool that watches the workers' processes
+//! (their pidfds, in one `poll`) and does what must happen at a time
+//! rather than on a call: delayed starts, stopping idle workers, recycling
+//! by age, replacing the dead, ending the pool.
+//!
+//! Calls never wait for it: a caller picks its worker, sends its request
+//! and reads its reply itself (or through the RPC driver task), so a
+//! synchronous call through the pool costs what one on an [`Rpc`](crate::rpc::Rpc)
+//! costs. The supervisor sleeps until a worker exits, a deadline of its
+//! own comes, or a caller wakes it.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::inner::Inner;
+use super::state::Chores;
+
+/// How long a new worker may take to say its pid.
+const PID_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often workers without a pidfd are looked at.
+const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(50);
+
+/// Starts the supervisor of `inner`.
+pub(super) fn spawn<Req: Serialize + Send + 'static>(
+    inner: Arc<Inner<Req>>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("anyfork-pool".into())
+        .spawn(move || supervise(&inner))
+        .map(drop)
+}
+
+fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
+    loop {
+        let now = Instant::now();
+        let mut chores = Chores::default();
+        let (next, need_pid, watch, ended) = {
+            let mut state = inner.lock();
+            let start_at = state.plan_starts(&inner.config, now, &mut chores);
+            let tend_at = state.tend(&inner.config, now, &mut chores);
+            let need_pid: Vec<_> = state
+                .workers
+                .iter()
+                .filter(|w| w.pid.is_none() && !w.exited)
+                .map(|w| (w.id, w.watch.clone()))
+                .collect();
+            let watch: Vec<_> = state
+                .workers
+                .iter()
+                .filter(|w| !w.exited)
+                .filter_map(|w| w.process.clone().map(|p| (w.id, p)))
+                .collect();
+            let next = match (start_at, tend_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (next, need_pid, watch, state.ended)
+        };
+        chores.wake_supervisor = false;
+        inner.run_chores(chores);
+        if ended {
+            break;
+        }
+        for (id, rpc) in need_pid {
+            let known = rpc.await_pid(Instant::now() + PID_TIMEOUT);
+            let mut chores = Chores::default();
+            {
+                let mut state = inner.lock();
+                match known {
+                    Ok(pid) => state.pid_known(id, pid, rpc.process(), &mut chores),
+                    Err(e) => {
+                        let cause = crate::error::chain(&e);
+                        state.pid_unknown(&inner.config, id, cause, &mut chores);
+                    }
+                }
+            }
+            chores.wake_supervisor = false;
+            inner.run_chores(chores);
+        }
+        let mut fds: Vec<BorrowedFd<'_>> = watch.iter().filter_map(|(_, p)| p.pidfd()).collect();
+        let blind = fds.len() < watch.len();
+        fds.push(inner.wake.as_fd());
+        let mut timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+        if blind {
+            timeout = Some(timeout.map_or(POLL_WITHOUT_PIDFD, |t| t.min(POLL_WITHOUT_PIDFD)));
+        }
+        if let Err(e) = crate::sys::poll::wait_readable_any(&fds, timeout) {
+            tracing::error!("anyfork pool: the supervisor cannot wait: {e}");
+            std::thread::sleep(POLL_WITHOUT_PIDFD);
+        }
+        inner.wake.clear();
+        for (id, process) in &watch {
+            let status = match process.try_wait() {
+                Ok(None) => continue,
+                Ok(Some(status)) => Some(status),
+                Err(_) => None,
+            };
+            let mut chores = Chores::default();
+            inner.lock().exited(&inner.config, *id, status, &mut chores);
+            chores.wake_supervisor = false;
+            inner.run_chores(chores);
+        }
+    }
+    let destroy = inner
+        .on_destroy
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(destroy) = destroy {
+        destroy();
+    }
+    inner.lock().finished = true;
+    inner.ended.notify_all();
+}
