@@ -50,7 +50,7 @@ impl<Req> State<Req> {
             death: None,
             exited: false,
             released_at: None,
-            oom_kills_at_start: crate::sys::memory::oom_kill_count(),
+            oom: None,
             broken: None,
             rss: None,
         });
@@ -98,11 +98,13 @@ impl<Req> State<Req> {
         id: u64,
         pid: u32,
         process: Option<crate::Process>,
+        oom: Option<(std::path::PathBuf, u64)>,
         chores: &mut Chores<Req>,
     ) {
         if let Some(worker) = self.worker(id) {
             worker.pid = Some(pid);
             worker.process = process;
+            worker.oom = oom;
             chores
                 .events
                 .push(super::status::WorkerEvent::Started { pid });
@@ -146,10 +148,7 @@ impl<Req> State<Req> {
         };
         let worker = &mut self.workers[index];
         worker.exited = true;
-        let oom = worker
-            .oom_kills_at_start
-            .zip(crate::sys::memory::oom_kill_count())
-            .is_some_and(|(then, now)| now > then);
+        let oom = worker.oom_struck();
         let death = match worker.killed_for {
             Some(KilledFor::Call(_)) => Death::KilledByPool("a call overran its deadline".into()),
             _ => Death::from_status(status, oom),

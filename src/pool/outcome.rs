@@ -170,13 +170,9 @@ impl<Req> State<Req> {
         drop(retry);
         let death = match (&error, worker.killed_for) {
             (RpcError::Killed { why, .. }, _) => Death::KilledByPool(why.as_str().into()),
-            (RpcError::Ended { ending, .. }, _) => Death::from_status(
-                ending.status(),
-                worker
-                    .oom_kills_at_start
-                    .zip(crate::sys::memory::oom_kill_count())
-                    .is_some_and(|(then, now)| now > then),
-            ),
+            (RpcError::Ended { ending, .. }, _) => {
+                Death::from_status(ending.status(), worker.oom_struck())
+            }
             _ => Death::Unknown,
         };
         worker.death.get_or_insert(death.clone());

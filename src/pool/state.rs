@@ -65,8 +65,9 @@ pub(super) struct Worker {
     pub(super) exited: bool,
     /// When it was let go.
     pub(super) released_at: Option<Instant>,
-    /// The cgroup's OOM kills when it started.
-    pub(super) oom_kills_at_start: Option<u64>,
+    /// Where its cgroup's OOM kills are counted, and the count when it
+    /// said its pid.
+    pub(super) oom: Option<(std::path::PathBuf, u64)>,
     /// Why it could not serve (its server gave up), if it said.
     pub(super) broken: Option<String>,
     /// Its resident memory after its last call, when measured.
@@ -74,6 +75,13 @@ pub(super) struct Worker {
 }
 
 impl Worker {
+    /// Whether its cgroup's OOM killer struck since it started.
+    pub(super) fn oom_struck(&self) -> bool {
+        self.oom.as_ref().is_some_and(|(file, then)| {
+            crate::sys::memory::oom_kills(file).is_some_and(|now| now > *then)
+        })
+    }
+
     /// Whether it takes new calls.
     pub(super) fn accepts(&self) -> bool {
         self.rpc.is_some() && self.leaving.is_none()

@@ -66,11 +66,17 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
         }
         for (id, rpc) in need_pid {
             let known = rpc.await_pid(Instant::now() + PID_TIMEOUT);
+            // Where the OOM killer's strikes on it will be counted.
+            let oom = known.as_ref().ok().and_then(|pid| {
+                let file = crate::sys::memory::oom_kill_file(*pid)?;
+                let count = crate::sys::memory::oom_kills(&file)?;
+                Some((file, count))
+            });
             let mut chores = Chores::default();
             {
                 let mut state = inner.lock();
                 match known {
-                    Ok(pid) => state.pid_known(id, pid, rpc.process(), &mut chores),
+                    Ok(pid) => state.pid_known(id, pid, rpc.process(), oom, &mut chores),
                     Err(e) => {
                         let cause = crate::error::chain(&e);
                         state.pid_unknown(&inner.config, id, cause, &mut chores);

@@ -4,8 +4,11 @@
 //! `memory.oom_control` in v1).
 //!
 //! References:
+//! - [`cgroups(7)`](https://man7.org/linux/man-pages/man7/cgroups.7.html)
 //! - [`proc_pid_statm(5)`](https://man7.org/linux/man-pages/man5/proc_pid_statm.5.html)
 //! - [cgroup v2 `memory.events`](https://docs.kernel.org/admin-guide/cgroup-v2.html#memory-interface-files)
+
+use std::path::{Path, PathBuf};
 
 /// The resident set size of process `pid`, in bytes; `None` once it is
 /// gone (or `/proc` is not mounted).
@@ -15,47 +18,44 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
-/// How many processes the OOM killer has killed in this process's memory
-/// cgroup (and below it), if the kernel says.
-pub(crate) fn oom_kill_count() -> Option<u64> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+/// Where the kernel counts the OOM kills of process `pid`'s memory cgroup
+/// (and below it), if it does and the file can be read.
+pub(crate) fn oom_kill_file(pid: u32) -> Option<PathBuf> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     for line in cgroups.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         let path = path.trim_start_matches('/');
-        let candidates: Vec<(String, &str)> = if controllers.is_empty() {
+        let candidates = if controllers.is_empty() {
             // cgroup v2: one hierarchy.
-            vec![
-                (format!("/sys/fs/cgroup/{path}/memory.events"), "oom_kill"),
-                ("/sys/fs/cgroup/memory.events".into(), "oom_kill"),
+            [
+                PathBuf::from(format!("/sys/fs/cgroup/{path}/memory.events")),
+                PathBuf::from("/sys/fs/cgroup/memory.events"),
             ]
         } else if controllers.split(',').any(|c| c == "memory") {
             // cgroup v1; inside a cgroup namespace the mount shows only
             // this process's part of the path.
-            vec![
-                (
-                    format!("/sys/fs/cgroup/memory/{path}/memory.oom_control"),
-                    "oom_kill",
-                ),
-                (
-                    "/sys/fs/cgroup/memory/memory.oom_control".into(),
-                    "oom_kill",
-                ),
+            [
+                PathBuf::from(format!("/sys/fs/cgroup/memory/{path}/memory.oom_control")),
+                PathBuf::from("/sys/fs/cgroup/memory/memory.oom_control"),
             ]
         } else {
             continue;
         };
-        for (file, key) in candidates {
-            if let Some(count) = read_key(&file, key) {
-                return Some(count);
-            }
+        if let Some(file) = candidates.into_iter().find(|f| oom_kills(f).is_some()) {
+            return Some(file);
         }
     }
     None
 }
 
+/// The OOM kills counted in `file` (from [`oom_kill_file`]).
+pub(crate) fn oom_kills(file: &Path) -> Option<u64> {
+    read_key(file, "oom_kill")
+}
+
 /// The number after `key` on its line of a `key value` file.
-fn read_key(file: &str, key: &str) -> Option<u64> {
+fn read_key(file: &Path, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines().find_map(|line| {
         let (k, v) = line.split_once(' ')?;
@@ -77,11 +77,18 @@ mod tests {
     }
 
     #[test]
+    fn this_process_has_an_oom_count_where_cgroups_are_mounted() {
+        if let Some(file) = super::oom_kill_file(std::process::id()) {
+            assert!(super::oom_kills(&file).is_some(), "{file:?}");
+        }
+    }
+
+    #[test]
     fn key_lines_are_read() {
         let dir = std::env::temp_dir().join(format!("anyfork-keys-{}", std::process::id()));
         std::fs::write(&dir, "oom 3\noom_kill 7\n").unwrap();
-        assert_eq!(super::read_key(dir.to_str().unwrap(), "oom_kill"), Some(7));
-        assert_eq!(super::read_key(dir.to_str().unwrap(), "max"), None);
+        assert_eq!(super::read_key(&dir, "oom_kill"), Some(7));
+        assert_eq!(super::read_key(&dir, "max"), None);
         std::fs::remove_file(dir).unwrap();
     }
 }

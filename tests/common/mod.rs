@@ -204,3 +204,57 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A memory cgroup made for a test, with a limit and no swap; removed
+/// when dropped (once its processes are gone).
+pub struct MemoryCgroup {
+    dir: std::path::PathBuf,
+    procs: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    /// `None` where no memory cgroup can be made (not root, no hierarchy).
+    pub fn create(name: &str, limit: u64) -> Option<MemoryCgroup> {
+        let name = format!("{name}-{}", std::process::id());
+        let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
+        if v1.join("memory.limit_in_bytes").exists() {
+            let dir = v1.join(name);
+            std::fs::create_dir(&dir).ok()?;
+            std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
+            // Without swap, or the hog would swap instead of dying.
+            let _ = std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string());
+            let _ = std::fs::write(dir.join("memory.swappiness"), "0");
+            return Some(MemoryCgroup {
+                procs: dir.join("cgroup.procs"),
+                dir,
+            });
+        }
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        if v2.join("cgroup.controllers").exists() {
+            let dir = v2.join(name);
+            std::fs::create_dir(&dir).ok()?;
+            std::fs::write(dir.join("memory.max"), limit.to_string()).ok()?;
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
+            return Some(MemoryCgroup {
+                procs: dir.join("cgroup.procs"),
+                dir,
+            });
+        }
+        None
+    }
+
+    /// Moves process `pid` into the cgroup (its later children start
+    /// there).
+    pub fn adopt(&self, pid: u32) {
+        std::fs::write(&self.procs, pid.to_string()).expect("move into the cgroup");
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Its processes may take a moment to be gone.
+        wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.dir).is_ok()
+        });
+    }
+}
