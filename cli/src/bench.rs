@@ -50,6 +50,8 @@ pub struct Options {
     pub spawn: bool,
     /// Measure RPC calls.
     pub rpc: bool,
+    /// Measure worker pools.
+    pub pool: bool,
 }
 
 impl Options {
@@ -101,6 +103,19 @@ impl Options {
     /// the full run takes more rounds.
     pub fn rpc_rounds(&self) -> usize {
         if self.quick { 3 } else { 9 }
+    }
+
+    /// Pool cells are long (CPU-bound jobs of 1 ms); few rounds.
+    pub fn pool_rounds(&self) -> usize {
+        if self.quick { 3 } else { 5 }
+    }
+
+    fn pool_cell_time(&self) -> Duration {
+        if self.quick {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_millis(800)
+        }
     }
 
     fn rpc_cell_time(&self) -> Duration {
@@ -164,6 +179,8 @@ pub enum BenchError {
     },
     #[error("RPC")]
     Rpc(#[from] rpc_bench::RpcBenchError),
+    #[error("pool")]
+    Pool(#[from] crate::pool_bench::PoolBenchError),
 }
 
 fn io_error(doing: &'static str) -> impl FnOnce(io::Error) -> BenchError {
@@ -189,6 +206,8 @@ pub struct Report {
     pub spawn: Option<SpawnReport>,
     /// RPC calls, if measured.
     pub rpc: Option<Vec<RpcFigure>>,
+    /// Worker pools, if measured.
+    pub pool: Option<crate::pool_bench::PoolReport>,
 }
 
 /// What the process-creation part measured.
@@ -309,6 +328,16 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     } else {
         None
     };
+    // (The RPC part restored this thread's CPUs: pools use them all.)
+    let pool = if options.pool {
+        Some(crate::pool_bench::run(
+            options.pool_rounds(),
+            options.pool_cell_time(),
+            &progress,
+        )?)
+    } else {
+        None
+    };
     let spawn = if options.spawn {
         Some(run_spawn(options)?)
     } else {
@@ -319,6 +348,7 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
         cpus,
         spawn,
         rpc,
+        pool,
     })
 }
 
@@ -401,6 +431,7 @@ mod tests {
             perl: false,
             spawn: true,
             rpc: false,
+            pool: false,
         }
     }
 

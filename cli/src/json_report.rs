@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::bench::{Method, PERL_COMPARED_AT_MB, Report, SIZES_MB, SpawnReport};
 use crate::perl::PerlFigures;
+use crate::pool_bench::{self, PoolReport};
 use crate::rpc_bench::{self, RpcFigure};
 
 fn rounded(v: f64, places: i32) -> Value {
@@ -38,6 +39,9 @@ pub fn render_json(report: &Report) -> String {
     }
     if let Some(rpc) = &report.rpc {
         object.extend(rpc_json(rpc));
+    }
+    if let Some(pool) = &report.pool {
+        object.extend(pool_json(pool));
     }
     Value::Object(object).to_string()
 }
@@ -134,4 +138,74 @@ fn rpc_json(figures: &[RpcFigure]) -> serde_json::Map<String, Value> {
     out.insert("rpc".into(), Value::Array(list));
     out.insert("rpc_ratios".into(), Value::Array(ratios));
     out
+}
+
+fn pool_json(report: &PoolReport) -> serde_json::Map<String, Value> {
+    let list: Vec<Value> = report
+        .figures
+        .iter()
+        .map(|f| {
+            json!({
+                "case": f.case,
+                "runner": f.runner.key(),
+                "max": f.max,
+                "in_flight": f.in_flight,
+                "calls_per_sec": rounded(f.calls_per_sec, 1),
+                "median_rtt_us": rounded(f.median_rtt_us, 2),
+            })
+        })
+        .collect();
+    let mut out = serde_json::Map::new();
+    out.insert("pool".into(), Value::Array(list));
+    out.insert("recovery_ms".into(), rounded(report.recovery_ms, 2));
+    out.insert(
+        "pool_ratios".into(),
+        pool_bench::ratios(report)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), optional(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool_bench::{PoolFigure, Runner};
+
+    #[test]
+    fn the_pool_section_has_the_rows_and_ratios_asked_for() {
+        let figure = |case, runner, max, rate, rtt| PoolFigure {
+            case,
+            runner,
+            max,
+            in_flight: 64,
+            calls_per_sec: rate,
+            median_rtt_us: rtt,
+        };
+        let report = PoolReport {
+            figures: vec![
+                figure("cpu_1ms", Runner::Pool, 1, 1000.0, 64_000.0),
+                figure("cpu_1ms", Runner::Pool, 2, 1960.0, 32_000.0),
+                figure("sync_rtt", Runner::Pool, 1, 20_000.0, 50.0),
+                figure("sync_rtt", Runner::Rpc, 1, 21_000.0, 48.0),
+            ],
+            recovery_ms: 1.25,
+            ncpu: 2,
+        };
+        let json: Value =
+            serde_json::from_str(&Value::Object(pool_json(&report)).to_string()).unwrap();
+        let rows = json["pool"].as_array().unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[1]["case"], "cpu_1ms");
+        assert_eq!(rows[1]["runner"], "pool");
+        assert_eq!(rows[1]["max"], 2);
+        assert_eq!(rows[1]["in_flight"], 64);
+        assert_eq!(rows[1]["calls_per_sec"], 1960.0);
+        assert_eq!(json["recovery_ms"], 1.25);
+        assert_eq!(json["pool_ratios"]["cpu_max2_over_max1"], 1.96);
+        assert_eq!(json["pool_ratios"]["sync_rtt_pool_over_rpc"], 1.042);
+        assert!(json["pool_ratios"]["trivial_pool_over_rpc"].is_null());
+    }
 }

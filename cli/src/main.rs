@@ -3,9 +3,10 @@
 //! ```text
 //! anyfork                 the tour, then `bench --quick`
 //! anyfork tour            the seed manual's scenarios, each saying what happened
-//! anyfork bench [spawn | rpc] [--quick] [--json] [--pin] [--no-perl]
+//! anyfork bench [spawn | rpc | pool] [--quick] [--json] [--pin] [--no-perl]
 //!                         processes per second and memory, RPC calls
-//!                         against raw socket I/O; side by side
+//!                         against raw socket I/O, worker pools against
+//!                         threads and Python's; side by side
 //! anyfork bench soak [--quick] [--count N]
 //!                         many processes and RPC handles: fails if
 //!                         descriptors, zombies or memory are left behind
@@ -18,6 +19,7 @@ mod json_report;
 mod median;
 mod memory;
 mod perl;
+mod pool_bench;
 mod raw_socket;
 mod rpc_bench;
 mod rpc_tour;
@@ -44,7 +46,8 @@ enum Command {
     /// each saying what happened.
     Tour,
     /// Processes per second and memory (`spawn`), RPC calls against the
-    /// same messages sent by hand over a socket (`rpc`); both by default.
+    /// same messages sent by hand over a socket (`rpc`), worker pools
+    /// against threads and Python's process pool (`pool`); all by default.
     Bench(BenchArgs),
 }
 
@@ -82,6 +85,11 @@ enum BenchPart {
     /// every serialiser, 16 B, 1 KiB and 1 MiB payloads) against the same
     /// messages sent by hand over a socket.
     Rpc,
+    /// Worker pools: 1 ms CPU jobs on 1, 2 and ncpu workers against a pool
+    /// of threads and Python's ProcessPoolExecutor; trivial jobs against
+    /// one RPC handle; a blocking call through a pool against one on a
+    /// handle; recovery from a worker's SIGKILL.
+    Pool,
     /// N processes and N RPC start/call/drop cycles, sampling descriptors,
     /// zombies and the memory of this process and the template; exits 1 if
     /// anything was left behind or grew.
@@ -102,7 +110,7 @@ enum CliError {
     Soak(#[from] soak::SoakError),
 }
 
-fn bench_options(flags: BenchFlags, spawn: bool, rpc: bool) -> bench::Options {
+fn bench_options(flags: BenchFlags, spawn: bool, rpc: bool, pool: bool) -> bench::Options {
     bench::Options {
         quick: flags.quick,
         json: flags.json,
@@ -110,6 +118,7 @@ fn bench_options(flags: BenchFlags, spawn: bool, rpc: bool) -> bench::Options {
         perl: !flags.no_perl,
         spawn,
         rpc,
+        pool,
     }
 }
 
@@ -127,9 +136,10 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
     match command {
         Some(Command::Tour) => tour::run()?,
         Some(Command::Bench(BenchArgs { part, flags })) => match part {
-            None => bench(bench_options(flags, true, true))?,
-            Some(BenchPart::Spawn) => bench(bench_options(flags, true, false))?,
-            Some(BenchPart::Rpc) => bench(bench_options(flags, false, true))?,
+            None => bench(bench_options(flags, true, true, true))?,
+            Some(BenchPart::Spawn) => bench(bench_options(flags, true, false, false))?,
+            Some(BenchPart::Rpc) => bench(bench_options(flags, false, true, false))?,
+            Some(BenchPart::Pool) => bench(bench_options(flags, false, false, true))?,
             Some(BenchPart::Soak { count }) => {
                 let count = count.unwrap_or(if flags.quick { 1_000 } else { 10_000 });
                 soak::run(soak::Options { count })?
@@ -146,7 +156,7 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
                 pin: false,
                 no_perl: false,
             };
-            bench(bench_options(flags, true, true))?;
+            bench(bench_options(flags, true, true, true))?;
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The benchmark's report as a table (what `anyfork bench` prints).
 
 use crate::bench::{Method, PERL_COMPARED_AT_MB, Report, SIZES_MB, SpawnReport};
+use crate::pool_bench::{self, PoolReport};
 use crate::rpc_bench::{self, RpcFigure};
 
 fn thousands(n: f64) -> String {
@@ -48,6 +49,38 @@ pub fn render_table(report: &Report) -> String {
         };
         out.push_str(&render_rpc_table(rpc, placement));
     }
+    if let Some(pool) = &report.pool {
+        out.push('\n');
+        out.push_str(&render_pool_table(pool));
+    }
+    out
+}
+
+fn render_pool_table(report: &PoolReport) -> String {
+    let mut out = format!(
+        "Worker pools ({} CPUs usable; medians of rounds; 64 calls in flight unless said)\n\n",
+        report.ncpu
+    );
+    out.push_str("| case | runner | workers | calls/s | median round trip |\n");
+    out.push_str("|---|---|---:|---:|---:|\n");
+    for f in &report.figures {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} µs |\n",
+            f.case,
+            f.runner.key(),
+            f.max,
+            thousands(f.calls_per_sec),
+            f.median_rtt_us
+        ));
+    }
+    out.push('\n');
+    for (name, ratio) in pool_bench::ratios(report) {
+        out.push_str(&format!("{name}: {}\n", times(ratio)));
+    }
+    out.push_str(&format!(
+        "recovery from a worker's SIGKILL to full width: {:.1} ms (median)\n",
+        report.recovery_ms
+    ));
     out
 }
 

@@ -66,6 +66,7 @@ fn help_and_bad_arguments_are_answered() {
     for expected in [
         "spawn",
         "rpc",
+        "pool",
         "soak",
         "--quick",
         "--json",

@@ -319,6 +319,7 @@ where
             ended: Condvar::new(),
             on_worker: Mutex::new(self.on_worker),
             on_destroy: Mutex::new(self.on_destroy),
+            next_seq: std::sync::atomic::AtomicU64::new(1),
         });
         let mut chores = Chores::default();
         let _ = inner

@@ -86,11 +86,9 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
         terms: Terms,
         asynchronous: bool,
     ) -> Arc<Ticket<Req>> {
-        let seq = {
-            let mut state = self.lock();
-            state.next_seq += 1;
-            state.next_seq
-        };
+        let seq = self
+            .next_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Arc::new(Ticket::new(seq, request, terms, asynchronous))
     }
 
@@ -121,11 +119,12 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
             }
             state.queue.push_back(ticket.clone());
             state.assign(&self.config, &mut chores);
-            let _ = state.plan_starts(&self.config, Instant::now(), &mut chores);
+            // A start that must wait for `start` is the supervisor's (it
+            // is not woken otherwise: a call costs no thread wake-up).
+            let later = state.plan_starts(&self.config, Instant::now(), &mut chores);
+            chores.wake_supervisor |= later.is_some();
             Placed::Queued
         };
-        // A start that must wait for `start` is the supervisor's.
-        chores.wake_supervisor = true;
         self.run_chores(chores);
         Ok(placed)
     }

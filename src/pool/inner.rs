@@ -30,6 +30,8 @@ pub(super) struct Inner<Req> {
     pub(super) ended: Condvar,
     pub(super) on_worker: Mutex<Option<WorkerHandler>>,
     pub(super) on_destroy: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The next call's place in the order of calls.
+    pub(super) next_seq: std::sync::atomic::AtomicU64,
 }
 
 impl<Req> Inner<Req> {

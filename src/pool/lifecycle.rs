@@ -11,6 +11,10 @@ use super::outcome::stopped_event;
 use super::state::{Chores, KilledFor, Leaving, State, Worker};
 use crate::rpc::UntypedRpc;
 
+/// A worker that dies within this of its start, having answered nothing,
+/// counts toward the crash-loop breaker.
+const START_WINDOW: Duration = Duration::from_secs(1);
+
 impl<Req> State<Req> {
     /// A worker was started (not yet known to be running).
     pub(super) fn started(
@@ -162,7 +166,12 @@ impl<Req> State<Req> {
         if let Some(rpc) = worker.rpc.take() {
             chores.release.push(rpc);
         }
-        let crashed_at_start = !planned && worker.answered == 0;
+        // Died young, before answering anything (or its server said it
+        // could not serve): a start that failed. A worker killed from
+        // outside after it had run a while is not counted.
+        let crashed_at_start = !planned
+            && worker.answered == 0
+            && (worker.broken.is_some() || worker.started_at.elapsed() < START_WINDOW);
         let cause = worker.broken.clone().unwrap_or_else(|| death.to_string());
         if worker.load == 0 {
             let worker = self.workers.remove(index);

@@ -179,7 +179,6 @@ pub(super) struct State<Req> {
     /// Pool handles alive; at 0 the pool drains and ends.
     pub(super) handles: usize,
     pub(super) next_worker: u64,
-    pub(super) next_seq: u64,
     /// The workers' codec, known once one was started.
     pub(super) codec: Option<Codec>,
     /// Every worker has ended; the supervisor finishes.
@@ -206,7 +205,6 @@ impl<Req> State<Req> {
             closing: None,
             handles: 1,
             next_worker: 1,
-            next_seq: 1,
             codec: None,
             ended: false,
             finished: false,
