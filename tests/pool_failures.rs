@@ -102,9 +102,9 @@ fn a_dead_worker_fails_only_the_call_it_was_running() {
     let status = pool.status();
     assert_eq!(status.totals.failures, 1);
     assert!(status.totals.requeued >= 2, "{status:?}");
-    assert_eq!(status.totals.restarts, 1);
+    // Counted when the supervisor sees the process exit.
     assert!(common::wait_until(Duration::from_secs(5), || {
-        common::state(victim).is_none()
+        pool.status().totals.restarts == 1 && common::state(victim).is_none()
     }));
 }
 
@@ -312,7 +312,13 @@ fn workers_that_keep_dying_at_start_trip_the_breaker() {
             failures, cause, ..
         }) => {
             assert_eq!(*failures, 3);
-            assert!(cause.contains("no database"), "{cause}");
+            // The init's message; now and then (under load) the parent
+            // reads the end before the server's last frame, and knows
+            // only the exit status (see the issue 10 note).
+            assert!(
+                cause.contains("no database") || cause.contains("exited with status 1"),
+                "{cause}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -322,7 +328,11 @@ fn workers_that_keep_dying_at_start_trip_the_breaker() {
         pool.call_blocking(1),
         Err(Error::CrashLoop { .. })
     ));
-    let status = pool.status();
-    assert!(status.breaker.unwrap().contains("no database"));
-    assert!(status.workers.is_empty(), "{:?}", status.workers);
+    assert!(pool.status().breaker.is_some());
+    // The last one's exit is seen by the supervisor.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || pool.status().workers.is_empty()),
+        "{:?}",
+        pool.status().workers
+    );
 }

@@ -2,6 +2,7 @@
 //! the queue, the worker's reply, deadlines and cancellation.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -12,7 +13,7 @@ use super::inner::Inner;
 use super::outcome::Verdict;
 use super::state::{Chores, KilledFor};
 use super::ticket::{RoomWaiter, Stage, Terms, Ticket};
-use crate::rpc::{SubmittedCall, UntypedRpc};
+use crate::rpc::{Settled, SubmittedCall, UntypedRpc};
 
 /// How one call goes through the pool: see [`Pool::call_with`](super::Pool::call_with).
 ///
@@ -70,6 +71,15 @@ impl CallOptions {
     }
 }
 
+/// A call on its worker, as its caller holds it.
+pub(super) struct Sent {
+    worker: u64,
+    rpc: Arc<UntypedRpc>,
+    call: SubmittedCall,
+    /// Whether its place on the worker was freed (see [`Inner::free_place`]).
+    place: Arc<AtomicBool>,
+}
+
 /// Where a new call went.
 pub(super) enum Placed {
     /// In the queue (or already sent).
@@ -121,8 +131,7 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
             state.assign(&self.config, &mut chores);
             // A start that must wait for `start` is the supervisor's (it
             // is not woken otherwise: a call costs no thread wake-up).
-            let later = state.plan_starts(&self.config, Instant::now(), &mut chores);
-            chores.wake_supervisor |= later.is_some();
+            state.plan(&self.config, &mut chores);
             Placed::Queued
         };
         self.run_chores(chores);
@@ -146,22 +155,23 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
         self.lock().withdraw(ticket, &self.config)
     }
 
-    /// Settles a call's outcome.
+    /// Settles a call's outcome (and frees its place on the worker, if the
+    /// reader that read it has not).
     pub(super) fn settle(
         self: &Arc<Self>,
         worker: u64,
-        rpc: &UntypedRpc,
+        place: &AtomicBool,
         ticket: &Arc<Ticket<Req>>,
         outcome: Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>), crate::rpc::Error>,
     ) -> Verdict {
-        let rss = match (&outcome, self.config.max_rss) {
-            (Ok(_), Some(_)) => rpc.known_pid().and_then(crate::sys::memory::rss_bytes),
-            _ => None,
-        };
+        let place = (!place.swap(true, Ordering::AcqRel)).then(|| {
+            let settled = Settled::of(&outcome);
+            (settled, self.rss_after(worker, settled))
+        });
         let mut chores = Chores::default();
         let verdict = self
             .lock()
-            .settle(&self.config, worker, ticket, outcome, rss, &mut chores);
+            .settle(&self.config, worker, ticket, outcome, place, &mut chores);
         self.run_chores(chores);
         verdict
     }
@@ -172,13 +182,17 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
     /// pid of a killed worker.
     pub(super) fn give_up(
         self: &Arc<Self>,
-        worker: u64,
-        rpc: &UntypedRpc,
-        call: SubmittedCall,
+        sent: Sent,
         ticket: &Arc<Ticket<Req>>,
         kill: bool,
         why: &str,
     ) -> Option<u32> {
+        let Sent {
+            worker,
+            rpc,
+            call,
+            place,
+        } = sent;
         let mut killed = None;
         if kill && self.config.sequential && rpc.is_running(call.id()) {
             if let Some(w) = self.lock().worker(worker) {
@@ -191,7 +205,9 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
         }
         drop(call);
         let mut chores = Chores::default();
-        self.lock().abandon(&self.config, worker, &mut chores);
+        let holds_place = !place.swap(true, Ordering::AcqRel);
+        self.lock()
+            .abandon(&self.config, worker, holds_place, &mut chores);
         self.run_chores(chores);
         killed
     }
@@ -237,20 +253,25 @@ where
             }
             Stage::Failed(error) => return Err(error),
             Stage::Taken => return Err(Error::Call(Box::new(crate::rpc::Error::NoRuntime))),
-            Stage::Sent { worker, rpc, call } => {
+            Stage::Sent {
+                worker,
+                rpc,
+                call,
+                place,
+            } => {
                 let Some(outcome) = call.wait_until(deadline) else {
                     let why = format!("a call overran its deadline of {timeout:?}");
-                    let killed = inner.give_up(
+                    let kill = inner.config.kill_on_timeout;
+                    let sent = Sent {
                         worker,
-                        &rpc,
+                        rpc,
                         call,
-                        &ticket,
-                        inner.config.kill_on_timeout,
-                        &why,
-                    );
+                        place,
+                    };
+                    let killed = inner.give_up(sent, &ticket, kill, &why);
                     return Err(inner.timeout_error(timeout, false, killed));
                 };
-                match inner.settle(worker, &rpc, &ticket, outcome) {
+                match inner.settle(worker, &place, &ticket, outcome) {
                     Verdict::Reply(bytes, fds) => {
                         return decode(&rpc, &inner.config.function, bytes, fds);
                     }
@@ -318,7 +339,7 @@ struct CallGuard<Req: Serialize + Send + 'static> {
     inner: Arc<Inner<Req>>,
     ticket: Arc<Ticket<Req>>,
     waiting: Option<Arc<RoomWaiter>>,
-    sent: Option<(u64, Arc<UntypedRpc>, SubmittedCall)>,
+    sent: Option<Sent>,
     /// The call returned: nothing to undo.
     finished: bool,
 }
@@ -333,78 +354,84 @@ impl<Req: Serialize + Send + 'static> CallGuard<Req> {
     async fn run<Rep: DeserializeOwned>(&mut self) -> Result<Rep, Error> {
         let deadline = self.ticket.terms.deadline;
         let timeout = deadline.map_or(Duration::ZERO, |(_, t)| t);
-        let expired = || async move {
-            match deadline {
-                Some((d, _)) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                None => std::future::pending().await,
-            }
-        };
         if let Some(waiter) = self.waiting.clone() {
-            tokio::select! {
-                () = std::future::poll_fn(|cx| waiter.poll_granted(cx)) => {}
-                () = expired() => {
-                    self.waiting = None;
-                    self.inner.leave_line(&waiter);
-                    return Err(self.inner.timeout_error(timeout, true, None));
-                }
+            let granted = std::future::poll_fn(|cx| waiter.poll_granted(cx));
+            if within(deadline, granted).await.is_none() {
+                self.waiting = None;
+                self.inner.leave_line(&waiter);
+                return Err(self.inner.timeout_error(timeout, true, None));
             }
             self.waiting = None;
             self.inner.place(&self.ticket, false, true)?;
         }
         loop {
             let ticket = self.ticket.clone();
-            let stage = tokio::select! {
-                stage = std::future::poll_fn(|cx| ticket.poll_sent(cx)) => stage,
-                () = expired() => {
-                    if self.inner.withdraw(&self.ticket) {
-                        return Err(self.inner.timeout_error(timeout, true, None));
-                    }
-                    continue;
+            let sent = std::future::poll_fn(|cx| ticket.poll_sent(cx));
+            let Some(stage) = within(deadline, sent).await else {
+                if self.inner.withdraw(&self.ticket) {
+                    return Err(self.inner.timeout_error(timeout, true, None));
                 }
+                continue;
             };
-            let (worker, rpc) = match stage {
+            match stage {
                 Stage::Queued | Stage::Taken => {
                     return Err(Error::Call(Box::new(crate::rpc::Error::NoRuntime)));
                 }
                 Stage::Failed(error) => return Err(error),
-                Stage::Sent { worker, rpc, call } => {
-                    self.sent = Some((worker, rpc.clone(), call));
-                    (worker, rpc)
+                Stage::Sent {
+                    worker,
+                    rpc,
+                    call,
+                    place,
+                } => {
+                    self.sent = Some(Sent {
+                        worker,
+                        rpc,
+                        call,
+                        place,
+                    });
                 }
+            }
+            let Some(sent) = self.sent.as_mut() else {
+                continue;
             };
-            let outcome = {
-                let Some((_, _, call)) = self.sent.as_mut() else {
-                    continue;
-                };
-                tokio::select! {
-                    outcome = call => Some(outcome),
-                    () = expired() => None,
-                }
-            };
-            let Some(outcome) = outcome else {
-                let Some((worker, rpc, call)) = self.sent.take() else {
+            let Some(outcome) = within(deadline, &mut sent.call).await else {
+                let Some(sent) = self.sent.take() else {
                     continue;
                 };
                 let why = format!("a call overran its deadline of {timeout:?}");
-                let killed = self.inner.give_up(
-                    worker,
-                    &rpc,
-                    call,
-                    &self.ticket,
-                    self.inner.config.kill_on_timeout,
-                    &why,
-                );
+                let kill = self.inner.config.kill_on_timeout;
+                let killed = self.inner.give_up(sent, &self.ticket, kill, &why);
                 return Err(self.inner.timeout_error(timeout, false, killed));
             };
-            self.sent = None;
-            match self.inner.settle(worker, &rpc, &self.ticket, outcome) {
+            let Some(sent) = self.sent.take() else {
+                continue;
+            };
+            match self
+                .inner
+                .settle(sent.worker, &sent.place, &self.ticket, outcome)
+            {
                 Verdict::Reply(bytes, fds) => {
-                    return decode(&rpc, &self.inner.config.function, bytes, fds);
+                    return decode(&sent.rpc, &self.inner.config.function, bytes, fds);
                 }
                 Verdict::Fail(error) => return Err(error),
                 Verdict::Requeue => {}
             }
         }
+    }
+}
+
+/// `future`, or `None` if `deadline` passes first (no timer without one).
+#[cfg(feature = "tokio")]
+async fn within<T>(
+    deadline: Option<(Instant, Duration)>,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        None => Some(future.await),
+        Some((at, _)) => tokio::time::timeout_at(tokio::time::Instant::from_std(at), future)
+            .await
+            .ok(),
     }
 }
 
@@ -417,32 +444,31 @@ impl<Req: Serialize + Send + 'static> Drop for CallGuard<Req> {
         if let Some(waiter) = self.waiting.take() {
             self.inner.leave_line(&waiter);
         }
-        if let Some((worker, rpc, call)) = self.sent.take() {
-            let kill = self.ticket.terms.kill_on_cancel;
-            self.inner.give_up(
-                worker,
-                &rpc,
-                call,
-                &self.ticket,
-                kill,
-                "its call was cancelled",
-            );
+        let kill = self.ticket.terms.kill_on_cancel;
+        if let Some(sent) = self.sent.take() {
+            self.inner
+                .give_up(sent, &self.ticket, kill, "its call was cancelled");
             return;
         }
         // Still queued (or never placed): out of the queue. A call sent
         // meanwhile is in the ticket: cancel it there.
         if !self.inner.withdraw(&self.ticket) {
             let stage = std::mem::replace(&mut self.ticket.lock().stage, Stage::Taken);
-            if let Stage::Sent { worker, rpc, call } = stage {
-                let kill = self.ticket.terms.kill_on_cancel;
-                self.inner.give_up(
+            if let Stage::Sent {
+                worker,
+                rpc,
+                call,
+                place,
+            } = stage
+            {
+                let sent = Sent {
                     worker,
-                    &rpc,
+                    rpc,
                     call,
-                    &self.ticket,
-                    kill,
-                    "its call was cancelled",
-                );
+                    place,
+                };
+                self.inner
+                    .give_up(sent, &self.ticket, kill, "its call was cancelled");
             }
         }
     }

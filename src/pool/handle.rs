@@ -252,10 +252,7 @@ where
 
     fn tend(&self) {
         let mut chores = Chores::default();
-        let _ = self
-            .inner
-            .lock()
-            .plan_starts(&self.inner.config, Instant::now(), &mut chores);
+        self.inner.lock().plan(&self.inner.config, &mut chores);
         chores.wake_supervisor = true;
         self.inner.run_chores(chores);
     }

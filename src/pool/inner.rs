@@ -1,6 +1,7 @@
 //! [`Inner`]: what the pool's handles, calls and supervisor share, and
 //! doing the [`Chores`] decided under its lock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 
 use serde::Serialize;
@@ -9,7 +10,7 @@ use super::config::Config;
 use super::state::{Chores, State};
 use super::status::WorkerEvent;
 use super::ticket::Stage;
-use crate::rpc::UntypedRpc;
+use crate::rpc::{Settled, SettledHook, UntypedRpc};
 use crate::sys::wake::Wake;
 
 /// Starts one worker: forks the template and starts the RPC server in it,
@@ -76,11 +77,26 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
                     .ticket
                     .send(&assignment.rpc, codec, &self.config.function)
                 {
-                    Ok(call) => assignment.ticket.advance(Stage::Sent {
-                        worker: assignment.worker,
-                        rpc: assignment.rpc,
-                        call,
-                    }),
+                    Ok(call) => {
+                        // The worker's place is freed where the result is
+                        // read, whether or not its caller looks yet.
+                        let place = Arc::new(AtomicBool::new(false));
+                        let (inner, freed) = (Arc::downgrade(self), place.clone());
+                        let worker = assignment.worker;
+                        let hook: SettledHook = Box::new(move |settled| {
+                            if let Some(inner) = inner.upgrade() {
+                                inner.free_place(worker, &freed, settled);
+                            }
+                        });
+                        // Already settled: its caller frees the place.
+                        drop(call.on_settled(hook));
+                        assignment.ticket.advance(Stage::Sent {
+                            worker,
+                            rpc: assignment.rpc,
+                            call,
+                            place,
+                        });
+                    }
                     Err(error) => {
                         // A closed worker, or a request that cannot be
                         // encoded: settled as if sent and failed.
@@ -89,7 +105,7 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
                             assignment.worker,
                             &assignment.ticket,
                             Err(error),
-                            None,
+                            Some((Settled::ConnectionFailed, None)),
                             &mut more,
                         );
                         if let super::outcome::Verdict::Fail(error) = verdict {
@@ -114,6 +130,29 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
             }
             chores = more;
         }
+    }
+
+    /// Frees a call's place on worker `worker` (once: `place` says whether
+    /// it was), with what its result was; measures the worker's memory
+    /// after a reply if `max_rss` asks.
+    pub(super) fn free_place(self: &Arc<Self>, worker: u64, place: &AtomicBool, settled: Settled) {
+        if place.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rss = self.rss_after(worker, settled);
+        let mut chores = Chores::default();
+        self.lock()
+            .free_place(&self.config, worker, settled, rss, &mut chores);
+        self.run_chores(chores);
+    }
+
+    /// The worker's resident memory after a reply, if `max_rss` is set.
+    pub(super) fn rss_after(&self, worker: u64, settled: Settled) -> Option<u64> {
+        if self.config.max_rss.is_none() || settled != Settled::Reply {
+            return None;
+        }
+        let pid = self.lock().worker(worker).and_then(|w| w.pid);
+        pid.and_then(crate::sys::memory::rss_bytes)
     }
 
     /// The handler for worker `id`'s notices: `retire`.

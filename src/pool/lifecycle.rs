@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::config::Config;
 use super::error::{Death, Error};
-use super::outcome::stopped_event;
 use super::state::{Chores, KilledFor, Leaving, State, Worker};
 use crate::rpc::UntypedRpc;
 
@@ -44,6 +43,7 @@ impl<Req> State<Req> {
             pid: None,
             process: None,
             load: 0,
+            calls: 0,
             served: 0,
             answered: 0,
             started_at: now,
@@ -133,9 +133,7 @@ impl<Req> State<Req> {
         if let Some(rpc) = worker.rpc.take() {
             chores.release.push(rpc);
         }
-        if worker.load == 0 {
-            self.workers.remove(index);
-        }
+        self.forget_if_done(id, chores);
         self.note_crash(config, cause, chores);
     }
 
@@ -173,17 +171,14 @@ impl<Req> State<Req> {
             && worker.answered == 0
             && (worker.broken.is_some() || worker.started_at.elapsed() < START_WINDOW);
         let cause = worker.broken.clone().unwrap_or_else(|| death.to_string());
-        if worker.load == 0 {
-            let worker = self.workers.remove(index);
-            chores.events.push(stopped_event(&worker));
-        }
+        self.forget_if_done(id, chores);
         if !planned {
             self.totals.restarts += 1;
         }
         if crashed_at_start {
             self.note_crash(config, cause, chores);
         }
-        let _ = self.plan_starts(config, Instant::now(), chores);
+        self.plan(config, chores);
     }
 
     /// Worker `id` asked to retire.

@@ -10,7 +10,7 @@ use super::error::{Death, Error};
 use super::state::{Chores, KilledFor, Leaving, State};
 use super::status::StopReason;
 use super::ticket::Ticket;
-use crate::rpc::Error as RpcError;
+use crate::rpc::{Error as RpcError, Settled};
 
 /// What becomes of a call after its worker answered (or failed).
 pub(super) enum Verdict {
@@ -23,15 +23,17 @@ pub(super) enum Verdict {
 }
 
 impl<Req> State<Req> {
-    /// Settles a call on worker `worker_id` with `outcome`; `rss` is the
-    /// worker's resident memory measured just after, if `max_rss` is set.
+    /// Settles a call on worker `worker_id` with `outcome`: what becomes
+    /// of it. `place` is what its result was (and the worker's memory
+    /// after it) if the call still holds its place on the worker, which
+    /// is then freed here.
     pub(super) fn settle(
         &mut self,
         config: &Config,
         worker_id: u64,
         ticket: &Arc<Ticket<Req>>,
         outcome: Result<(Vec<u8>, Vec<OwnedFd>), RpcError>,
-        rss: Option<u64>,
+        place: Option<(Settled, Option<u64>)>,
         chores: &mut Chores<Req>,
     ) -> Verdict {
         let verdict = match outcome {
@@ -39,26 +41,15 @@ impl<Req> State<Req> {
                 self.crash.in_a_row = 0;
                 self.crash.retry_at = None;
                 self.totals.calls += 1;
-                if let Some(worker) = self.worker(worker_id) {
-                    worker.served += 1;
-                    worker.answered += 1;
-                    worker.rss = rss.or(worker.rss);
-                    let recycle = if worker.max_calls.is_some_and(|m| worker.served >= m) {
-                        Some("max_calls")
-                    } else if config.max_rss.zip(rss).is_some_and(|(max, rss)| rss > max) {
-                        Some("max_rss")
-                    } else {
-                        None
-                    };
-                    if let (Some(why), None) = (recycle, &worker.leaving) {
-                        worker.leaving = Some(Leaving::Recycled(why));
-                        self.replace_now += 1;
-                        self.totals.recycles += 1;
-                    }
-                }
                 Verdict::Reply(bytes, fds)
             }
-            Err(error) => self.judge_failure(config, worker_id, ticket, error),
+            Err(error) => match self.judge_failure(config, worker_id, ticket, error) {
+                // No worker will come for it: the breaker tripped.
+                Verdict::Requeue if self.crash.tripped.is_some() => {
+                    Verdict::Fail(self.crash.tripped.clone().unwrap_or(Error::NoRuntime))
+                }
+                verdict => verdict,
+            },
         };
         match &verdict {
             Verdict::Fail(_) => self.totals.failures += 1,
@@ -67,19 +58,82 @@ impl<Req> State<Req> {
             }
             Verdict::Reply(..) => {}
         }
-        self.unload(worker_id, chores);
-        self.assign(config, chores);
-        let _ = self.plan_starts(config, Instant::now(), chores);
-        chores.wake_supervisor |= !chores.start.is_empty();
+        if let Some(worker) = self.worker(worker_id) {
+            worker.calls = worker.calls.saturating_sub(1);
+        }
+        match place {
+            Some((settled, rss)) => self.free_place(config, worker_id, settled, rss, chores),
+            // Requeued: a place may be free for it, or a worker to start.
+            None => {
+                self.assign(config, chores);
+                self.plan(config, chores);
+            }
+        }
+        self.forget_if_done(worker_id, chores);
         verdict
     }
 
-    /// A call on worker `worker_id` was given up by its caller (deadline,
-    /// dropped future): the worker's load goes down.
-    pub(super) fn abandon(&mut self, config: &Config, worker_id: u64, chores: &mut Chores<Req>) {
-        self.totals.failures += 1;
+    /// Frees a call's place on worker `worker_id`, where its result was
+    /// read: counts what the worker answered, recycles it if it reached a
+    /// limit (`rss`: its memory just after), marks it leaving if its
+    /// connection failed, and hands the place to the oldest queued call.
+    pub(super) fn free_place(
+        &mut self,
+        config: &Config,
+        worker_id: u64,
+        settled: Settled,
+        rss: Option<u64>,
+        chores: &mut Chores<Req>,
+    ) {
+        if let Some(worker) = self.worker(worker_id) {
+            match settled {
+                Settled::Reply => {
+                    worker.served += 1;
+                    worker.answered += 1;
+                    worker.rss = rss.or(worker.rss);
+                }
+                Settled::CallFailed => worker.answered += 1,
+                Settled::ConnectionFailed => {
+                    worker.leaving.get_or_insert(Leaving::Dead);
+                }
+            }
+            let recycle = if worker.max_calls.is_some_and(|m| worker.served >= m) {
+                Some("max_calls")
+            } else if config.max_rss.zip(rss).is_some_and(|(max, rss)| rss > max) {
+                Some("max_rss")
+            } else {
+                None
+            };
+            if let (Some(why), None) = (recycle, &worker.leaving) {
+                worker.leaving = Some(Leaving::Recycled(why));
+                self.replace_now += 1;
+                self.totals.recycles += 1;
+            }
+        }
         self.unload(worker_id, chores);
         self.assign(config, chores);
+        self.plan(config, chores);
+    }
+
+    /// A call on worker `worker_id` was given up by its caller (deadline,
+    /// dropped future); if it still held its place, the place is freed.
+    pub(super) fn abandon(
+        &mut self,
+        config: &Config,
+        worker_id: u64,
+        holds_place: bool,
+        chores: &mut Chores<Req>,
+    ) {
+        self.totals.failures += 1;
+        if let Some(worker) = self.worker(worker_id) {
+            worker.calls = worker.calls.saturating_sub(1);
+        }
+        if holds_place {
+            self.unload(worker_id, chores);
+        }
+        self.forget_if_done(worker_id, chores);
+        self.assign(config, chores);
+        self.plan(config, chores);
     }
 
     /// One call less on the worker; a worker leaving with nothing left is
@@ -100,11 +154,8 @@ impl<Req> State<Req> {
                 chores.release.push(rpc);
                 chores.wake_supervisor = true;
             }
-            if worker.exited {
-                let worker = self.workers.remove(index);
-                chores.events.push(stopped_event(&worker));
-            }
         }
+        self.forget_if_done(worker_id, chores);
     }
 
     /// A call failed: whether it fails, or goes back to the queue because
@@ -123,7 +174,6 @@ impl<Req> State<Req> {
         let never_ran = match &error {
             // The worker answered: the function failed, or the messages.
             RpcError::Failed { .. } => {
-                worker.answered += 1;
                 return Verdict::Fail(Error::Call(Box::new(error)));
             }
             RpcError::Codec { .. } | RpcError::Timeout { .. } | RpcError::NoRuntime => {
@@ -142,9 +192,25 @@ impl<Req> State<Req> {
                 true
             }
             RpcError::Start(_) => true,
+            // A worker that exited (not killed) before answering anything
+            // never got to run a call: its server gave up at start.
             RpcError::Ended {
-                delivered, started, ..
-            } => *delivered == Some(false) || *started == Some(false),
+                delivered,
+                started,
+                ending,
+                ..
+            } => {
+                let gave_up = worker.answered == 0
+                    && ending
+                        .status()
+                        .is_some_and(|status| status.code().is_some());
+                if gave_up {
+                    worker.broken.get_or_insert_with(|| {
+                        format!("{}", Death::from_status(ending.status(), false))
+                    });
+                }
+                *delivered == Some(false) || *started == Some(false) || gave_up
+            }
             RpcError::Killed { .. } => match worker.killed_for {
                 Some(KilledFor::Call(seq)) => seq != ticket.seq,
                 Some(KilledFor::Shutdown) => {

@@ -49,6 +49,9 @@ pub(super) struct Worker {
     pub(super) pid: Option<u32>,
     pub(super) process: Option<crate::Process>,
     pub(super) load: usize,
+    /// Calls sent to it whose callers have not yet settled them: it is
+    /// remembered (how it died, why it was killed) until they have.
+    pub(super) calls: usize,
     /// Calls answered with a result.
     pub(super) served: u64,
     /// Calls answered at all (a result, or a failure in the function).
@@ -268,6 +271,7 @@ impl<Req> State<Req> {
                 break;
             };
             worker.load += 1;
+            worker.calls += 1;
             chores.assign.push(Assignment {
                 ticket,
                 worker: worker.id,
@@ -312,9 +316,30 @@ impl<Req> State<Req> {
         true
     }
 
+    /// Forgets worker `id` once it has exited and every call sent to it
+    /// was settled.
+    pub(super) fn forget_if_done(&mut self, id: u64, chores: &mut Chores<Req>) {
+        let Some(index) = self.workers.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let worker = &self.workers[index];
+        if worker.exited && worker.load == 0 && worker.calls == 0 {
+            let worker = self.workers.remove(index);
+            chores.events.push(super::outcome::stopped_event(&worker));
+        }
+    }
+
     /// Workers counted toward `max`, with those starting.
     pub(super) fn active(&self) -> usize {
         self.workers.iter().filter(|w| w.counts()).count() + self.starting
+    }
+
+    /// [`plan_starts`](Self::plan_starts) outside the supervisor: it is
+    /// woken if a start must wait (it starts it then), or to learn the
+    /// pids of the workers started.
+    pub(super) fn plan(&mut self, config: &Config, chores: &mut Chores<Req>) {
+        let later = self.plan_starts(config, Instant::now(), chores);
+        chores.wake_supervisor |= later.is_some() || !chores.start.is_empty();
     }
 
     /// Decides which workers to start now: up to `idle` and replacements

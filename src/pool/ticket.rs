@@ -37,6 +37,9 @@ pub(super) enum Stage {
         worker: u64,
         rpc: Arc<UntypedRpc>,
         call: SubmittedCall,
+        /// Set by whoever frees the call's place on its worker first: the
+        /// reader that read its result, or its caller.
+        place: Arc<std::sync::atomic::AtomicBool>,
     },
     /// Failed before reaching a worker.
     Failed(Error),

@@ -70,6 +70,32 @@ struct SlotInner {
     /// Counted as waited for, in this generation of the count (see
     /// [`Delivery::force`]), until taken.
     counted: Option<u64>,
+    /// Told when the result arrives (before anyone takes it).
+    hook: Option<SettledHook>,
+}
+
+/// Told that a call's result arrived, and whether it is a reply (`Ok`),
+/// a failure of the call alone ([`Error::Failed`], a codec error) or of
+/// the connection: runs where it was read, after the delivery's lock is
+/// released (the pool frees the worker's place there).
+pub(crate) type SettledHook = Box<dyn FnOnce(Settled) + Send>;
+
+/// What a call's result was, for a [`SettledHook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Reply,
+    CallFailed,
+    ConnectionFailed,
+}
+
+impl Settled {
+    pub(crate) fn of(outcome: &Outcome) -> Settled {
+        match outcome {
+            Ok(_) => Settled::Reply,
+            Err(Error::Failed { .. } | Error::Codec { .. }) => Settled::CallFailed,
+            Err(_) => Settled::ConnectionFailed,
+        }
+    }
 }
 
 impl Slot {
@@ -77,25 +103,43 @@ impl Slot {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sets the result and wakes whoever waits. With `generation`, returns
-    /// whether someone was waiting, so that handlers must wait for the take.
-    fn fulfil(&self, outcome: Outcome, generation: Option<u64>) -> bool {
+    /// Asks to be told when the result arrives; returns the hook back if
+    /// it already has.
+    pub(super) fn on_settled(&self, hook: SettledHook) -> Option<SettledHook> {
         let mut inner = self.lock();
         if inner.result.is_some() || inner.taken {
-            return false;
+            return Some(hook);
         }
+        inner.hook = Some(hook);
+        None
+    }
+
+    /// Sets the result and wakes whoever waits. With `generation`, returns
+    /// whether someone was waiting, so that handlers must wait for the take;
+    /// and the hook to run once the delivery's lock is released.
+    fn fulfil(
+        &self,
+        outcome: Outcome,
+        generation: Option<u64>,
+    ) -> (bool, Option<(SettledHook, Settled)>) {
+        let mut inner = self.lock();
+        if inner.result.is_some() || inner.taken {
+            return (false, None);
+        }
+        let hook = inner.hook.take().map(|hook| (hook, Settled::of(&outcome)));
         inner.result = Some(outcome);
         let waited_for = inner.waker.is_some() || inner.blocking;
         if let Some(waker) = inner.waker.take() {
             waker.wake();
         }
-        match generation {
+        let counted = match generation {
             Some(generation) if waited_for => {
                 inner.counted = Some(generation);
                 true
             }
             _ => false,
-        }
+        };
+        (counted, hook)
     }
 
     /// Whether the call has its result (or was given up).
@@ -218,6 +262,7 @@ impl Delivery {
         }
         state.delivering = true;
         let mut any = false;
+        let mut hooks = Vec::new();
         loop {
             match state.queue.front() {
                 None => break,
@@ -234,9 +279,11 @@ impl Delivery {
             match item {
                 Item::Fulfil(slot, outcome) => {
                     let generation = self.ordered.then_some(state.generation);
-                    if slot.fulfil(outcome, generation) {
+                    let (counted, hook) = slot.fulfil(outcome, generation);
+                    if counted {
                         state.untaken += 1;
                     }
+                    hooks.extend(hook);
                 }
                 other => {
                     state.blocked_since = None;
@@ -249,6 +296,10 @@ impl Delivery {
         // Cleared under the same lock as the last look at the queue: a
         // release that comes after it sees `delivering` false.
         state.delivering = false;
+        drop(state);
+        for (hook, settled) in hooks {
+            hook(settled);
+        }
         any
     }
 

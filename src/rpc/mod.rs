@@ -212,6 +212,7 @@ mod writer;
 pub use client::{DEFAULT_BUFLEN, Events, Rpc, RpcBuilder};
 pub(crate) use client::{NoticeHandler, RpcWatch, SubmittedCall, UntypedRpc};
 pub use codec::{Codec, CodecError, Encoded, UnknownCodec};
+pub(crate) use delivery::{Settled, SettledHook};
 pub use error::Error;
 pub use fd::Fd;
 pub use function::{

@@ -136,6 +136,15 @@ impl SubmittedCall {
         self.0.id
     }
 
+    /// Runs `hook` when the outcome arrives, where it is read; returns it
+    /// back if the outcome is already here.
+    pub(crate) fn on_settled(
+        &self,
+        hook: crate::rpc::delivery::SettledHook,
+    ) -> Option<crate::rpc::delivery::SettledHook> {
+        self.0.slot.on_settled(hook)
+    }
+
     /// Waits (blocking) for the outcome, at most until `deadline`: `None`
     /// when it passes first (the call is left as it is).
     pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> Option<Outcome> {
