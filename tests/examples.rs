@@ -203,3 +203,13 @@ fn rpc_example_4_log_forwarding() {
     assert!(out.contains("WARN rpc_log: nothing to do pid="), "{out}");
     assert!(!out.contains("filters this out"), "{out}");
 }
+
+/// The supervised pre-forked HTTP server: 1,000 requests from curl while a
+/// worker is killed and while the pool reloads, none lost.
+#[test]
+fn http_server_pool_loses_no_request_to_a_killed_worker_or_a_reload() {
+    let out = run(example("http_server_pool"), &[]);
+    assert!(out.contains("1000 of 1000 requests answered"), "{out}");
+    assert!(out.contains("(1 restart)"), "{out}");
+    assert!(out.contains("every first worker replaced"), "{out}");
+}

@@ -68,7 +68,7 @@ impl Fork {
         F::Rep: DeserializeOwned + Send + 'static,
     {
         let function = function.into_rpc();
-        let sequential = function.is_sequential();
+        let sequential = crate::rpc::registry::is_sequential(&function);
         PoolBuilder {
             template: self,
             configure: plain_configure(),

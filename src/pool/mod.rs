@@ -102,6 +102,7 @@ mod handle;
 mod inner;
 mod lifecycle;
 mod outcome;
+mod servers;
 mod state;
 mod status;
 mod supervisor;
@@ -111,6 +112,7 @@ pub use builder::PoolBuilder;
 pub use calls::CallOptions;
 pub use error::{Death, Error};
 pub use handle::Pool;
+pub use servers::{ServerEvent, ServerPool, ServerPoolBuilder, ServerStatus, stop_requested};
 pub use status::{Status, StopReason, Totals, WorkerEvent, WorkerStatus};
 
 /// The notice a worker sends to retire.

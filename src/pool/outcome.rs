@@ -8,7 +8,6 @@ use std::time::Instant;
 use super::config::Config;
 use super::error::{Death, Error};
 use super::state::{Chores, KilledFor, Leaving, State};
-use super::status::StopReason;
 use super::ticket::Ticket;
 use crate::rpc::{Error as RpcError, Settled};
 
@@ -249,24 +248,5 @@ impl<Req> State<Req> {
             started: config.sequential,
             source: Box::new(error),
         })
-    }
-}
-
-/// The event for a worker that has ended.
-pub(super) fn stopped_event(worker: &super::state::Worker) -> super::status::WorkerEvent {
-    let reason = match (&worker.killed_for, &worker.leaving) {
-        (Some(KilledFor::Call(_)), _) => Some(StopReason::Killed),
-        (Some(KilledFor::Shutdown), _) | (_, Some(Leaving::Shutdown)) => Some(StopReason::Shutdown),
-        (_, Some(Leaving::Retired)) => Some(StopReason::Retired),
-        (_, Some(Leaving::Recycled("max_calls"))) => Some(StopReason::MaxCalls),
-        (_, Some(Leaving::Recycled("max_rss"))) => Some(StopReason::MaxRss),
-        (_, Some(Leaving::Recycled(_))) => Some(StopReason::MaxAge),
-        (_, Some(Leaving::Idle)) => Some(StopReason::Idle),
-        _ => None,
-    };
-    super::status::WorkerEvent::Stopped {
-        pid: worker.pid.unwrap_or(0),
-        reason,
-        death: worker.death.clone().unwrap_or(Death::Unknown),
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::config::Config;
 use super::error::{Death, Error};
-use super::status::{Totals, WorkerEvent};
+use super::status::{StopReason, Totals, WorkerEvent};
 use super::ticket::{RoomWaiter, Ticket};
 use crate::rpc::{Codec, UntypedRpc};
 
@@ -78,6 +78,27 @@ pub(super) struct Worker {
 }
 
 impl Worker {
+    /// The event for a worker that has ended.
+    pub(super) fn stopped_event(&self) -> WorkerEvent {
+        let reason = match (&self.killed_for, &self.leaving) {
+            (Some(KilledFor::Call(_)), _) => Some(StopReason::Killed),
+            (Some(KilledFor::Shutdown), _) | (_, Some(Leaving::Shutdown)) => {
+                Some(StopReason::Shutdown)
+            }
+            (_, Some(Leaving::Retired)) => Some(StopReason::Retired),
+            (_, Some(Leaving::Recycled("max_calls"))) => Some(StopReason::MaxCalls),
+            (_, Some(Leaving::Recycled("max_rss"))) => Some(StopReason::MaxRss),
+            (_, Some(Leaving::Recycled(_))) => Some(StopReason::MaxAge),
+            (_, Some(Leaving::Idle)) => Some(StopReason::Idle),
+            _ => None,
+        };
+        WorkerEvent::Stopped {
+            pid: self.pid.unwrap_or(0),
+            reason,
+            death: self.death.clone().unwrap_or(Death::Unknown),
+        }
+    }
+
     /// Whether its cgroup's OOM killer struck since it started.
     pub(super) fn oom_struck(&self) -> bool {
         self.oom.as_ref().is_some_and(|(file, then)| {
@@ -325,7 +346,7 @@ impl<Req> State<Req> {
         let worker = &self.workers[index];
         if worker.exited && worker.load == 0 && worker.calls == 0 {
             let worker = self.workers.remove(index);
-            chores.events.push(super::outcome::stopped_event(&worker));
+            chores.events.push(worker.stopped_event());
         }
     }
 

@@ -155,6 +155,15 @@ impl IntoRun for String {
     }
 }
 
+impl crate::sealed::Sealed<crate::sealed::Run> for FunctionRef {}
+
+/// A function already named (kept by a server pool to run it again).
+impl IntoRun for FunctionRef {
+    fn into_run(self) -> FunctionRef {
+        self
+    }
+}
+
 impl<F, R> crate::sealed::Sealed<crate::sealed::Run> for F
 where
     F: Fn(UnixStream, Args) -> R + Copy + 'static,

@@ -167,22 +167,6 @@ pub struct RpcFunction {
 }
 
 impl RpcFunction {
-    /// Whether the child runs one call at a time, in order (the
-    /// synchronous backend); for a name, as this program registered it.
-    pub(crate) fn is_sequential(&self) -> bool {
-        match self.backend {
-            Backend::Sync => true,
-            Backend::Async => false,
-            Backend::Unknown => match &self.function.repr {
-                crate::registry::FunctionRepr::Name(name) => matches!(
-                    crate::rpc::registry::lookup_rpc(name),
-                    crate::registry::Lookup::Found(crate::rpc::registry::RpcFunctionEntry::Sync(_))
-                ),
-                _ => false,
-            },
-        }
-    }
-
     /// How the function is named in messages.
     pub fn label(&self) -> &str {
         self.function.label()

@@ -183,3 +183,19 @@ macro_rules! rpc {
         $crate::rpc!(@entry rpc_sync $f $name);
     };
 }
+
+/// Whether the child runs `function` one call at a time, in order (the
+/// synchronous backend); for a name, as this program registered it.
+pub(crate) fn is_sequential(function: &super::function::RpcFunction) -> bool {
+    use super::function::Backend;
+    match function.backend {
+        Backend::Sync => true,
+        Backend::Async => false,
+        Backend::Unknown => match &function.function.repr {
+            crate::registry::FunctionRepr::Name(name) => {
+                matches!(lookup_rpc(name), Lookup::Found(RpcFunctionEntry::Sync(_)))
+            }
+            _ => false,
+        },
+    }
+}

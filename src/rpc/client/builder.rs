@@ -385,7 +385,7 @@ where
             },
             Rules {
                 kill_on_timeout: self.settings.kill_on_timeout,
-                sequential: self.settings.function.is_sequential(),
+                sequential: crate::rpc::registry::is_sequential(&self.settings.function),
             },
         )?;
         let core = Arc::new(core);
