@@ -176,6 +176,30 @@
 //! The [`rpc`](mod@rpc) module explains choosing a backend and a serialiser, events,
 //! failures, when the child exits, and what a call costs.
 //!
+//! ## Pools of workers
+//!
+//! One handle is one worker. A [`Pool`](pool::Pool) (AnyEvent::Fork::Pool in
+//! Rust) forks several from one template, sends each call to the
+//! least-loaded worker with room, queues the rest, and replaces workers
+//! that die, retire or grow too old or too big; a dead worker fails only
+//! the call it was running. A [`ServerPool`](pool::ServerPool) keeps N
+//! long-running servers alive instead (the manual's pre-forked server
+//! pool), with restarts, resizing and graceful reloads.
+//!
+//! ```
+//! fn square(n: u64) -> u64 {
+//!     n * n
+//! }
+//!
+//! let pool = anyfork::Fork::new()?.pool(square).max(2).build()?;
+//! let results: Vec<u64> = (0..8).map(|n| pool.call_blocking(n)).collect::<Result<_, _>>()?;
+//! assert_eq!(results[7], 49);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`pool`](mod@pool) module explains dispatch, the manual's recipes for
+//! `max`, `idle` and `load`, and what happens when things go wrong.
+//!
 //! ## Cargo features
 //!
 //! | feature | default | gives |

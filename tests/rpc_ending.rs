@@ -288,3 +288,51 @@ fn a_call_that_never_reached_the_child_says_so_and_can_be_retried() {
     // And a call made after the end was never sent either.
     assert_eq!(delivered(rpc.call_blocking(vec![1])), Some(false));
 }
+
+/// A synchronous child runs one call at a time, in order: when it dies,
+/// the call it was running says `started: Some(true)`, the calls
+/// delivered behind it `Some(false)` (they never ran: safe to send again);
+/// an asynchronous child's say `None` (any may have run).
+#[test]
+fn a_dead_synchronous_child_tells_the_running_call_from_those_behind_it() {
+    let rpc = Fork::new().unwrap().rpc(sleep_ms).start().unwrap();
+    let pid = rpc.pid().unwrap();
+    let calls: Vec<_> = [5_000u64, 1, 1]
+        .into_iter()
+        .map(|ms| {
+            let rpc = rpc.clone();
+            let call = std::thread::spawn(move || rpc.call_blocking(ms));
+            std::thread::sleep(Duration::from_millis(50));
+            call
+        })
+        .collect();
+    // SAFETY: kill(2) of this test's child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let started: Vec<Option<bool>> = calls
+        .into_iter()
+        .map(|call| match call.join().unwrap() {
+            Err(anyfork::rpc::Error::Ended {
+                started, delivered, ..
+            }) => {
+                assert_eq!(delivered, Some(true));
+                started
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(started, [Some(true), Some(false), Some(false)]);
+
+    let rpc = Fork::new().unwrap().rpc(sleep_ms_async).start().unwrap();
+    let pid = rpc.pid().unwrap();
+    let call = {
+        let rpc = rpc.clone();
+        std::thread::spawn(move || rpc.call_blocking(5_000))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: kill(2) of this test's child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(matches!(
+        call.join().unwrap(),
+        Err(anyfork::rpc::Error::Ended { started: None, .. })
+    ));
+}

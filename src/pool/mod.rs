@@ -66,9 +66,13 @@
 //!
 //! Only the calls it had started fail, with [`Error::WorkerDied`], which
 //! says how it died (exit status, signal, "killed by the kernel's OOM
-//! killer"); the calls it had not started (a synchronous worker runs one
-//! at a time: those delivered behind the running one) go back to the
-//! queue in their place, and the worker is replaced as calls need. A call
+//! killer", when its memory cgroup's OOM count rose); the calls it had
+//! not started (a synchronous worker runs one at a time: those delivered
+//! behind the running one) go back to the queue in their place, and the
+//! worker is replaced as calls need. A worker that exits (not killed)
+//! before answering any call is one that failed to start: its calls never
+//! ran and go back to the queue. On the asynchronous backend every call
+//! delivered to a dead worker may have run, and fails (unless idempotent). A call
 //! marked [idempotent](CallOptions::idempotent) is sent once more instead
 //! of failing. Workers that keep dying before they answer anything (a bad
 //! `init`, a missing library) trip a breaker after
@@ -90,9 +94,18 @@
 //!   [`Error::Full`].
 //! - [`Pool::shutdown`] drains with a grace period, then kills;
 //!   [`Pool::shutdown_now`] kills at once. Dropping the pool drains.
+//! - The worker's place is freed where its reply is read, whether or not
+//!   its caller has looked yet: callers that await in any order keep the
+//!   workers busy.
 //! - [`Pool::status`] is a snapshot; [`PoolBuilder::on_worker`] reports
 //!   workers coming and going; [`Pool::set_max`] and [`Pool::set_idle`]
 //!   resize a running pool.
+//!
+//! # Server pools
+//!
+//! [`ServerPool`] is for workers that do not answer calls but serve for a
+//! long time: an accept loop on a listener the template was given. See its
+//! module section and `examples/http_server_pool.rs`.
 
 mod builder;
 mod calls;

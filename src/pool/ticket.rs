@@ -3,7 +3,9 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
+#[cfg(feature = "tokio")]
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -17,6 +19,8 @@ use crate::rpc::{Codec, SubmittedCall, UntypedRpc};
 pub(super) struct Terms {
     pub(super) deadline: Option<(Instant, std::time::Duration)>,
     pub(super) idempotent: bool,
+    // Only async calls can be cancelled.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(super) kill_on_cancel: bool,
 }
 
@@ -131,6 +135,7 @@ impl<Req> Ticket<Req> {
     }
 
     /// Async: the stage once the call has left the queue.
+    #[cfg(feature = "tokio")]
     pub(super) fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<Stage> {
         let mut inner = self.lock();
         if matches!(inner.stage, Stage::Queued) {
@@ -238,6 +243,7 @@ impl RoomWaiter {
         }
     }
 
+    #[cfg(feature = "tokio")]
     pub(super) fn poll_granted(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.0 {
