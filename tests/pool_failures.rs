@@ -34,6 +34,16 @@ fn kill(pid: u32) {
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
 }
 
+/// `nap_pid(ms)` through the pool, on a thread of its own.
+fn nap_in_thread(
+    pool: &Pool<u64, u32>,
+    ms: u64,
+    options: CallOptions,
+) -> std::thread::JoinHandle<Result<u32, Error>> {
+    let pool = pool.clone();
+    std::thread::spawn(move || pool.call_blocking_with(ms, options))
+}
+
 /// The pid of the worker running something, once there is one.
 fn busy_worker<
     Req: serde::Serialize + Send + 'static,
@@ -111,23 +121,13 @@ fn a_dead_worker_fails_only_the_call_it_was_running() {
 #[test]
 fn an_idempotent_call_is_sent_once_more_when_its_worker_dies() {
     let pool = Fork::new().unwrap().pool(nap_pid).max(1).build().unwrap();
-    let caller = {
-        let pool = pool.clone();
-        std::thread::spawn(move || {
-            pool.call_blocking_with(500, CallOptions::new().idempotent(true))
-        })
-    };
+    let caller = nap_in_thread(&pool, 500, CallOptions::new().idempotent(true));
     let victim = busy_worker(&pool);
     kill(victim);
     let pid = caller.join().unwrap().expect("sent again");
     assert_ne!(pid, victim);
     // Once only: a second death fails it.
-    let caller = {
-        let pool = pool.clone();
-        std::thread::spawn(move || {
-            pool.call_blocking_with(2000, CallOptions::new().idempotent(true))
-        })
-    };
+    let caller = nap_in_thread(&pool, 2000, CallOptions::new().idempotent(true));
     let first = busy_worker(&pool);
     kill(first);
     std::thread::sleep(Duration::from_millis(300));
@@ -168,21 +168,14 @@ fn a_call_past_its_deadline_kills_its_synchronous_worker_and_spares_the_next() {
         .load(2)
         .build()
         .unwrap();
-    let slow = {
-        let pool = pool.clone();
-        std::thread::spawn(move || {
-            pool.call_blocking_with(
-                10_000,
-                CallOptions::new().timeout(Duration::from_millis(300)),
-            )
-        })
-    };
+    let slow = nap_in_thread(
+        &pool,
+        10_000,
+        CallOptions::new().timeout(Duration::from_millis(300)),
+    );
     let victim = busy_worker(&pool);
     // Sent to the same worker, behind the slow call.
-    let next = {
-        let pool = pool.clone();
-        std::thread::spawn(move || pool.call_blocking(5))
-    };
+    let next = nap_in_thread(&pool, 5, CallOptions::new());
     let started = Instant::now();
     match slow.join().unwrap() {
         Err(Error::Timeout { killed, queued, .. }) => {
@@ -212,10 +205,7 @@ fn a_queued_call_past_its_deadline_leaves_the_queue() {
         .load(1)
         .build()
         .unwrap();
-    let busy = {
-        let pool = pool.clone();
-        std::thread::spawn(move || pool.call_blocking(600))
-    };
+    let busy = nap_in_thread(&pool, 600, CallOptions::new());
     busy_worker(&pool);
     let late = pool.call_blocking_with(1, CallOptions::new().timeout(Duration::from_millis(100)));
     assert!(

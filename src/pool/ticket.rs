@@ -112,26 +112,12 @@ impl<Req> Ticket<Req> {
     /// Blocking: waits until the call has left the queue, at most until
     /// `deadline`; takes the stage it reached (`Queued` on timeout).
     pub(super) fn wait_sent(&self, deadline: Option<Instant>) -> Stage {
-        let mut inner = self.lock();
-        loop {
-            if !matches!(inner.stage, Stage::Queued) {
-                return std::mem::replace(&mut inner.stage, Stage::Taken);
-            }
-            let now = Instant::now();
-            inner = match deadline {
-                Some(d) if d <= now => return Stage::Queued,
-                Some(d) => {
-                    self.changed
-                        .wait_timeout(inner, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => self
-                    .changed
-                    .wait(inner)
-                    .unwrap_or_else(PoisonError::into_inner),
-            };
+        let ready = |inner: &TicketInner<Req>| !matches!(inner.stage, Stage::Queued);
+        let mut inner = wait_until(&self.changed, self.lock(), deadline, ready);
+        if !ready(&inner) {
+            return Stage::Queued;
         }
+        std::mem::replace(&mut inner.stage, Stage::Taken)
     }
 
     /// Async: the stage once the call has left the queue.
@@ -221,26 +207,8 @@ impl RoomWaiter {
 
     /// Blocking: waits for room, at most until `deadline`; whether it came.
     pub(super) fn wait(&self, deadline: Option<Instant>) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if inner.0 {
-                return true;
-            }
-            let now = Instant::now();
-            inner = match deadline {
-                Some(d) if d <= now => return false,
-                Some(d) => {
-                    self.changed
-                        .wait_timeout(inner, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-                None => self
-                    .changed
-                    .wait(inner)
-                    .unwrap_or_else(PoisonError::into_inner),
-            };
-        }
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        wait_until(&self.changed, inner, deadline, |inner| inner.0).0
     }
 
     #[cfg(feature = "tokio")]
@@ -251,5 +219,31 @@ impl RoomWaiter {
         }
         inner.1 = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+/// Waits on `changed` until `ready` says so or `deadline` passes; returns
+/// the guard (look again to tell which).
+fn wait_until<'a, T>(
+    changed: &Condvar,
+    mut guard: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+    ready: impl Fn(&T) -> bool,
+) -> MutexGuard<'a, T> {
+    loop {
+        if ready(&guard) {
+            return guard;
+        }
+        let now = Instant::now();
+        guard = match deadline {
+            Some(d) if d <= now => return guard,
+            Some(d) => {
+                changed
+                    .wait_timeout(guard, d - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => changed.wait(guard).unwrap_or_else(PoisonError::into_inner),
+        };
     }
 }

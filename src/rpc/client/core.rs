@@ -310,6 +310,15 @@ impl Core {
         }
     }
 
+    /// The pid the child said, or an error saying it has not.
+    pub(super) fn said_pid(&self) -> Result<u32, Error> {
+        self.lock()
+            .link
+            .name()
+            .pid
+            .ok_or_else(|| self.no_pid_error())
+    }
+
     /// Blocking: reads (or waits for the reader) until the child's pid is
     /// known, at most until `deadline`.
     pub(super) fn await_pid(&self, deadline: Instant) -> Result<(), Error> {

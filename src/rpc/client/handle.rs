@@ -114,12 +114,7 @@ where
             return Ok(pid);
         }
         self.core.await_pid_or_timeout()?;
-        self.core
-            .lock()
-            .link
-            .name()
-            .pid
-            .ok_or_else(|| self.core.no_pid_error())
+        self.core.said_pid()
     }
 
     /// A handle to the child process (pid, signals, exit status); waits for

@@ -113,12 +113,7 @@ impl RpcWatch {
     /// Waits (blocking, at most until `deadline`) for the child's pid.
     pub(crate) fn await_pid(&self, deadline: Instant) -> Result<u32, Error> {
         self.core.await_pid(deadline)?;
-        self.core
-            .lock()
-            .link
-            .name()
-            .pid
-            .ok_or_else(|| self.core.no_pid_error())
+        self.core.said_pid()
     }
 
     /// The child's process handle, once its pid is known.
