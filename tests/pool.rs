@@ -188,3 +188,66 @@ fn dropping_the_pool_finishes_calls_then_ends_workers() {
         common::state(pid).is_none()
     }));
 }
+
+/// How many calls this worker has run before this one.
+fn count_calls(_: u64) -> u64 {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// One worker taking one call at a time: calls run in the order they were
+/// made, through the queue.
+#[tokio::test(flavor = "current_thread")]
+async fn queued_calls_run_in_the_order_they_were_made() {
+    let pool = Fork::new()
+        .unwrap()
+        .pool(count_calls)
+        .max(1)
+        .load(1)
+        .build()
+        .unwrap();
+    let calls: Vec<_> = (0..50).map(|n| pool.call(n)).collect();
+    assert!(pool.status().queued >= 48, "{:?}", pool.status());
+    // Awaited in reverse: the order they run in is the queue's, not ours.
+    let mut ran = Vec::new();
+    for call in calls.into_iter().rev() {
+        ran.push(call.await.unwrap());
+    }
+    ran.reverse();
+    assert_eq!(ran, (0..50).collect::<Vec<u64>>());
+}
+
+/// Each call goes to the least-loaded worker with room.
+#[test]
+fn calls_go_to_the_least_loaded_worker() {
+    let pool = Fork::new()
+        .unwrap()
+        .pool(nap_pid)
+        .max(2)
+        .idle(2)
+        .load(3)
+        .build()
+        .unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        pool.status()
+            .workers
+            .iter()
+            .filter(|w| w.pid.is_some())
+            .count()
+            == 2
+    }));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = pool.clone();
+            let thread = std::thread::spawn(move || pool.call_blocking(300).unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            thread
+        })
+        .collect();
+    let loads: Vec<usize> = pool.status().workers.iter().map(|w| w.load).collect();
+    assert_eq!(loads, [2, 2], "two each, not three on one");
+    let mut pids: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 2);
+}
