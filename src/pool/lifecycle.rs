@@ -143,6 +143,7 @@ impl<Req> State<Req> {
         config: &Config,
         id: u64,
         status: Option<std::process::ExitStatus>,
+        last_words: Option<String>,
         chores: &mut Chores<Req>,
     ) {
         let Some(index) = self.workers.iter().position(|w| w.id == id) else {
@@ -150,6 +151,10 @@ impl<Req> State<Req> {
         };
         let worker = &mut self.workers[index];
         worker.exited = true;
+        // Its server's own words beat what its exit status says.
+        if let Some(words) = last_words {
+            worker.broken = Some(words);
+        }
         let oom = worker.oom_struck();
         let death = match worker.killed_for {
             Some(KilledFor::Call(_)) => Death::KilledByPool("a call overran its deadline".into()),

@@ -20,6 +20,8 @@ use super::state::Chores;
 
 /// How long a new worker may take to say its pid.
 const PID_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the last frames of an exited worker are read for.
+const LAST_WORDS: Duration = Duration::from_millis(100);
 /// How often workers without a pidfd are looked at.
 const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(50);
 
@@ -51,7 +53,7 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
                 .workers
                 .iter()
                 .filter(|w| !w.exited)
-                .filter_map(|w| w.process.clone().map(|p| (w.id, p)))
+                .filter_map(|w| w.process.clone().map(|p| (w.id, p, w.watch.clone())))
                 .collect();
             let next = match (start_at, tend_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -86,7 +88,7 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
             chores.wake_supervisor = false;
             inner.run_chores(chores);
         }
-        let mut fds: Vec<BorrowedFd<'_>> = watch.iter().filter_map(|(_, p)| p.pidfd()).collect();
+        let mut fds: Vec<BorrowedFd<'_>> = watch.iter().filter_map(|(_, p, _)| p.pidfd()).collect();
         let blind = fds.len() < watch.len();
         fds.push(inner.wake.as_fd());
         let mut timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
@@ -98,14 +100,18 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
             std::thread::sleep(POLL_WITHOUT_PIDFD);
         }
         inner.wake.clear();
-        for (id, process) in &watch {
+        for (id, process, rpc) in &watch {
             let status = match process.try_wait() {
                 Ok(None) => continue,
                 Ok(Some(status)) => Some(status),
                 Err(_) => None,
             };
+            // Why its server gave up, if it did and nobody has read it.
+            let words = rpc.last_words(Instant::now() + LAST_WORDS);
             let mut chores = Chores::default();
-            inner.lock().exited(&inner.config, *id, status, &mut chores);
+            inner
+                .lock()
+                .exited(&inner.config, *id, status, words, &mut chores);
             chores.wake_supervisor = false;
             inner.run_chores(chores);
         }

@@ -33,6 +33,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 #[cfg(feature = "tokio")]
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use super::codec::Codec;
 use super::config::Config;
@@ -53,7 +54,40 @@ use crate::transport::Transport;
 fn fatal(message: String) -> String {
     let _ = write_frame(0, kind::FAILED, message.as_bytes(), Vec::new());
     let _ = flush();
+    // A unix socket closed with unread input (requests the parent sent
+    // ahead) resets the connection, and the parent may then never read the
+    // message above. So: the end of our output, then what the parent sends
+    // is read and dropped until it closes, having read the message (it
+    // does at once), or a second passes.
+    if let Some(writer) = lock_writer().as_ref() {
+        let _ = writer.connection.shutdown_write();
+        discard_until_closed(&writer.connection, Duration::from_secs(1));
+    }
     message
+}
+
+/// Reads and drops what comes on `connection` until its end, or until
+/// `patience` has passed.
+fn discard_until_closed(connection: &Transport, patience: Duration) {
+    let deadline = std::time::Instant::now() + patience;
+    let mut buffer = [0u8; 4096];
+    let mut fds = std::collections::VecDeque::new();
+    loop {
+        match connection.recv(&mut buffer, &mut fds, true) {
+            Ok(0) => return,
+            Ok(_) => fds.clear(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero()
+                    || crate::sys::poll::wait_readable(connection.read_fd(), Some(left)).is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 fn resolve<T: Copy>(

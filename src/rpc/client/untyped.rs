@@ -120,6 +120,21 @@ impl RpcWatch {
     pub(crate) fn process(&self) -> Option<crate::Process> {
         self.core.lock().link.process().cloned()
     }
+
+    /// For a child that has exited: reads what it sent last (at most until
+    /// `deadline`) and returns the message its server gave up with, if it
+    /// did (a failing `init`, an unknown function).
+    pub(crate) fn last_words(&self, deadline: Instant) -> Option<String> {
+        let closed =
+            |state: &super::core::State| matches!(state.phase, super::core::Phase::Closed(_));
+        let _ = self.core.pump_or_wait(Some(deadline), &closed);
+        match &self.core.lock().phase {
+            super::core::Phase::Closed(Some(Error::Server { message, .. })) => {
+                Some(message.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A request sent (or queued) to one child; dropping it cancels the call.
