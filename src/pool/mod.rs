@@ -97,6 +97,12 @@
 //! - The worker's place is freed where its reply is read, whether or not
 //!   its caller has looked yet: callers that await in any order keep the
 //!   workers busy.
+//! - Blocking and async calls mix, with one limit inherited from
+//!   [`Rpc`](crate::rpc::Rpc): a worker that has served async calls is read
+//!   by a driver task of that runtime, so a blocking call to it waits for
+//!   that runtime to run. Make blocking calls from threads outside a
+//!   current-thread runtime only while it runs (a multi-thread runtime
+//!   always does).
 //! - [`Pool::status`] is a snapshot; [`PoolBuilder::on_worker`] reports
 //!   workers coming and going; [`Pool::set_max`] and [`Pool::set_idle`]
 //!   resize a running pool.
