@@ -147,21 +147,27 @@ impl<Req: Serialize> Ticket<Req> {
         function: &str,
     ) -> Result<SubmittedCall, crate::rpc::Error> {
         let mut inner = self.lock();
-        if let Payload::Given(_) = inner.payload {
-            let Payload::Given(request) = std::mem::replace(&mut inner.payload, Payload::Gone)
-            else {
-                unreachable!("checked just above")
-            };
-            let encoded = codec
-                .encode(&request)
-                .map_err(|source| crate::rpc::Error::Codec {
-                    function: function.to_owned(),
-                    source,
-                })?;
-            inner.payload = Payload::Encoded(encoded.bytes, encoded.fds);
-        }
+        // Encoded the first time it is sent, kept for a resend.
+        inner.payload = match std::mem::replace(&mut inner.payload, Payload::Gone) {
+            Payload::Given(request) => {
+                let encoded =
+                    codec
+                        .encode(&request)
+                        .map_err(|source| crate::rpc::Error::Codec {
+                            function: function.to_owned(),
+                            source,
+                        })?;
+                Payload::Encoded(encoded.bytes, encoded.fds)
+            }
+            kept => kept,
+        };
         let Payload::Encoded(bytes, fds) = &inner.payload else {
-            return Err(crate::rpc::Error::NoRuntime);
+            // Its encoding failed before: the call has failed already.
+            return Err(crate::rpc::Error::Io {
+                process: rpc.process_name(),
+                doing: "sending a request that could not be encoded",
+                source: Arc::new(std::io::Error::other("no encoded request")),
+            });
         };
         // The descriptors go with the request; copies stay for a resend.
         let copies = fds
