@@ -20,6 +20,7 @@ mod median;
 mod memory;
 mod perl;
 mod pool_bench;
+mod pool_tour;
 mod raw_socket;
 mod rpc_bench;
 mod rpc_tour;
@@ -148,7 +149,7 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
         None => {
             tour::run()?;
             println!(
-                "11. How fast: anyfork bench --quick (`anyfork bench` is the full version, about 3 minutes)\n"
+                "12. How fast: anyfork bench --quick (`anyfork bench` is the full version, about 3 minutes)\n"
             );
             let flags = BenchFlags {
                 quick: true,

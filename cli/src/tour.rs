@@ -30,6 +30,11 @@ pub enum TourError {
         scenario: &'static str,
         source: anyfork::rpc::Error,
     },
+    #[error("{scenario}")]
+    Pool {
+        scenario: &'static str,
+        source: anyfork::pool::Error,
+    },
     #[error("{scenario}: {what}")]
     Unexpected {
         scenario: &'static str,
@@ -344,7 +349,7 @@ fn processes_and_errors() -> Result<(), TourError> {
 /// Runs every scenario.
 pub fn run() -> Result<(), TourError> {
     println!(
-        "anyfork tour: the scenarios of the AnyEvent::Fork and AnyEvent::Fork::RPC manuals, in Rust"
+        "anyfork tour: the scenarios of the AnyEvent::Fork, AnyEvent::Fork::RPC and AnyEvent::Fork::Pool manuals, in Rust"
     );
     single_worker()?;
     shared_template()?;
@@ -354,6 +359,7 @@ pub fn run() -> Result<(), TourError> {
     template_here()?;
     processes_and_errors()?;
     crate::rpc_tour::run()?;
+    crate::pool_tour::run()?;
     println!();
     Ok(())
 }

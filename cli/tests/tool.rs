@@ -36,6 +36,11 @@ fn new_exec_in_the_anyfork_binary() {
         "a pipe returned as a result: \"read by the parent from the child's pipe\"",
         "did not answer within 50ms",
         "killed by signal 9",
+        // The pool part: retired workers replaced, a dead worker's
+        // queued calls answered.
+        "sum of squares 20540, served by",
+        "was killed by signal 9 (SIGKILL)",
+        "the 3 calls queued behind it: answered by its replacement",
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }

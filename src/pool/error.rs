@@ -130,17 +130,52 @@ impl fmt::Display for Death {
                 write!(f, "exited with status {code} (panicked)")
             }
             Death::Exited(code) => write!(f, "exited with status {code}"),
-            Death::Signal(signal) => {
-                let name = crate::Signal::from_raw(*signal).map(|s| format!(" ({s:?})"));
-                write!(
-                    f,
-                    "was killed by signal {signal}{}",
-                    name.unwrap_or_default()
-                )
-            }
+            Death::Signal(signal) => match signal_name(*signal) {
+                Some(name) => write!(f, "was killed by signal {signal} ({name})"),
+                None => write!(f, "was killed by signal {signal}"),
+            },
             Death::OutOfMemory => write!(f, "was killed by the kernel's OOM killer"),
             Death::KilledByPool(why) => write!(f, "was killed by the pool: {why}"),
             Death::Unknown => write!(f, "ended"),
         }
+    }
+}
+
+/// The usual name of a signal that kills.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Death;
+
+    #[test]
+    fn deaths_read_well() {
+        assert_eq!(
+            Death::Signal(9).to_string(),
+            "was killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(Death::Signal(60).to_string(), "was killed by signal 60");
+        assert_eq!(Death::Exited(3).to_string(), "exited with status 3");
+        assert_eq!(
+            Death::OutOfMemory.to_string(),
+            "was killed by the kernel's OOM killer"
+        );
     }
 }
