@@ -12,8 +12,8 @@ use super::error::Error;
 use super::inner::Inner;
 use super::outcome::Verdict;
 use super::state::{Chores, KilledFor};
-use super::ticket::{RoomWaiter, Stage, Terms, Ticket};
-use crate::rpc::{Settled, SubmittedCall, UntypedRpc};
+use super::ticket::{RoomWaiter, Sent, Stage, Terms, Ticket};
+use crate::rpc::{Settled, UntypedRpc};
 
 /// How one call goes through the pool: see [`Pool::call_with`](super::Pool::call_with).
 ///
@@ -69,15 +69,6 @@ impl CallOptions {
             kill_on_cancel: self.kill_on_cancel,
         }
     }
-}
-
-/// A call on its worker, as its caller holds it.
-pub(super) struct Sent {
-    worker: u64,
-    rpc: Arc<UntypedRpc>,
-    call: SubmittedCall,
-    /// Whether its place on the worker was freed (see [`Inner::free_place`]).
-    place: Arc<AtomicBool>,
 }
 
 /// Where a new call went.
@@ -253,27 +244,16 @@ where
             }
             Stage::Failed(error) => return Err(error),
             Stage::Taken => return Err(Error::Call(Box::new(crate::rpc::Error::NoRuntime))),
-            Stage::Sent {
-                worker,
-                rpc,
-                call,
-                place,
-            } => {
-                let Some(outcome) = call.wait_until(deadline) else {
+            Stage::Sent(sent) => {
+                let Some(outcome) = sent.call.wait_until(deadline) else {
                     let why = format!("a call overran its deadline of {timeout:?}");
                     let kill = inner.config.kill_on_timeout;
-                    let sent = Sent {
-                        worker,
-                        rpc,
-                        call,
-                        place,
-                    };
                     let killed = inner.give_up(sent, &ticket, kill, &why);
                     return Err(inner.timeout_error(timeout, false, killed));
                 };
-                match inner.settle(worker, &place, &ticket, outcome) {
+                match inner.settle(sent.worker, &sent.place, &ticket, outcome) {
                     Verdict::Reply(bytes, fds) => {
-                        return decode(&rpc, &inner.config.function, bytes, fds);
+                        return decode(&sent.rpc, &inner.config.function, bytes, fds);
                     }
                     Verdict::Fail(error) => return Err(error),
                     Verdict::Requeue => {}
@@ -378,19 +358,7 @@ impl<Req: Serialize + Send + 'static> CallGuard<Req> {
                     return Err(Error::Call(Box::new(crate::rpc::Error::NoRuntime)));
                 }
                 Stage::Failed(error) => return Err(error),
-                Stage::Sent {
-                    worker,
-                    rpc,
-                    call,
-                    place,
-                } => {
-                    self.sent = Some(Sent {
-                        worker,
-                        rpc,
-                        call,
-                        place,
-                    });
-                }
+                Stage::Sent(sent) => self.sent = Some(sent),
             }
             let Some(sent) = self.sent.as_mut() else {
                 continue;
@@ -454,19 +422,7 @@ impl<Req: Serialize + Send + 'static> Drop for CallGuard<Req> {
         // meanwhile is in the ticket: cancel it there.
         if !self.inner.withdraw(&self.ticket) {
             let stage = std::mem::replace(&mut self.ticket.lock().stage, Stage::Taken);
-            if let Stage::Sent {
-                worker,
-                rpc,
-                call,
-                place,
-            } = stage
-            {
-                let sent = Sent {
-                    worker,
-                    rpc,
-                    call,
-                    place,
-                };
+            if let Stage::Sent(sent) = stage {
                 self.inner
                     .give_up(sent, &self.ticket, kill, "its call was cancelled");
             }

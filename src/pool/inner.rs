@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::config::Config;
 use super::state::{Chores, State};
 use super::status::WorkerEvent;
-use super::ticket::Stage;
+use super::ticket::{Sent, Stage};
 use crate::rpc::{Settled, SettledHook, UntypedRpc};
 use crate::sys::wake::Wake;
 
@@ -90,12 +90,12 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
                         });
                         // Already settled: its caller frees the place.
                         drop(call.on_settled(hook));
-                        assignment.ticket.advance(Stage::Sent {
+                        assignment.ticket.advance(Stage::Sent(Sent {
                             worker,
                             rpc: assignment.rpc,
                             call,
                             place,
-                        });
+                        }));
                     }
                     Err(error) => {
                         // A closed worker, or a request that cannot be

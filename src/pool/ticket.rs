@@ -32,19 +32,23 @@ pub(super) enum Payload<Req> {
     Gone,
 }
 
+/// A call on its worker, as its caller holds it.
+pub(super) struct Sent {
+    pub(super) worker: u64,
+    pub(super) rpc: Arc<UntypedRpc>,
+    pub(super) call: SubmittedCall,
+    /// Set by whoever frees the call's place on its worker first: the
+    /// reader that read its result, or its caller (see
+    /// [`Inner::free_place`](super::inner::Inner::free_place)).
+    pub(super) place: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Where a call stands.
 pub(super) enum Stage {
     /// In the pool's queue (or not yet placed).
     Queued,
-    /// Sent to worker `worker`.
-    Sent {
-        worker: u64,
-        rpc: Arc<UntypedRpc>,
-        call: SubmittedCall,
-        /// Set by whoever frees the call's place on its worker first: the
-        /// reader that read its result, or its caller.
-        place: Arc<std::sync::atomic::AtomicBool>,
-    },
+    /// Sent to a worker.
+    Sent(Sent),
     /// Failed before reaching a worker.
     Failed(Error),
     /// The caller took what was here.
