@@ -68,15 +68,11 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
                 more.wake_supervisor = true;
             }
             for assignment in chores.assign.drain(..) {
-                let codec = self.lock().codec;
-                let Some(codec) = codec else {
-                    // Unreachable: a worker exists, so its codec is known.
-                    continue;
-                };
-                match assignment
-                    .ticket
-                    .send(&assignment.rpc, codec, &self.config.function)
-                {
+                match assignment.ticket.send(
+                    &assignment.rpc,
+                    assignment.codec,
+                    &self.config.function,
+                ) {
                     Ok(call) => {
                         // The worker's place is freed where the result is
                         // read, whether or not its caller looks yet.

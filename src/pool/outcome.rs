@@ -62,11 +62,13 @@ impl<Req> State<Req> {
         }
         match place {
             Some((settled, rss)) => self.free_place(config, worker_id, settled, rss, chores),
-            // Requeued: a place may be free for it, or a worker to start.
-            None => {
+            // The reader freed the place (and handed it on) already; a
+            // call back in the queue may find another, or need a worker.
+            None if matches!(verdict, Verdict::Requeue) => {
                 self.assign(config, chores);
                 self.plan(config, chores);
             }
+            None => {}
         }
         self.forget_if_done(worker_id, chores);
         verdict

@@ -141,6 +141,8 @@ pub(super) struct Assignment<Req> {
     pub(super) ticket: Arc<Ticket<Req>>,
     pub(super) worker: u64,
     pub(super) rpc: Arc<UntypedRpc>,
+    /// The workers' codec, to encode the request with.
+    pub(super) codec: Codec,
 }
 
 /// Work decided under the lock, done after it.
@@ -279,6 +281,10 @@ impl<Req> State<Req> {
     /// Hands queued calls to workers with room, oldest first; gives the
     /// places they leave to callers waiting for room.
     pub(super) fn assign(&mut self, config: &Config, chores: &mut Chores<Req>) {
+        // Known once a worker has started, which any pick needs.
+        let Some(codec) = self.codec else {
+            return;
+        };
         while !self.queue.is_empty() {
             let Some(index) = self.pick(config.load) else {
                 break;
@@ -297,6 +303,7 @@ impl<Req> State<Req> {
                 ticket,
                 worker: worker.id,
                 rpc,
+                codec,
             });
             self.give_room(config);
         }
