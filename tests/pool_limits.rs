@@ -267,3 +267,30 @@ fn descriptors_go_through_the_pool() {
         );
     }
 }
+
+/// Counts the pairs it is given; answers with its pid.
+fn count_pairs(pairs: std::collections::HashMap<(u8, u8), u8>) -> (u32, usize) {
+    (std::process::id(), pairs.len())
+}
+
+/// A request the codec cannot encode fails that call only: its worker
+/// goes on serving.
+#[test]
+fn a_request_that_cannot_be_encoded_fails_alone() {
+    let pool = Fork::new()
+        .unwrap()
+        .pool(count_pairs)
+        .max(1)
+        .rpc(|rpc| rpc.codec(anyfork::rpc::Codec::Json))
+        .build()
+        .unwrap();
+    let (pid, _) = pool.call_blocking(HashMap::new()).unwrap();
+    // JSON maps need string keys.
+    let unencodable = HashMap::from([((1, 2), 3)]);
+    match pool.call_blocking(unencodable) {
+        Err(Error::Call(e)) => assert!(matches!(*e, anyfork::rpc::Error::Codec { .. }), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pool.call_blocking(HashMap::new()).unwrap(), (pid, 0));
+    assert_eq!(pool.status().totals.restarts, 0);
+}

@@ -95,13 +95,16 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
                     }
                     Err(error) => {
                         // A closed worker, or a request that cannot be
-                        // encoded: settled as if sent and failed.
+                        // encoded (the worker is fine): settled as if sent
+                        // and failed.
+                        let outcome = Err(error);
+                        let settled = Settled::of(&outcome);
                         let verdict = self.lock().settle(
                             &self.config,
                             assignment.worker,
                             &assignment.ticket,
-                            Err(error),
-                            Some((Settled::ConnectionFailed, None)),
+                            outcome,
+                            Some((settled, None)),
                             &mut more,
                         );
                         if let super::outcome::Verdict::Fail(error) = verdict {
