@@ -164,7 +164,9 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
             }
             if let Some(inner) = inner.upgrade() {
                 let mut chores = Chores::default();
-                inner.lock().retire(id, &mut chores);
+                inner
+                    .lock()
+                    .recycle(id, super::status::StopReason::Retired, &mut chores);
                 // The supervisor starts the replacement: this runs where
                 // the worker's replies are read.
                 if chores.wake_supervisor {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use super::config::Config;
 use super::error::{Death, Error};
 use super::state::{Chores, KilledFor, Leaving, State, Worker};
+use super::status::StopReason;
 use crate::rpc::UntypedRpc;
 
 /// A worker that dies within this of its start, having answered nothing,
@@ -130,9 +131,7 @@ impl<Req> State<Req> {
         worker.leaving.get_or_insert(Leaving::Dead);
         worker.exited = true;
         let cause = worker.broken.clone().unwrap_or(cause);
-        if let Some(rpc) = worker.rpc.take() {
-            chores.release.push(rpc);
-        }
+        worker.release(chores);
         self.forget_if_done(id, chores);
         self.note_crash(config, cause, chores);
     }
@@ -163,12 +162,10 @@ impl<Req> State<Req> {
         worker.death.get_or_insert(death.clone());
         let planned = matches!(
             worker.leaving,
-            Some(Leaving::Retired | Leaving::Recycled(_) | Leaving::Idle | Leaving::Shutdown)
+            Some(Leaving::Recycled(_) | Leaving::Idle | Leaving::Shutdown)
         ) || worker.killed_for.is_some();
         worker.leaving.get_or_insert(Leaving::Dead);
-        if let Some(rpc) = worker.rpc.take() {
-            chores.release.push(rpc);
-        }
+        worker.release(chores);
         // Died young, before answering anything (or its server said it
         // could not serve): a start that failed. A worker killed from
         // outside after it had run a while is not counted.
@@ -186,31 +183,31 @@ impl<Req> State<Req> {
         self.plan(config, chores);
     }
 
-    /// Worker `id` asked to retire.
-    pub(super) fn retire(&mut self, id: u64, chores: &mut Chores<Req>) {
-        if let Some(worker) = self.worker(id) {
-            if worker.leaving.is_none() {
-                worker.leaving = Some(Leaving::Retired);
-                self.replace_now += 1;
-                self.totals.recycles += 1;
-                chores.wake_supervisor = true;
-            }
+    /// Recycles worker `id` (unless it is leaving already): it takes no
+    /// new calls, and its replacement starts at once.
+    pub(super) fn recycle(&mut self, id: u64, reason: StopReason, chores: &mut Chores<Req>) {
+        let Some(index) = self.workers.iter().position(|w| w.id == id) else {
+            return;
+        };
+        if self.let_go(index, Leaving::Recycled(reason), chores) {
+            self.replace_now += 1;
+            self.totals.recycles += 1;
+            chores.wake_supervisor = true;
         }
     }
 
-    /// Marks a worker leaving; lets it go at once if it is idle.
-    pub(super) fn let_go(&mut self, index: usize, why: Leaving, chores: &mut Chores<Req>) {
+    /// Marks a worker leaving, unless it is already; lets it go at once if
+    /// it is idle. Returns whether it was marked.
+    pub(super) fn let_go(&mut self, index: usize, why: Leaving, chores: &mut Chores<Req>) -> bool {
         let worker = &mut self.workers[index];
         if worker.leaving.is_some() {
-            return;
+            return false;
         }
         worker.leaving = Some(why);
         if worker.load == 0 {
-            if let Some(rpc) = worker.rpc.take() {
-                worker.released_at = Some(Instant::now());
-                chores.release.push(rpc);
-            }
+            worker.release(chores);
         }
+        true
     }
 
     /// The supervisor's timed duties: stopping an idle worker above `idle`
@@ -273,9 +270,8 @@ impl<Req> State<Req> {
                 }
                 let due = worker.started_at + max_age;
                 if due <= now {
-                    self.let_go(index, Leaving::Recycled("max_age"), chores);
-                    self.replace_now += 1;
-                    self.totals.recycles += 1;
+                    let id = worker.id;
+                    self.recycle(id, StopReason::MaxAge, chores);
                 } else {
                     sooner(due);
                 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::config::Config;
 use super::error::{Death, Error};
 use super::state::{Chores, KilledFor, Leaving, State};
+use super::status::StopReason;
 use super::ticket::Ticket;
 use crate::rpc::{Error as RpcError, Settled};
 
@@ -98,17 +99,15 @@ impl<Req> State<Req> {
                     worker.leaving.get_or_insert(Leaving::Dead);
                 }
             }
-            let recycle = if worker.max_calls.is_some_and(|m| worker.served >= m) {
-                Some("max_calls")
+            let limit = if worker.max_calls.is_some_and(|m| worker.served >= m) {
+                Some(StopReason::MaxCalls)
             } else if config.max_rss.zip(rss).is_some_and(|(max, rss)| rss > max) {
-                Some("max_rss")
+                Some(StopReason::MaxRss)
             } else {
                 None
             };
-            if let (Some(why), None) = (recycle, &worker.leaving) {
-                worker.leaving = Some(Leaving::Recycled(why));
-                self.replace_now += 1;
-                self.totals.recycles += 1;
+            if let Some(reason) = limit {
+                self.recycle(worker_id, reason, chores);
             }
         }
         self.unload(worker_id, chores);
@@ -150,11 +149,7 @@ impl<Req> State<Req> {
         }
         worker.idle_since = Instant::now();
         if worker.leaving.is_some() {
-            if let Some(rpc) = worker.rpc.take() {
-                worker.released_at = Some(Instant::now());
-                chores.release.push(rpc);
-                chores.wake_supervisor = true;
-            }
+            worker.release(chores);
         }
         self.forget_if_done(worker_id, chores);
     }

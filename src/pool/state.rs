@@ -17,10 +17,9 @@ use crate::rpc::{Codec, UntypedRpc};
 /// Why a worker takes no new calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Leaving {
-    /// It called [`retire`](super::retire).
-    Retired,
-    /// The pool recycles it (`max_calls`, `max_rss`, `max_age`): why.
-    Recycled(&'static str),
+    /// It is recycled: it called [`retire`](super::retire), or reached
+    /// `max_calls`, `max_rss` or `max_age`. Its replacement starts at once.
+    Recycled(StopReason),
     /// It was idle above `idle` for `stop`.
     Idle,
     /// The pool is shutting down, or was resized below it.
@@ -78,6 +77,15 @@ pub(super) struct Worker {
 }
 
 impl Worker {
+    /// Lets the child go (it finishes and exits), once; the supervisor is
+    /// woken to see that it does within the stop grace.
+    pub(super) fn release<Req>(&mut self, chores: &mut Chores<Req>) {
+        if let Some(rpc) = self.rpc.take() {
+            self.released_at = Some(Instant::now());
+            chores.release.push(rpc);
+            chores.wake_supervisor = true;
+        }
+    }
     /// The event for a worker that has ended.
     pub(super) fn stopped_event(&self) -> WorkerEvent {
         let reason = match (&self.killed_for, &self.leaving) {
@@ -85,10 +93,7 @@ impl Worker {
             (Some(KilledFor::Shutdown), _) | (_, Some(Leaving::Shutdown)) => {
                 Some(StopReason::Shutdown)
             }
-            (_, Some(Leaving::Retired)) => Some(StopReason::Retired),
-            (_, Some(Leaving::Recycled("max_calls"))) => Some(StopReason::MaxCalls),
-            (_, Some(Leaving::Recycled("max_rss"))) => Some(StopReason::MaxRss),
-            (_, Some(Leaving::Recycled(_))) => Some(StopReason::MaxAge),
+            (_, Some(Leaving::Recycled(reason))) => Some(*reason),
             (_, Some(Leaving::Idle)) => Some(StopReason::Idle),
             _ => None,
         };
