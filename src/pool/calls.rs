@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::error::Error;
+use super::error::{Death, Error};
 use super::inner::Inner;
 use super::outcome::Verdict;
 use super::state::{Chores, KilledFor};
@@ -188,6 +188,7 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
         if kill && self.config.sequential && rpc.is_running(call.id()) {
             if let Some(w) = self.lock().worker(worker) {
                 w.killed_for = Some(KilledFor::Call(ticket.seq));
+                w.death = Some(Death::KilledByPool(why.into()));
             }
             killed = rpc.known_pid().or(Some(0));
             if let Err(e) = rpc.kill(why.to_owned()) {

@@ -154,12 +154,12 @@ impl<Req> State<Req> {
         if let Some(words) = last_words {
             worker.broken = Some(words);
         }
-        let oom = worker.oom_struck();
-        let death = match worker.killed_for {
-            Some(KilledFor::Call(_)) => Death::KilledByPool("a call overran its deadline".into()),
-            _ => Death::from_status(status, oom),
+        // Killed by the pool for a call, it says why (set at the kill).
+        let death = match &worker.death {
+            Some(death) => death.clone(),
+            None => Death::from_status(status, worker.oom_struck()),
         };
-        worker.death.get_or_insert(death.clone());
+        worker.death = Some(death.clone());
         let planned = matches!(
             worker.leaving,
             Some(Leaving::Recycled(_) | Leaving::Idle | Leaving::Shutdown)
