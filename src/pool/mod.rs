@@ -117,6 +117,7 @@ mod builder;
 mod calls;
 mod config;
 mod error;
+mod exits;
 mod handle;
 mod inner;
 mod lifecycle;

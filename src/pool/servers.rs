@@ -14,11 +14,11 @@
 //! grace is killed. (Watch the socket beside the listener, with `poll`,
 //! as the HTTP example does.)
 
-use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::exits::{POLL_WITHOUT_PIDFD, wait_for_exits};
 use crate::registry::{FunctionRef, IntoRun};
 use crate::sys::wake::Wake;
 use crate::{Fork, Process};
@@ -299,20 +299,14 @@ impl ServerInner {
                 .iter()
                 .map(|w| w.process.clone())
                 .collect();
-            let mut fds: Vec<BorrowedFd<'_>> = watch.iter().filter_map(Process::pidfd).collect();
-            let blind = fds.len() < watch.len();
-            fds.push(self.wake.as_fd());
-            let mut timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
-            if blind || start > 0 {
-                timeout = Some(timeout.map_or(Duration::from_millis(50), |t| {
-                    t.min(Duration::from_millis(50))
-                }));
-            }
-            if let Err(e) = crate::sys::poll::wait_readable_any(&fds, timeout) {
-                tracing::error!("anyfork server pool: cannot wait: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            self.wake.clear();
+            // After starts, look again soon: one that failed set a pause.
+            let until = if start > 0 {
+                let soon = Instant::now() + POLL_WITHOUT_PIDFD;
+                Some(next.map_or(soon, |n| n.min(soon)))
+            } else {
+                next
+            };
+            wait_for_exits(&watch.iter().collect::<Vec<_>>(), &self.wake, until);
             for process in &watch {
                 if let Ok(Some(status)) = process.try_wait() {
                     self.exited(process.id(), Some(status));

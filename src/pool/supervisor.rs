@@ -9,12 +9,12 @@
 //! costs. The supervisor sleeps until a worker exits, a deadline of its
 //! own comes, or a caller wakes it.
 
-use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::exits::wait_for_exits;
 use super::inner::Inner;
 use super::state::Chores;
 
@@ -22,8 +22,6 @@ use super::state::Chores;
 const PID_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last frames of an exited worker are read for.
 const LAST_WORDS: Duration = Duration::from_millis(100);
-/// How often workers without a pidfd are looked at.
-const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(50);
 
 /// Starts the supervisor of `inner`.
 pub(super) fn spawn<Req: Serialize + Send + 'static>(
@@ -88,18 +86,8 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
             chores.wake_supervisor = false;
             inner.run_chores(chores);
         }
-        let mut fds: Vec<BorrowedFd<'_>> = watch.iter().filter_map(|(_, p, _)| p.pidfd()).collect();
-        let blind = fds.len() < watch.len();
-        fds.push(inner.wake.as_fd());
-        let mut timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
-        if blind {
-            timeout = Some(timeout.map_or(POLL_WITHOUT_PIDFD, |t| t.min(POLL_WITHOUT_PIDFD)));
-        }
-        if let Err(e) = crate::sys::poll::wait_readable_any(&fds, timeout) {
-            tracing::error!("anyfork pool: the supervisor cannot wait: {e}");
-            std::thread::sleep(POLL_WITHOUT_PIDFD);
-        }
-        inner.wake.clear();
+        let processes: Vec<&crate::Process> = watch.iter().map(|(_, p, _)| p).collect();
+        wait_for_exits(&processes, &inner.wake, next);
         for (id, process, rpc) in &watch {
             let status = match process.try_wait() {
                 Ok(None) => continue,
