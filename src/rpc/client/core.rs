@@ -70,6 +70,21 @@ pub(super) struct State {
     pub(super) write_shut: bool,
 }
 
+impl State {
+    /// For a child that runs calls one at a time in order: the call it is
+    /// running, as (stream position past its request, id): the oldest
+    /// delivered call without a reply, cancelled or not.
+    pub(super) fn running_call(&mut self) -> Option<(u64, u32)> {
+        let sent = self.link.outbox().sent_total();
+        self.pending
+            .iter()
+            .map(|(id, (_, end))| (*end, *id))
+            .chain(self.cancelled.iter().map(|(id, end)| (*end, *id)))
+            .filter(|(end, _)| *end <= sent)
+            .min()
+    }
+}
+
 pub(super) struct Core {
     pub(super) state: Mutex<State>,
     /// Wakes blocking waiters: a reply arrived, or the reader role is free.

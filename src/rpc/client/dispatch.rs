@@ -290,13 +290,19 @@ impl Core {
                 transport.shutdown_both();
             }
             self.connection.shutdown_both();
+            let running = self
+                .sequential
+                .then(|| state.running_call())
+                .flatten()
+                .map(|(end, _)| end);
+            state.cancelled.clear();
             (
                 std::mem::take(&mut state.pending),
-                std::mem::take(&mut state.cancelled),
                 state.link.outbox().sent_total(),
+                running,
             )
         };
-        let (pending, cancelled, sent) = pending;
+        let (pending, sent, running) = pending;
         let failure = error.clone().unwrap_or_else(|| Error::Ended {
             function: self.function.clone(),
             process: self.process_name(),
@@ -306,7 +312,6 @@ impl Core {
             started: None,
         });
         let told = !pending.is_empty();
-        let running = running_end(&pending, &cancelled, sent, self.sequential);
         let mut items: Vec<Item> = pending
             .into_values()
             .map(|(slot, end)| {
@@ -334,24 +339,4 @@ impl Core {
         #[cfg(feature = "tokio")]
         self.driver_wake.notify_one();
     }
-}
-
-/// For a child that runs calls one at a time in order: the stream position
-/// of the call it was running (the oldest delivered call without a reply,
-/// cancelled or not); `None` for a child that runs them concurrently.
-fn running_end(
-    pending: &std::collections::HashMap<u32, (Arc<crate::rpc::delivery::Slot>, u64)>,
-    cancelled: &std::collections::HashMap<u32, u64>,
-    sent: u64,
-    sequential: bool,
-) -> Option<u64> {
-    if !sequential {
-        return None;
-    }
-    pending
-        .values()
-        .map(|(_, end)| *end)
-        .chain(cancelled.values().copied())
-        .filter(|end| *end <= sent)
-        .min()
 }

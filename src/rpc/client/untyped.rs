@@ -90,15 +90,7 @@ impl UntypedRpc {
         if !self.core.sequential {
             return false;
         }
-        let mut state = self.core.lock();
-        let sent = state.link.outbox().sent_total();
-        let oldest = state
-            .pending
-            .iter()
-            .map(|(id, (_, end))| (*end, *id))
-            .chain(state.cancelled.iter().map(|(id, end)| (*end, *id)))
-            .filter(|(end, _)| *end <= sent)
-            .min();
+        let oldest = self.core.lock().running_call();
         oldest.is_some_and(|(_, oldest)| oldest == id)
     }
 }
