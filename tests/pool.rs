@@ -174,8 +174,16 @@ fn dropping_the_pool_finishes_calls_then_ends_workers() {
         let pool = pool.clone();
         std::thread::spawn(move || pool.call_blocking(200))
     };
-    std::thread::sleep(Duration::from_millis(50));
-    let pid = pool.status().workers[0].pid.unwrap();
+    // The call running on its worker, whose pid is known.
+    let busy = || {
+        pool.status()
+            .workers
+            .iter()
+            .find(|w| w.load == 1)
+            .and_then(|w| w.pid)
+    };
+    assert!(common::wait_until(Duration::from_secs(5), || busy().is_some()));
+    let pid = busy().unwrap();
     drop(pool);
     let answered = caller.join().unwrap().unwrap();
     assert_eq!(answered, pid);

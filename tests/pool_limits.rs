@@ -233,11 +233,18 @@ fn immediate_shutdown_fails_running_and_queued_calls() {
             std::thread::spawn(move || pool.call_blocking(10_000))
         })
         .collect();
-    assert!(common::wait_until(Duration::from_secs(5), || pool
-        .status()
-        .queued
-        == 2));
-    let pid = pool.status().workers[0].pid.unwrap();
+    // One running on the worker (started, pid known), two queued.
+    let running = || {
+        let status = pool.status();
+        let busy = status
+            .workers
+            .iter()
+            .find(|w| w.load == 1)
+            .and_then(|w| w.pid);
+        busy.filter(|_| status.queued == 2)
+    };
+    assert!(common::wait_until(Duration::from_secs(5), || running().is_some()));
+    let pid = running().unwrap();
     let started = Instant::now();
     pool.shutdown_now();
     assert!(started.elapsed() < Duration::from_secs(3));
