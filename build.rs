@@ -26,6 +26,10 @@
 include!("build/static_unwinder.rs");
 
 fn main() {
+    // The target triple, for the handshake of remote connections.
+    if let Ok(target) = env::var("TARGET") {
+        println!("cargo::rustc-env=ANYFORK_TARGET={target}");
+    }
     let Some(dir) = static_unwinder_dir() else {
         return;
     };

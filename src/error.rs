@@ -37,6 +37,9 @@ pub enum Origin {
     /// At the other end of a pair of byte streams
     /// ([`Fork::new_from_streams`](crate::Fork::new_from_streams)).
     Streams,
+    /// On another machine, over a [`Remote`](crate::remote::Remote)
+    /// connection (a fresh serving process there, or a fork of one).
+    Remote,
 }
 
 impl fmt::Display for ProcessName {
@@ -53,6 +56,7 @@ impl fmt::Display for ProcessName {
             Origin::Here => f.write_str(" (Template::here)"),
             Origin::FromFh => f.write_str(" (received with new_from_fh)"),
             Origin::Streams => f.write_str(" (at the other end of a pair of streams)"),
+            Origin::Remote => f.write_str(" (on another machine)"),
         }
     }
 }
@@ -267,6 +271,15 @@ pub enum Error {
     NotLocal {
         /// The process.
         process: ProcessName,
+    },
+    /// The process runs on another machine, where no descriptor of this
+    /// one can go.
+    #[error("{process}: {what} cannot pass a file descriptor to another machine")]
+    NoDescriptors {
+        /// The process.
+        process: ProcessName,
+        /// The call.
+        what: &'static str,
     },
     /// The call needs a unix socket (to pass descriptors, or to hand one to
     /// the caller), and the process talks over a pair of byte streams.

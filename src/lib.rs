@@ -312,6 +312,7 @@ mod proto;
 pub mod protocol {}
 mod reaper;
 mod registry;
+pub mod remote;
 pub mod rpc;
 mod sealed;
 mod serve;

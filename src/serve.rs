@@ -44,9 +44,36 @@ extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_c
     } else {
         None
     };
+    let argument = if cfg!(target_env = "gnu") && argc > 1 && !argv.is_null() {
+        // SAFETY: as above: `argv[1]` exists since `argc > 1`.
+        let second = unsafe { *argv.add(1) };
+        // SAFETY: as above; checked for null first.
+        (!second.is_null()).then(|| unsafe { CStr::from_ptr(second) }.to_bytes().to_vec())
+    } else if cfg!(target_env = "gnu") {
+        None
+    } else {
+        second_argument()
+    };
+    if let Some(value) = argument
+        .as_deref()
+        .and_then(|a| a.strip_prefix(SERVE_ARGUMENT))
+    {
+        serve_marked(parse_marker(value), program);
+    }
     // SAFETY: the loader runs `.init_array` functions before `main`, with
     // one thread and nothing else touching the environment.
     unsafe { serve_if_marked(program) };
+}
+
+/// What a first argument starts with to ask for serve mode (ssh drops the
+/// environment; see [`crate::remote::serve_arg`]).
+const SERVE_ARGUMENT: &[u8] = b"--anyfork-serve=";
+
+/// The program's first argument, from `/proc/self/cmdline` (where the C
+/// library does not hand `argv` to `.init_array` functions).
+fn second_argument() -> Option<Vec<u8>> {
+    let cmdline = std::fs::read("/proc/self/cmdline").ok()?;
+    cmdline.split(|&b| b == 0).nth(1).map(<[u8]>::to_vec)
 }
 
 /// Enters serve mode if this process was started as a serving process;
@@ -69,6 +96,12 @@ extern "C" fn serve_before_main(argc: libc::c_int, argv: *const *const libc::c_c
 /// during the call, as for [`std::env::remove_var`]: call it before the
 /// program starts any thread.
 pub unsafe fn init() {
+    if let Some(value) = second_argument()
+        .as_deref()
+        .and_then(|a| a.strip_prefix(SERVE_ARGUMENT))
+    {
+        serve_marked(parse_marker(value), None);
+    }
     // SAFETY: the caller guarantees what serve_if_marked needs.
     unsafe { serve_if_marked(None) };
 }
@@ -112,6 +145,9 @@ enum MarkedConnection {
     Socket(i32),
     /// stdin and stdout.
     Stdio,
+    /// stdin and stdout, to a parent on another machine: the relay of a
+    /// [remote](crate::remote) connection.
+    Mux,
 }
 
 type Marker = Result<(MarkedConnection, Result<(), String>), String>;
@@ -121,11 +157,13 @@ type Marker = Result<(MarkedConnection, Result<(), String>), String>;
 /// version is wrong can still be answered on that connection).
 fn parse_marker(value: &[u8]) -> Marker {
     let text = std::str::from_utf8(value).map_err(|_| "marker is not UTF-8".to_owned())?;
-    let (fd, version) = text
-        .split_once(':')
-        .ok_or_else(|| format!("marker {text:?} is not FD:VERSION or stdio:VERSION"))?;
+    let (fd, version) = text.split_once(':').ok_or_else(|| {
+        format!("marker {text:?} is not FD:VERSION, stdio:VERSION or mux:VERSION")
+    })?;
     let connection = if fd == "stdio" {
         MarkedConnection::Stdio
+    } else if fd == "mux" {
+        MarkedConnection::Mux
     } else {
         let fd: i32 = fd
             .parse()
@@ -174,6 +212,23 @@ fn serve_marked(marker: Marker, program: Option<&CStr>) -> ! {
             let _ = fds::close_all_except(fd);
             let _ = fds::set_cloexec(&control);
             Transport::Socket(control)
+        }
+        MarkedConnection::Mux => {
+            if let Err(why) = version {
+                give_up_early(&format!("bad serve marker: {why}"));
+            }
+            let _ = fds::close_range(3, i32::MAX);
+            let streams =
+                fds::take_stdio().and_then(|(read, write)| Transport::streams(read, write));
+            let conn = match streams {
+                Ok(streams) => streams,
+                Err(e) => give_up_early(&format!("cannot take stdin and stdout over: {e}")),
+            };
+            name_after_program(program);
+            // SAFETY: setting a signal disposition in a single-threaded process.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            crate::sys::title::set("anyfork relay");
+            exit(crate::remote::relay::serve(conn))
         }
         MarkedConnection::Stdio => {
             // Whatever else leaked in through exec is not ours to keep.

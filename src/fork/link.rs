@@ -83,6 +83,9 @@ pub(crate) struct Link {
     pub(super) broken: Option<String>,
     /// Why this (template) process ended, once known.
     pub(super) death: Option<String>,
+    /// For a process on another machine: the identity of the executable
+    /// there, which function values (offsets) are checked against.
+    pub(super) far_exe: Option<[u64; 4]>,
 }
 
 impl Link {
@@ -140,6 +143,7 @@ impl Link {
             deferred: None,
             broken: None,
             death: None,
+            far_exe: None,
         }
     }
 }
@@ -299,6 +303,14 @@ impl Link {
     /// `what` hands the caller a unix socket: refused, before anything is
     /// sent, on a transport that is not one.
     pub(super) fn needs_socket(&mut self, what: &'static str) -> Result<(), Error> {
+        if self.kin == Kin::Remote && matches!(what, "send_fh" | "into_fh") {
+            // Its socket leads to this program's pump, which carries bytes
+            // (and the sockets of forks) to the other machine, nothing else.
+            return Err(Error::NoDescriptors {
+                process: self.name.clone(),
+                what,
+            });
+        }
         match &self.transport {
             Some(transport) if !transport.carries_fds() => Err(Error::NeedsSocket {
                 process: self.name.clone(),
@@ -369,9 +381,15 @@ impl Link {
                 }
             }
         }
-        function.target().ok_or_else(|| Error::NotInExecutable {
+        let mut target = function.target().ok_or_else(|| Error::NotInExecutable {
             name: function.label().to_owned(),
-        })
+        })?;
+        if let (Target::Offset { exe, .. }, Some(far)) = (&mut target, self.far_exe) {
+            // The far side runs the same build (its hello said so), as
+            // another file.
+            *exe = far;
+        }
+        Ok(target)
     }
 
     pub(super) fn queue_run(&mut self, function: &FunctionRef) -> Result<(), Error> {
@@ -517,8 +535,13 @@ impl Link {
     }
 
     /// After `S`: the socket is the caller's now.
-    pub(super) fn hand_over(mut self) -> Result<(UnixStream, Process), Error> {
-        let process = self.process.clone().ok_or_else(|| self.no_process())?;
+    /// The process handle is an error for a process on another machine
+    /// (which `run` does not need).
+    pub(super) fn hand_over(mut self) -> Result<(UnixStream, Result<Process, Error>), Error> {
+        let process = self.process.clone().ok_or_else(|| self.no_process());
+        if process.is_err() && self.kin != Kin::Remote {
+            return Err(self.no_process());
+        }
         let transport = self.transport.take().ok_or_else(|| self.broken_error())?;
         match transport.into_socket() {
             Ok(socket) => Ok((UnixStream::from(socket), process)),

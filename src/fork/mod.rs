@@ -80,6 +80,7 @@ impl Fork {
     pub(crate) fn from_transport(transport: Transport, pid: Option<u32>, origin: Origin) -> Fork {
         let kin = match (&transport, origin, pid) {
             (_, Origin::FromFh, _) => Kin::Foreign,
+            (_, Origin::Remote, _) => Kin::Remote,
             // A process this program started: its pid is its own.
             (_, _, Some(_)) | (Transport::Socket(_), _, None) => Kin::Child,
             (Transport::Streams { .. }, _, None) => Kin::Remote,
@@ -90,6 +91,26 @@ impl Fork {
         if let Some(pid) = pid {
             link.learn_pid(pid);
         }
+        Fork::from_link(link)
+    }
+
+    /// A `Fork` for a serving process on another machine, behind a local
+    /// socket that a [remote connection](crate::remote)'s pump carries;
+    /// `far_exe` identifies the executable there (function values are
+    /// named by offset in it).
+    pub(crate) fn remote(socket: OwnedFd, far_exe: [u64; 4]) -> Fork {
+        let name = ProcessName {
+            pid: None,
+            origin: Origin::Remote,
+        };
+        let mut link = Link::new(
+            Transport::Socket(socket),
+            name,
+            Kin::Remote,
+            Weak::new(),
+            false,
+        );
+        link.far_exe = Some(far_exe);
         Fork::from_link(link)
     }
 
@@ -198,19 +219,23 @@ impl Fork {
         })?;
         let name = ProcessName {
             pid: None,
-            origin: Origin::Fork {
-                template: template.name.pid,
+            origin: match template.kin {
+                Kin::Remote => Origin::Remote,
+                _ => Origin::Fork {
+                    template: template.name.pid,
+                },
             },
         };
         // Made before the new process can send anything (a foreign one's
         // socket must be asking for credentials by then).
-        let child = Link::new(
+        let mut child = Link::new(
             Transport::Socket(ours),
             name,
             template.kin,
             Arc::downgrade(&self.shared),
             template.unchecked_names,
         );
+        child.far_exe = template.far_exe;
         template.outbox.fork(theirs);
         template.send("forking")?;
         Ok(Fork::from_link(child))

@@ -6,13 +6,12 @@ use std::time::Duration;
 
 #[cfg(feature = "tokio")]
 use super::Link;
-#[cfg(feature = "tokio")]
 use super::link::Kin;
 use super::{Fork, lock};
 use crate::error::{Error, Origin};
 use crate::process::Process;
 use crate::proto::Reply;
-use crate::registry::IntoRun;
+use crate::registry::{FunctionRef, IntoRun};
 #[cfg(feature = "tokio")]
 use crate::transport::is_peer_gone;
 
@@ -128,7 +127,8 @@ impl Fork {
     ///   or wedged in an initialiser;
     /// - [`Error::Io`], [`Error::Protocol`] for a broken connection.
     pub fn run(self, function: impl IntoRun) -> Result<UnixStream, Error> {
-        self.run_with_process(function).map(|(socket, _)| socket)
+        self.start_run(function.into_run(), crate::default_timeout(), false)
+            .map(|(socket, _)| socket)
     }
 
     /// [`run`](Fork::run), also returning a handle to the process.
@@ -163,10 +163,26 @@ impl Fork {
         function: impl IntoRun,
         timeout: Option<Duration>,
     ) -> Result<(UnixStream, Process), Error> {
-        let function = function.into_run();
+        match self.start_run(function.into_run(), timeout, true)? {
+            (socket, Ok(process)) => Ok((socket, process)),
+            (_, Err(error)) => Err(error),
+        }
+    }
+
+    /// `run`, with or without a [`Process`] handle (`need_process`: refused
+    /// before anything is sent for a process that has none here).
+    fn start_run(
+        self,
+        function: FunctionRef,
+        timeout: Option<Duration>,
+        need_process: bool,
+    ) -> Result<(UnixStream, Result<Process, Error>), Error> {
         let mut link = self.into_link()?;
         link.wait_at_most(timeout);
         link.needs_socket("run")?;
+        if need_process && link.kin == Kin::Remote {
+            return Err(link.no_process());
+        }
         link.queue_run(&function)?;
         let doing = format!("running `{}`", function.label());
         link.send(&doing)?;
@@ -210,7 +226,7 @@ impl Fork {
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn run_async(self, function: impl IntoRun) -> Result<tokio::net::UnixStream, Error> {
-        self.run_async_with_process(function)
+        self.start_run_async(function.into_run(), false)
             .await
             .map(|(socket, _)| socket)
     }
@@ -231,9 +247,25 @@ impl Fork {
         self,
         function: impl IntoRun,
     ) -> Result<(tokio::net::UnixStream, Process), Error> {
-        let function = function.into_run();
+        match self.start_run_async(function.into_run(), true).await? {
+            (socket, Ok(process)) => Ok((socket, process)),
+            (_, Err(error)) => Err(error),
+        }
+    }
+
+    /// `run_async`, with or without a [`Process`] handle (`need_process`:
+    /// refused before anything is sent for a process that has none here).
+    #[cfg(feature = "tokio")]
+    async fn start_run_async(
+        self,
+        function: FunctionRef,
+        need_process: bool,
+    ) -> Result<(tokio::net::UnixStream, Result<Process, Error>), Error> {
         let mut link = self.into_link()?;
         link.needs_socket("run_async")?;
+        if need_process && link.kin == Kin::Remote {
+            return Err(link.no_process());
+        }
         link.queue_run(&function)?;
         let doing = format!("running `{}`", function.label());
         // The link keeps its socket (to explain a failure, and to reap a
@@ -269,7 +301,10 @@ impl Fork {
         };
         match outcome {
             Ok(()) => {
-                let process = link.process.clone().ok_or_else(|| link.no_process())?;
+                let process = link.process.clone().ok_or_else(|| link.no_process());
+                if process.is_err() && link.kin != Kin::Remote {
+                    return Err(link.no_process());
+                }
                 // The stream is the caller's; the link's duplicate closes
                 // without a word to the process.
                 drop(link.transport.take());

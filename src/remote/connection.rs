@@ -1,0 +1,336 @@
+//! The parent's side of a connection: [`Remote`], its pump thread, and the
+//! command at the other end.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::error::Error;
+use super::pump::{Ended, Keepalive, Pump, Side};
+use super::stderr::StderrTail;
+use super::wire::{FAR_CHANNELS, Frame, Hello};
+use crate::fork::Fork;
+use crate::sys::wake::Wake;
+use crate::transport::{self, Transport};
+
+/// How many exit statuses of far processes are remembered.
+const EXITS_KEPT: usize = 4096;
+
+/// A connection to a relay on another machine (or anywhere a command can
+/// reach): [`new_exec`](Remote::new_exec) starts serving processes there,
+/// and everything else is the [`Fork`] you know.
+///
+/// Cloning a `Remote` is cheap (one connection, shared). The connection
+/// stays up while a `Remote` or a process on it lives; then the far side
+/// exits, and the command that made the connection is reaped.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    handle: Arc<Handle>,
+}
+
+/// Marks the connection closing when the last `Remote` goes.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.wake.notify();
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    far: Hello,
+    wake: Wake,
+    next: AtomicU32,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Channels to add: number, the pump's end.
+    requests: Vec<(u32, OwnedFd)>,
+    frames: Vec<Frame>,
+    /// No `Remote` is left: end once no channel is.
+    closing: bool,
+    /// Why the connection is gone, once it is.
+    lost: Option<String>,
+    finished: bool,
+    /// Exit statuses of far processes, by pid (the newest [`EXITS_KEPT`]).
+    exits: HashMap<u32, i32>,
+    exit_order: std::collections::VecDeque<u32>,
+    /// Channels open now.
+    channels: usize,
+    /// The command's exit status, once reaped.
+    status: Option<ExitStatus>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What the pump thread needs to start.
+pub(crate) struct Connected {
+    pub(crate) name: String,
+    pub(crate) conn: Transport,
+    pub(crate) far: Hello,
+    pub(crate) inbound: Vec<u8>,
+    pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) child: Option<Child>,
+    pub(crate) stderr: Option<StderrTail>,
+}
+
+impl Remote {
+    /// Starts the pump of a connection whose handshake succeeded.
+    pub(crate) fn start(connected: Connected) -> Result<Remote, Error> {
+        let Connected {
+            name,
+            conn,
+            far,
+            inbound,
+            keepalive,
+            child,
+            stderr,
+        } = connected;
+        let wake = Wake::new().map_err(|source| Error::Io {
+            connection: name.clone(),
+            doing: "making the pump's wake-up",
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            far,
+            wake,
+            next: AtomicU32::new(1),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        let side = ParentSide {
+            shared: shared.clone(),
+        };
+        let mut pump = Pump::new(conn, inbound, keepalive);
+        let thread = std::thread::Builder::new()
+            .name("anyfork-remote".into())
+            .spawn(move || pump_thread(&mut pump, side, child, stderr));
+        if let Err(source) = thread {
+            return Err(Error::Io {
+                connection: name,
+                doing: "starting the pump thread",
+                source,
+            });
+        }
+        Ok(Remote {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Starts a fresh serving process on the far side and returns it, empty,
+    /// as [`Fork::new_exec`] does here: prepare it (`send_arg`, `eval`,
+    /// `require` of libraries there), keep it as a template and
+    /// [`fork`](Fork::fork) it (a round trip on the connection, not a new
+    /// login), [`run`](Fork::run) a function in it or start
+    /// [RPC](mod@crate::rpc) on it. `send_fh` is refused
+    /// ([`crate::Error::NoDescriptors`]); [`pid`](Fork::pid) is its pid on
+    /// the far side; it has no [`Process`](crate::Process) handle here.
+    ///
+    /// Does not wait: the process is started when the far side reads the
+    /// request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lost`] if the connection is gone; [`Error::Io`] if no
+    /// socket can be made.
+    pub fn new_exec(&self) -> Result<Fork, Error> {
+        let shared = self.shared();
+        let (ours, theirs) = transport::socketpair().map_err(|source| Error::Io {
+            connection: shared.name.clone(),
+            doing: "making the socket of a new process",
+            source,
+        })?;
+        let n = shared.next.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut state = shared.lock();
+            if let Some(why) = &state.lost {
+                return Err(Error::Lost {
+                    connection: shared.name.clone(),
+                    why: why.clone(),
+                });
+            }
+            state.requests.push((n, theirs));
+            state.frames.push(Frame::Open(n));
+        }
+        shared.wake.notify();
+        Ok(Fork::remote(ours, shared.far.exe))
+    }
+
+    /// What the far side said in its hello: its build, target and pid.
+    pub fn far_side(&self) -> &Hello {
+        &self.shared().far
+    }
+
+    /// The connection's name in messages: the command that made it, or the
+    /// name given to the [builder](super::Builder::name).
+    pub fn name(&self) -> &str {
+        &self.shared().name
+    }
+
+    /// Why the connection is gone, if it is (does not wait).
+    pub fn lost(&self) -> Option<String> {
+        self.shared().lock().lost.clone()
+    }
+
+    /// Waits until the connection is gone, at most `timeout`; returns why,
+    /// or `None` if it is still up.
+    pub fn wait_lost(&self, timeout: Duration) -> Option<String> {
+        let shared = self.shared();
+        let deadline = Instant::now() + timeout;
+        let mut state = shared.lock();
+        while state.lost.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = shared
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.lost.clone()
+    }
+
+    /// The wait status of process `pid` on the far side, if it ended and
+    /// the far side said so (as `waitpid` gives it: see
+    /// [`std::os::unix::process::ExitStatusExt::from_raw`]).
+    pub fn exit_status(&self, pid: u32) -> Option<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = *self.shared().lock().exits.get(&pid)?;
+        Some(ExitStatus::from_raw(status))
+    }
+
+    /// How many channels (processes, and streams of running functions) are
+    /// open on the connection.
+    pub fn channels(&self) -> usize {
+        self.shared().lock().channels
+    }
+}
+
+struct ParentSide {
+    shared: Arc<Shared>,
+}
+
+impl Side for ParentSide {
+    fn open(&mut self, _channel: u32) -> Result<OwnedFd, String> {
+        Err("the parent starts no processes for the far side".into())
+    }
+
+    fn next_channel(&mut self) -> u32 {
+        self.shared.next.fetch_add(1, Ordering::Relaxed) % FAR_CHANNELS
+    }
+
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.shared.wake.as_fd())
+    }
+
+    fn turn(&mut self, out: &mut Vec<Frame>) -> Vec<(u32, OwnedFd)> {
+        self.shared.wake.clear();
+        let mut state = self.shared.lock();
+        out.append(&mut state.frames);
+        std::mem::take(&mut state.requests)
+    }
+
+    fn done(&self, channels: usize) -> bool {
+        let mut state = self.shared.lock();
+        state.channels = channels;
+        state.closing && channels == 0 && state.requests.is_empty()
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        None
+    }
+
+    fn exited(&mut self, pid: u32, status: i32) {
+        let mut state = self.shared.lock();
+        if state.exits.insert(pid, status).is_none() {
+            state.exit_order.push_back(pid);
+            if state.exit_order.len() > EXITS_KEPT {
+                if let Some(old) = state.exit_order.pop_front() {
+                    state.exits.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn explains_locally(&self) -> bool {
+        true
+    }
+}
+
+fn pump_thread(
+    pump: &mut Pump,
+    mut side: ParentSide,
+    child: Option<Child>,
+    stderr: Option<StderrTail>,
+) {
+    let ended = pump.run(&mut side);
+    let shared = side.shared.clone();
+    let why = match ended {
+        Ended::Done => "closed by this program".to_owned(),
+        Ended::Lost(why) => why,
+    };
+    // The connection's end: the far side sees end of input and exits.
+    pump.close();
+    let status = child.and_then(reap);
+    let why = match (
+        &status,
+        stderr.map(|s| s.finish(Duration::from_millis(200))),
+    ) {
+        (Some(status), Some(tail)) if !status.success() && !tail.trim().is_empty() => {
+            format!(
+                "{why} (the command exited: {status}; its stderr said: {})",
+                tail.trim()
+            )
+        }
+        (Some(status), _) if !status.success() => format!("{why} (the command exited: {status})"),
+        _ => why,
+    };
+    tracing::debug!(connection = %shared.name, "anyfork: remote connection ended: {why}");
+    let mut state = shared.lock();
+    state.lost = Some(why);
+    state.status = status;
+    state.finished = true;
+    state.channels = 0;
+    drop(state);
+    shared.changed.notify_all();
+}
+
+/// Waits for the command to exit (it does once its input ends), killing
+/// it after a few seconds.
+fn reap(mut child: Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            Err(_) => return None,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The far side of a connection: the relay.
+//!
+//! A program started with the serve marker `mux:VERSION` (in its
+//! environment, or as its first argument `--anyfork-serve=mux:VERSION`,
+//! since ssh drops the environment) becomes the relay: it says hello on
+//! stdout, checks the parent's hello on stdin, then runs the
+//! [pump](super::pump). For each `O` it starts a fresh serving process of
+//! its own executable on a socket; a template's `fork` reaches it as an
+//! `F`, which gets a new socket. Every process it starts, and every process
+//! those templates fork (they are forked as siblings), is its child: it
+//! reaps them and reports their exit statuses (`W`).
+//!
+//! When the connection ends (the parent went away, ssh dropped, the
+//! keepalive found the parent silent) the relay closes every socket, gives
+//! its children a moment to see the end and exit, kills those still there,
+//! and exits: nothing is left behind on the far host.
+
+use std::collections::HashSet;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::handshake;
+use super::pump::{Ended, Keepalive, Pump, Side};
+use super::wire::{FAR_CHANNELS, Frame};
+use crate::transport::Transport;
+
+/// How long children get to exit by themselves once the connection ended.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the relay on `conn` (stdin and stdout); returns the exit code.
+pub(crate) fn serve(conn: Transport) -> i32 {
+    let (parent, inbound) = match handshake::answer(&conn) {
+        Ok(hello) => hello,
+        Err(why) => {
+            log(&why);
+            return 2;
+        }
+    };
+    // A parent that pings: if it falls silent for long, it is gone.
+    let keepalive = (parent.keepalive_ms > 0).then(|| {
+        let interval = Duration::from_millis(u64::from(parent.keepalive_ms));
+        Keepalive {
+            interval,
+            timeout: interval * 4 + Duration::from_secs(1),
+        }
+    });
+    let mut relay = Relay {
+        children: HashSet::new(),
+        next: FAR_CHANNELS,
+    };
+    let mut pump = Pump::new(conn, inbound, keepalive);
+    let ended = pump.run(&mut relay);
+    drop(pump);
+    if let Ended::Lost(why) = &ended {
+        tracing::debug!("anyfork relay: {why}");
+    }
+    relay.end_children();
+    0
+}
+
+struct Relay {
+    /// Serving processes this relay started (their forks are found by
+    /// `waitpid(-1)` and the kernel's list of children).
+    children: HashSet<u32>,
+    next: u32,
+}
+
+impl Side for Relay {
+    fn open(&mut self, _channel: u32) -> Result<OwnedFd, String> {
+        match crate::exec::spawn_on_socket() {
+            Ok((socket, pid)) => {
+                self.children.insert(pid);
+                Ok(socket)
+            }
+            Err(e) => Err(format!(
+                "the far side could not start a serving process: {e}"
+            )),
+        }
+    }
+
+    fn next_channel(&mut self) -> u32 {
+        self.next = self.next.wrapping_add(1).max(FAR_CHANNELS);
+        self.next
+    }
+
+    fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    fn turn(&mut self, out: &mut Vec<Frame>) -> Vec<(u32, OwnedFd)> {
+        for (pid, status) in reap() {
+            self.children.remove(&pid);
+            out.push(Frame::Exited { pid, status });
+        }
+        Vec::new()
+    }
+
+    fn done(&self, _channels: usize) -> bool {
+        false
+    }
+
+    fn tick(&self) -> Option<Duration> {
+        Some(Duration::from_millis(20))
+    }
+
+    fn explains_locally(&self) -> bool {
+        false
+    }
+}
+
+impl Relay {
+    /// After the connection: waits [`GRACE`] for the children to exit,
+    /// then kills the rest.
+    fn end_children(&mut self) {
+        let deadline = Instant::now() + GRACE;
+        loop {
+            reap();
+            let left = children();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                for pid in left {
+                    // SAFETY: kill has no memory effects; these are this
+                    // process's own children, not yet reaped, so the pids
+                    // cannot have been reused.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                reap();
+                if children().is_empty() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reaps every child that has ended: (pid, wait status).
+fn reap() -> Vec<(u32, i32)> {
+    let mut ended = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into the local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return ended;
+        }
+        ended.push((pid as u32, status));
+    }
+}
+
+/// This process's children, from `/proc` (processes forked by its
+/// templates are its children too, but it did not start them).
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut all = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) else {
+        return all;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            all.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    all
+}
+
+fn log(message: &str) {
+    eprintln!(
+        "anyfork: relay {} on the far side: {message}",
+        std::process::id()
+    );
+}
