@@ -62,8 +62,13 @@ impl fmt::Display for ProcessName {
 }
 
 /// How a process ended, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ending(pub(crate) Option<ExitStatus>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending(
+    pub(crate) Option<ExitStatus>,
+    /// For a process on another machine: where, and why its connection
+    /// is gone if it is.
+    pub(crate) Option<std::sync::Arc<str>>,
+);
 
 impl Ending {
     /// The exit status, if the process had ended and was reaped in time.
@@ -75,6 +80,9 @@ impl Ending {
 impl fmt::Display for Ending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use std::os::unix::process::ExitStatusExt;
+        if let Some(far) = &self.1 {
+            write!(f, " ({far})")?;
+        }
         match self.0 {
             None => Ok(()),
             Some(status) => match (status.code(), status.signal()) {

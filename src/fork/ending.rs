@@ -3,7 +3,7 @@
 //! process that does not answer.
 
 use super::link::{EXIT_GRACE, Link, lock};
-use crate::error::{Ending, Error, Origin, ProcessName};
+use crate::error::{Error, Origin, ProcessName};
 use crate::proto::{self, Reply};
 
 impl Link {
@@ -25,11 +25,7 @@ impl Link {
             }
         }
         self.broken = Some(format!("the process ended before {doing}"));
-        let ending = Ending(
-            self.process
-                .as_ref()
-                .and_then(|p| p.wait_timeout(EXIT_GRACE)),
-        );
+        let ending = self.ending(EXIT_GRACE);
         let cause = if self.name.pid.is_none() {
             self.template.upgrade().and_then(|t| lock(&t).death_note())
         } else {
@@ -82,11 +78,7 @@ impl Link {
         if !ended {
             return None;
         }
-        let ending = Ending(
-            self.process
-                .as_ref()
-                .and_then(|p| p.wait_timeout(EXIT_GRACE)),
-        );
+        let ending = self.ending(EXIT_GRACE);
         let who = ProcessName {
             pid: self.name.pid,
             origin: self.name.origin,
@@ -103,7 +95,12 @@ impl Link {
     /// what state it (and its template) is in.
     pub(super) fn timeout_error(&self, doing: &str) -> Error {
         let mut state = String::new();
-        if let Some(pid) = self.name.pid {
+        if self.far.is_some() {
+            // Its pid is not a process of this machine.
+            if let Some(far) = self.ending(std::time::Duration::ZERO).1 {
+                state.push_str(&format!("; it runs {far}"));
+            }
+        } else if let Some(pid) = self.name.pid {
             match crate::process::describe_state(pid) {
                 Some(words) => state.push_str(&format!("; it is {words}")),
                 None => state.push_str("; it is gone"),

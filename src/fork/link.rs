@@ -83,9 +83,10 @@ pub(crate) struct Link {
     pub(super) broken: Option<String>,
     /// Why this (template) process ended, once known.
     pub(super) death: Option<String>,
-    /// For a process on another machine: the identity of the executable
-    /// there, which function values (offsets) are checked against.
-    pub(super) far_exe: Option<[u64; 4]>,
+    /// For a process on another machine: its machine (the identity of the
+    /// executable there, which function values are checked against, and
+    /// how its processes ended).
+    pub(super) far: Option<std::sync::Arc<dyn super::far::FarSide>>,
 }
 
 impl Link {
@@ -143,7 +144,7 @@ impl Link {
             deferred: None,
             broken: None,
             death: None,
-            far_exe: None,
+            far: None,
         }
     }
 }
@@ -320,6 +321,33 @@ impl Link {
         }
     }
 
+    /// How the process ended, waiting up to `wait` to learn it.
+    pub(crate) fn ending(&self, wait: Duration) -> crate::error::Ending {
+        match &self.far {
+            Some(far) => {
+                let (status, note) = far.ending(self.name.pid, wait);
+                crate::error::Ending(status, Some(note.into()))
+            }
+            None => crate::error::Ending(
+                self.process.as_ref().and_then(|p| p.wait_timeout(wait)),
+                None,
+            ),
+        }
+    }
+
+    /// How the process ended, if it is known now.
+    pub(crate) fn ending_now(&self) -> crate::error::Ending {
+        match &self.far {
+            Some(_) => self.ending(Duration::ZERO),
+            None => crate::error::Ending(
+                self.process
+                    .as_ref()
+                    .and_then(|p| p.try_wait().ok().flatten()),
+                None,
+            ),
+        }
+    }
+
     /// The error for a process without a [`Process`] handle here.
     pub(crate) fn no_process(&self) -> Error {
         match (self.kin, self.name.pid) {
@@ -384,10 +412,10 @@ impl Link {
         let mut target = function.target().ok_or_else(|| Error::NotInExecutable {
             name: function.label().to_owned(),
         })?;
-        if let (Target::Offset { exe, .. }, Some(far)) = (&mut target, self.far_exe) {
+        if let (Target::Offset { exe, .. }, Some(far)) = (&mut target, &self.far) {
             // The far side runs the same build (its hello said so), as
             // another file.
-            *exe = far;
+            *exe = far.exe();
         }
         Ok(target)
     }

@@ -14,6 +14,7 @@
 //! the process's answer that the function is found and about to be called.
 
 mod ending;
+mod far;
 mod link;
 mod prepare;
 mod run;
@@ -25,6 +26,7 @@ use crate::error::{Error, Origin, ProcessName};
 use crate::registry::FunctionRef;
 use crate::transport::{self, Transport};
 
+pub(crate) use far::FarSide;
 pub(crate) use link::Link;
 use link::{Kin, Shared, lock};
 
@@ -96,9 +98,8 @@ impl Fork {
 
     /// A `Fork` for a serving process on another machine, behind a local
     /// socket that a [remote connection](crate::remote)'s pump carries;
-    /// `far_exe` identifies the executable there (function values are
-    /// named by offset in it).
-    pub(crate) fn remote(socket: OwnedFd, far_exe: [u64; 4]) -> Fork {
+    /// `far` is its machine (see [`FarSide`]).
+    pub(crate) fn remote(socket: OwnedFd, far: Arc<dyn FarSide>) -> Fork {
         let name = ProcessName {
             pid: None,
             origin: Origin::Remote,
@@ -110,7 +111,7 @@ impl Fork {
             Weak::new(),
             false,
         );
-        link.far_exe = Some(far_exe);
+        link.far = Some(far);
         Fork::from_link(link)
     }
 
@@ -235,7 +236,7 @@ impl Fork {
             Arc::downgrade(&self.shared),
             template.unchecked_names,
         );
-        child.far_exe = template.far_exe;
+        child.far = template.far.clone();
         template.outbox.fork(theirs);
         template.send("forking")?;
         Ok(Fork::from_link(child))

@@ -12,7 +12,7 @@ use super::error::Error;
 use super::pump::{Ended, Keepalive, Pump, Side};
 use super::stderr::StderrTail;
 use super::wire::{FAR_CHANNELS, Frame, Hello};
-use crate::fork::Fork;
+use crate::fork::{FarSide, Fork};
 use crate::sys::wake::Wake;
 use crate::transport::{self, Transport};
 
@@ -76,6 +76,34 @@ struct State {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl FarSide for Shared {
+    fn exe(&self) -> [u64; 4] {
+        self.far.exe
+    }
+
+    fn ending(&self, pid: Option<u32>, wait: Duration) -> (Option<ExitStatus>, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        loop {
+            let status = pid.and_then(|pid| state.exits.get(&pid).copied());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if status.is_some() || state.lost.is_some() || left.is_zero() {
+                let note = match &state.lost {
+                    Some(why) => format!("on {}, whose connection is lost: {why}", self.name),
+                    None => format!("on {}", self.name),
+                };
+                return (status.map(ExitStatus::from_raw), note);
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -174,7 +202,7 @@ impl Remote {
             state.frames.push(Frame::Open(n));
         }
         shared.wake.notify();
-        Ok(Fork::remote(ours, shared.far.exe))
+        Ok(Fork::remote(ours, shared.clone()))
     }
 
     /// What the far side said in its hello: its build, target and pid.
@@ -193,13 +221,14 @@ impl Remote {
         self.shared().lock().lost.clone()
     }
 
-    /// Waits until the connection is gone, at most `timeout`; returns why,
-    /// or `None` if it is still up.
+    /// Waits until the connection is gone and its command reaped, at most
+    /// `timeout`; returns why (with the command's exit status if it
+    /// failed), or `None` if it is still up.
     pub fn wait_lost(&self, timeout: Duration) -> Option<String> {
         let shared = self.shared();
         let deadline = Instant::now() + timeout;
         let mut state = shared.lock();
-        while state.lost.is_none() {
+        while !state.finished {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
@@ -264,6 +293,7 @@ impl Side for ParentSide {
     }
 
     fn exited(&mut self, pid: u32, status: i32) {
+        let _notify = Notify(&self.shared.changed);
         let mut state = self.shared.lock();
         if state.exits.insert(pid, status).is_none() {
             state.exit_order.push_back(pid);
@@ -277,6 +307,21 @@ impl Side for ParentSide {
 
     fn explains_locally(&self) -> bool {
         true
+    }
+
+    fn lost(&mut self, why: &str) {
+        let _notify = Notify(&self.shared.changed);
+        self.shared.lock().lost = Some(why.to_owned());
+    }
+}
+
+/// Wakes the waiters of a condition variable when dropped (after the
+/// lock guard taken after it).
+struct Notify<'a>(&'a Condvar);
+
+impl Drop for Notify<'_> {
+    fn drop(&mut self) {
+        self.0.notify_all();
     }
 }
 

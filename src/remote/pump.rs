@@ -45,6 +45,9 @@ pub(crate) trait Side {
     fn tick(&self) -> Option<Duration>;
     /// A process of the far side ended.
     fn exited(&mut self, _pid: u32, _status: i32) {}
+    /// The connection is lost (called before any channel's socket is
+    /// closed, so that whoever sees a socket close can learn why).
+    fn lost(&mut self, _why: &str) {}
     /// Whether a channel's local end speaks the template protocol as a
     /// parent (and so can be told why its process never answered).
     fn explains_locally(&self) -> bool;
@@ -158,6 +161,7 @@ impl Pump {
     pub(crate) fn run(&mut self, side: &mut dyn Side) -> Ended {
         let ended = self.pump(side);
         if let Ended::Lost(why) = &ended {
+            side.lost(why);
             self.lose_all(why, side.explains_locally());
         }
         ended

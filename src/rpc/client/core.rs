@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::event_queue::EventQueue;
 use super::{DestroyHandler, ErrorHandler, EventHandler, NoticeHandler};
-use crate::error::{Ending, ProcessName};
+use crate::error::ProcessName;
 use crate::fork::Link;
 use crate::rpc::codec::Codec;
 use crate::rpc::delivery::{Delivery, Outcome, Slot};
@@ -219,12 +219,7 @@ impl Core {
             Phase::Closed(None) => Some(Error::Ended {
                 function: self.function.clone(),
                 process: state.link.name().clone(),
-                ending: Ending(
-                    state
-                        .link
-                        .process()
-                        .and_then(|p| p.try_wait().ok().flatten()),
-                ),
+                ending: state.link.ending_now(),
                 outstanding: 0,
                 // A call made after the end was never sent.
                 delivered: Some(false),

@@ -259,12 +259,7 @@ impl Core {
                 Error::Ended {
                     function: self.function.clone(),
                     process: state.link.name().clone(),
-                    ending: Ending(
-                        state
-                            .link
-                            .process()
-                            .and_then(|p| p.wait_timeout(Duration::from_secs(2))),
-                    ),
+                    ending: state.link.ending(Duration::from_secs(2)),
                     outstanding,
                     delivered: None,
                     started: None,
@@ -306,7 +301,7 @@ impl Core {
         let failure = error.clone().unwrap_or_else(|| Error::Ended {
             function: self.function.clone(),
             process: self.process_name(),
-            ending: Ending(None),
+            ending: Ending(None, None),
             outstanding: 0,
             delivered: None,
             started: None,
