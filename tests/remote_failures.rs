@@ -115,20 +115,17 @@ fn another_build_is_refused_naming_both_sides() {
 
 /// A far side of the test's own making: says a proper hello, then `then`.
 fn fake_far_side(then: &'static [u8]) -> Result<Remote, String> {
-    let (ours_read, theirs_write) = std::io::pipe().unwrap();
-    let (theirs_read, ours_write) = std::io::pipe().unwrap();
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
     let hello = hello_bytes();
     std::thread::spawn(move || {
-        let mut write = theirs_write;
-        let _ = write.write_all(&hello);
-        let _ = write.write_all(then);
+        let _ = theirs.write_all(&hello);
+        let _ = theirs.write_all(then);
         // Keep reading what the parent says until it gives up.
-        let mut read = theirs_read;
-        let _ = std::io::copy(&mut read, &mut std::io::sink());
+        let _ = std::io::copy(&mut theirs, &mut std::io::sink());
     });
     let remote = quiet()
         .no_keepalive()
-        .streams(ours_read, ours_write)
+        .streams(ours.try_clone().unwrap(), ours)
         .map_err(|e| e.to_string())?;
     Ok(remote)
 }
@@ -267,11 +264,12 @@ fn a_dropped_connection_fails_calls_on_it_and_the_far_side_exits() {
         )))
         .spawn()
         .unwrap();
-    let (ours_read, theirs_write) = std::io::pipe().unwrap();
-    let (theirs_read, ours_write) = std::io::pipe().unwrap();
-    forward(cut_out.try_clone().unwrap(), theirs_write);
-    forward(theirs_read, cut_in.try_clone().unwrap());
-    let remote = Remote::builder().streams(ours_read, ours_write).unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    forward(cut_out.try_clone().unwrap(), theirs.try_clone().unwrap());
+    forward(theirs, cut_in.try_clone().unwrap());
+    let remote = Remote::builder()
+        .streams(ours.try_clone().unwrap(), ours)
+        .unwrap();
     let fork = remote.new_exec().unwrap();
     let far_pid = fork.pid().unwrap();
     let rpc = fork.rpc(sleepy).start().unwrap();
