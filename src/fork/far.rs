@@ -15,4 +15,11 @@ pub(crate) trait FarSide: Send + Sync + std::fmt::Debug {
     /// side's report: its wait status, and a note (which connection, and
     /// why it is lost if it is).
     fn ending(&self, pid: Option<u32>, wait: Duration) -> (Option<ExitStatus>, String);
+    /// Whether process `pid` there is gone, without waiting: `Some` with
+    /// its wait status if the far side reported it, `Some(None)` if the
+    /// connection is lost; `None` while it may live.
+    fn gone(&self, pid: u32) -> Option<Option<ExitStatus>>;
+    /// Asks the far side to send `signal` to process `pid` (one of the
+    /// processes it started, or forked from them). Does not wait.
+    fn kill(&self, pid: u32, signal: i32);
 }

@@ -335,6 +335,25 @@ impl Link {
         }
     }
 
+    /// For a process on another machine: whether it is gone (see
+    /// [`FarSide::gone`](super::far::FarSide::gone)); `None` also for a
+    /// process of this machine.
+    pub(crate) fn far_gone(&self) -> Option<Option<std::process::ExitStatus>> {
+        self.far.as_ref()?.gone(self.name.pid?)
+    }
+
+    /// For a process on another machine whose pid is known: asks its far
+    /// side to send it `signal`; false if it cannot be asked.
+    pub(crate) fn kill_far(&self, signal: crate::Signal) -> bool {
+        match (&self.far, self.name.pid) {
+            (Some(far), Some(pid)) => {
+                far.kill(pid, signal.as_raw());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// How the process ended, if it is known now.
     pub(crate) fn ending_now(&self) -> crate::error::Ending {
         match &self.far {

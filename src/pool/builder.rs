@@ -30,6 +30,8 @@ pub struct PoolBuilder<Req, Rep> {
     function: RpcFunction,
     configure: Configure<Req, Rep>,
     max: usize,
+    /// Other templates to fork workers from, each with its own `max`.
+    sources: Vec<(Fork, usize)>,
     idle: usize,
     config: Config,
     on_worker: Option<WorkerHandler>,
@@ -89,6 +91,7 @@ impl Fork {
             },
             function,
             max: crate::ncpu(),
+            sources: Vec::new(),
             idle: 0,
             on_worker: None,
             on_destroy: None,
@@ -117,9 +120,46 @@ where
     Rep: DeserializeOwned + Send + 'static,
 {
     /// The most workers (Perl: `max`, default 4). Default: [`ncpu()`](crate::ncpu),
-    /// the CPUs this process may use. At least 1.
+    /// the CPUs this process may use. At least 1, unless other
+    /// [sources](PoolBuilder::source) give workers: then 0 forks nothing
+    /// from this template.
     pub fn max(mut self, max: usize) -> Self {
-        self.max = max.max(1);
+        self.max = max;
+        self
+    }
+
+    /// Also forks workers from `template`, at most `max` of them at a time:
+    /// a pool across machines, with a template on each (see
+    /// [`remote`](crate::remote)). Calls go to the least-loaded worker
+    /// wherever it runs; a new worker comes from the least full source. If
+    /// a source's template goes (its connection dropped), only the calls
+    /// on its workers fail (or are retried, for idempotent calls) and its
+    /// share of `max` is given up: replacements start on the other
+    /// sources, up to their own `max`.
+    ///
+    /// ```
+    /// use std::process::Command;
+    /// use anyfork::remote::{Remote, serve_arg};
+    ///
+    /// fn double(n: u64) -> u64 {
+    ///     n * 2
+    /// }
+    ///
+    /// let mut command = Command::new(std::env::current_exe()?);
+    /// command.arg(serve_arg()); // `Remote::ssh("host")` for another machine
+    /// let far = Remote::command(command)?;
+    /// let pool = anyfork::Fork::new()?
+    ///     .pool(double)
+    ///     .max(1)
+    ///     .source(far.new_exec()?, 2)
+    ///     .idle(3)
+    ///     .build()?;
+    /// assert_eq!(pool.call_blocking(21)?, 42);
+    /// assert_eq!(pool.status().max, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn source(mut self, template: Fork, max: usize) -> Self {
+        self.sources.push((template, max));
         self
     }
 
@@ -280,6 +320,7 @@ where
             },
             configure: plain_configure(),
             max: self.max,
+            sources: self.sources,
             idle: self.idle,
             config: self.config,
             on_worker: self.on_worker,
@@ -296,11 +337,23 @@ where
     /// cannot be started. Workers that cannot be started are retried, then
     /// reported by calls ([`Error::CrashLoop`](super::Error::CrashLoop)).
     pub fn build(self) -> Result<Pool<Req, Rep>, super::Error> {
-        let (template, function, configure) = (self.template, self.function, self.configure);
-        let recipe: Recipe = Box::new(move |notice| {
+        let (function, configure) = (self.function, self.configure);
+        let recipe: Recipe = Box::new(move |template: &Fork, notice| {
             let builder = template.fork()?.rpc_of::<Req, Rep>(function.clone());
             configure(builder, notice)
         });
+        let mut maxes = vec![if self.sources.is_empty() {
+            self.max.max(1)
+        } else {
+            self.max
+        }];
+        maxes.extend(self.sources.iter().map(|(_, max)| *max));
+        if maxes.iter().sum::<usize>() == 0 {
+            maxes[0] = 1;
+        }
+        let total: usize = maxes.iter().sum();
+        let mut templates = vec![self.template];
+        templates.extend(self.sources.into_iter().map(|(template, _)| template));
         let io = |source: std::io::Error| {
             super::Error::Start(Arc::new(crate::Error::Io {
                 process: crate::error::ProcessName {
@@ -312,9 +365,10 @@ where
             }))
         };
         let inner = Arc::new(Inner {
-            state: Mutex::new(State::new(self.max, self.idle.min(self.max))),
+            state: Mutex::new(State::new(&maxes, self.idle.min(total))),
             config: self.config,
             recipe,
+            templates,
             wake: crate::sys::wake::Wake::new().map_err(io)?,
             ended: Condvar::new(),
             on_worker: Mutex::new(self.on_worker),

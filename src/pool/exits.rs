@@ -16,11 +16,17 @@ pub(super) const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(50);
 /// Sleeps until one of `processes` may have exited (its pidfd became
 /// readable), `wake` was notified, or `until` comes (`None`: no limit);
 /// processes without a pidfd (old kernels) are looked at every
-/// [`POLL_WITHOUT_PIDFD`]. Clears `wake`. Which process exited is for the
-/// caller to ask (`try_wait`).
-pub(super) fn wait_for_exits(processes: &[&Process], wake: &Wake, until: Option<Instant>) {
+/// [`POLL_WITHOUT_PIDFD`], and so are processes on other machines when
+/// `far` is set. Clears `wake`. Which process exited is for the caller to
+/// ask (`try_wait`, or the far side's report).
+pub(super) fn wait_for_exits(
+    processes: &[&Process],
+    far: bool,
+    wake: &Wake,
+    until: Option<Instant>,
+) {
     let mut fds: Vec<BorrowedFd<'_>> = processes.iter().filter_map(|p| p.pidfd()).collect();
-    let blind = fds.len() < processes.len();
+    let blind = far || fds.len() < processes.len();
     fds.push(wake.as_fd());
     let mut timeout = until.map(|at| at.saturating_duration_since(Instant::now()));
     if blind {

@@ -195,6 +195,7 @@ where
                 .iter()
                 .filter(|w| !w.exited)
                 .map(|w| WorkerStatus {
+                    source: w.source,
                     pid: w.pid,
                     load: w.load,
                     served: w.served,
@@ -203,7 +204,13 @@ where
                     leaving: w.leaving.is_some(),
                 })
                 .collect();
-            let pids: Vec<Option<u32>> = workers.iter().map(|w| w.pid).collect();
+            // Memory is read for processes of this machine only.
+            let pids: Vec<Option<u32>> = state
+                .workers
+                .iter()
+                .filter(|w| !w.exited)
+                .map(|w| w.pid.filter(|_| w.process.is_some()))
+                .collect();
             let status = Status {
                 workers,
                 starting: state.starting,
@@ -223,11 +230,15 @@ where
         status
     }
 
-    /// Changes the most workers: more start as calls need them, extra ones
-    /// are let go (the idlest first) after finishing their calls.
+    /// Changes the most workers forked from the pool's own template (the
+    /// other [sources](super::PoolBuilder::source) keep theirs): more start
+    /// as calls need them, extra ones are let go (the idlest first) after
+    /// finishing their calls.
     pub fn set_max(&self, max: usize) {
         let mut state = self.inner.lock();
-        state.max = max.max(1);
+        let others: usize = state.sources[1..].iter().map(|s| s.max).sum();
+        state.sources[0].max = if others == 0 { max.max(1) } else { max };
+        state.refresh_max();
         state.idle = state.idle.min(state.max);
         drop(state);
         self.tend();

@@ -13,10 +13,13 @@ use super::ticket::{Sent, Stage};
 use crate::rpc::{Settled, SettledHook, UntypedRpc};
 use crate::sys::wake::Wake;
 
-/// Starts one worker: forks the template and starts the RPC server in it,
+/// Starts one worker: forks a template and starts the RPC server in it,
 /// with a handler for its notices.
-pub(super) type Recipe =
-    Box<dyn Fn(crate::rpc::NoticeHandler) -> Result<UntypedRpc, crate::Error> + Send + Sync>;
+pub(super) type Recipe = Box<
+    dyn Fn(&crate::Fork, crate::rpc::NoticeHandler) -> Result<UntypedRpc, crate::Error>
+        + Send
+        + Sync,
+>;
 
 pub(super) type WorkerHandler = Box<dyn FnMut(&WorkerEvent) + Send>;
 
@@ -25,6 +28,9 @@ pub(super) struct Inner<Req> {
     pub(super) state: Mutex<State<Req>>,
     pub(super) config: Config,
     pub(super) recipe: Recipe,
+    /// The templates workers are forked from: the pool's, then the other
+    /// sources (see [`super::sources`]).
+    pub(super) templates: Vec<crate::Fork>,
     /// Wakes the supervisor.
     pub(super) wake: Wake,
     /// Signalled when the pool has ended.
@@ -58,12 +64,16 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
             for (ticket, error) in chores.fail.drain(..) {
                 ticket.advance(Stage::Failed(error));
             }
-            for id in chores.start.drain(..) {
-                let started = (self.recipe)(self.notice_handler(id));
+            for (id, source) in chores.start.drain(..) {
+                let template = &self.templates[source];
+                let started = (self.recipe)(template, self.notice_handler(id));
+                // A template that is gone (its connection dropped) takes
+                // its source down rather than counting as a crash.
+                let gone = started.is_err() && self.templates.len() > 1 && template.is_gone();
                 let mut state = self.lock();
                 match started {
-                    Ok(rpc) => state.started(&self.config, id, rpc, &mut more),
-                    Err(e) => state.start_failed(&self.config, &e, &mut more),
+                    Ok(rpc) => state.started(&self.config, id, source, rpc, &mut more),
+                    Err(e) => state.start_failed(&self.config, source, gone, &e, &mut more),
                 }
                 more.wake_supervisor = true;
             }
@@ -150,7 +160,13 @@ impl<Req: Serialize + Send + 'static> Inner<Req> {
         if self.config.max_rss.is_none() || settled != Settled::Reply {
             return None;
         }
-        let pid = self.lock().worker(worker).and_then(|w| w.pid);
+        // Only a process of this machine: a far pid names another process
+        // here.
+        let pid = self
+            .lock()
+            .worker(worker)
+            .filter(|w| w.process.is_some())
+            .and_then(|w| w.pid);
         pid.and_then(crate::sys::memory::rss_bytes)
     }
 

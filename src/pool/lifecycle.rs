@@ -21,10 +21,14 @@ impl<Req> State<Req> {
         &mut self,
         config: &Config,
         id: u64,
+        source: usize,
         rpc: UntypedRpc,
         chores: &mut Chores<Req>,
     ) {
         self.starting = self.starting.saturating_sub(1);
+        if let Some(source) = self.sources.get_mut(source) {
+            source.starting = source.starting.saturating_sub(1);
+        }
         self.codec.get_or_insert(rpc.codec());
         self.totals.started += 1;
         let now = Instant::now();
@@ -39,6 +43,7 @@ impl<Req> State<Req> {
         });
         self.workers.push(Worker {
             id,
+            source,
             watch: Arc::new(rpc.watch()),
             rpc: Some(Arc::new(rpc)),
             pid: None,
@@ -63,19 +68,30 @@ impl<Req> State<Req> {
     }
 
     /// A worker could not be started at all.
+    /// `gone`: its source's template is gone (a dropped connection): the
+    /// source is down, which is not the workers' fault.
     pub(super) fn start_failed(
         &mut self,
         config: &Config,
+        source: usize,
+        gone: bool,
         error: &crate::Error,
         chores: &mut Chores<Req>,
     ) {
         self.starting = self.starting.saturating_sub(1);
+        if let Some(slot) = self.sources.get_mut(source) {
+            slot.starting = slot.starting.saturating_sub(1);
+        }
+        if gone {
+            self.source_down(config, source, chores);
+            return;
+        }
         self.note_crash(config, crate::error::chain(error), chores);
     }
 
     /// A worker died before answering any call: one more in a row; the
     /// breaker trips at the limit, and until then starts back off.
-    fn note_crash(&mut self, config: &Config, cause: String, chores: &mut Chores<Req>) {
+    pub(super) fn note_crash(&mut self, config: &Config, cause: String, chores: &mut Chores<Req>) {
         self.crash.in_a_row += 1;
         if self.crash.in_a_row >= config.crash_limit {
             let error = Error::CrashLoop {

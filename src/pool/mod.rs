@@ -123,6 +123,7 @@ mod inner;
 mod lifecycle;
 mod outcome;
 mod servers;
+mod sources;
 mod state;
 mod status;
 mod supervisor;

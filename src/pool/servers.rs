@@ -306,7 +306,7 @@ impl ServerInner {
             } else {
                 next
             };
-            wait_for_exits(&watch.iter().collect::<Vec<_>>(), &self.wake, until);
+            wait_for_exits(&watch.iter().collect::<Vec<_>>(), false, &self.wake, until);
             for process in &watch {
                 if let Ok(Some(status)) = process.try_wait() {
                     self.exited(process.id(), Some(status));

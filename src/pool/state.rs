@@ -41,6 +41,8 @@ pub(super) enum KilledFor {
 /// One worker process.
 pub(super) struct Worker {
     pub(super) id: u64,
+    /// The source it was forked from (see [`super::sources`]).
+    pub(super) source: usize,
     /// `None` once let go (the child finishes and exits).
     pub(super) rpc: Option<Arc<UntypedRpc>>,
     /// Learns its pid and process, also after it was let go.
@@ -157,7 +159,8 @@ pub(super) struct Chores<Req> {
     pub(super) release: Vec<Arc<UntypedRpc>>,
     pub(super) kill: Vec<(Arc<UntypedRpc>, String)>,
     /// Workers to start, by reserved id.
-    pub(super) start: Vec<u64>,
+    /// Workers to start: id, source.
+    pub(super) start: Vec<(u64, usize)>,
     pub(super) events: Vec<WorkerEvent>,
     pub(super) wake_supervisor: bool,
 }
@@ -198,7 +201,9 @@ pub(super) struct State<Req> {
     pub(super) room: VecDeque<Arc<RoomWaiter>>,
     /// Places in the queue kept for callers who were given room.
     pub(super) reserved: usize,
+    /// The sum of the `max` of the sources that are up.
     pub(super) max: usize,
+    pub(super) sources: Vec<super::sources::Source>,
     pub(super) idle: usize,
     pub(super) last_start: Option<Instant>,
     /// Replacements of recycled or retired workers to start at once.
@@ -219,8 +224,13 @@ pub(super) struct State<Req> {
 }
 
 impl<Req> State<Req> {
-    pub(super) fn new(max: usize, idle: usize) -> State<Req> {
+    pub(super) fn new(maxes: &[usize], idle: usize) -> State<Req> {
+        let max = maxes.iter().sum();
         State {
+            sources: maxes
+                .iter()
+                .map(|&max| super::sources::Source::new(max))
+                .collect(),
             workers: Vec::new(),
             starting: 0,
             queue: VecDeque::new(),
@@ -426,11 +436,18 @@ impl<Req> State<Req> {
                 }
             }
         }
+        let mut picked = 0;
         for _ in 0..count {
+            let Some(source) = self.pick_source() else {
+                break;
+            };
             let id = self.next_worker;
             self.next_worker += 1;
-            chores.start.push(id);
+            self.sources[source].starting += 1;
+            chores.start.push((id, source));
+            picked += 1;
         }
+        let count = picked;
         if count > 0 {
             self.starting += count;
             self.last_start = Some(now);

@@ -32,7 +32,10 @@ pub struct Totals {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerStatus {
-    /// Its pid, once it said it.
+    /// Where it was forked: 0 for the pool's template, then the
+    /// [sources](super::PoolBuilder::source) in the order they were added.
+    pub source: usize,
+    /// Its pid (on its machine), once it said it.
     pub pid: Option<u32>,
     /// Calls in flight on it.
     pub load: usize,

@@ -35,9 +35,28 @@ pub(super) fn spawn<Req: Serialize + Send + 'static>(
 
 fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
     loop {
+        // Sources whose template is gone (looked at outside the lock).
+        let gone: Vec<usize> = if inner.templates.len() > 1 {
+            (0..inner.templates.len())
+                .filter(|&i| inner.templates[i].is_gone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !gone.is_empty() {
+            let mut chores = Chores::default();
+            {
+                let mut state = inner.lock();
+                for i in gone {
+                    state.source_down(&inner.config, i, &mut chores);
+                }
+            }
+            chores.wake_supervisor = false;
+            inner.run_chores(chores);
+        }
         let now = Instant::now();
         let mut chores = Chores::default();
-        let (next, need_pid, watch, ended) = {
+        let (next, need_pid, watch, far, ended) = {
             let mut state = inner.lock();
             let start_at = state.plan_starts(&inner.config, now, &mut chores);
             let tend_at = state.tend(&inner.config, now, &mut chores);
@@ -53,11 +72,19 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
                 .filter(|w| !w.exited)
                 .filter_map(|w| w.process.clone().map(|p| (w.id, p, w.watch.clone())))
                 .collect();
+            // Workers on other machines: no pidfd; their far side says
+            // when they end.
+            let far: Vec<_> = state
+                .workers
+                .iter()
+                .filter(|w| !w.exited && w.pid.is_some() && w.process.is_none())
+                .map(|w| (w.id, w.watch.clone()))
+                .collect();
             let next = match (start_at, tend_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            (next, need_pid, watch, state.ended)
+            (next, need_pid, watch, far, state.ended)
         };
         chores.wake_supervisor = false;
         inner.run_chores(chores);
@@ -66,8 +93,10 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
         }
         for (id, rpc) in need_pid {
             let known = rpc.await_pid(Instant::now() + PID_TIMEOUT);
-            // Where the OOM killer's strikes on it will be counted.
-            let oom = known.as_ref().ok().and_then(|pid| {
+            // Where the OOM killer's strikes on it will be counted (on
+            // this machine only).
+            let local = rpc.process().is_some();
+            let oom = known.as_ref().ok().filter(|_| local).and_then(|pid| {
                 let file = crate::sys::memory::oom_kill_file(*pid)?;
                 let count = crate::sys::memory::oom_kills(&file)?;
                 Some((file, count))
@@ -87,7 +116,19 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
             inner.run_chores(chores);
         }
         let processes: Vec<&crate::Process> = watch.iter().map(|(_, p, _)| p).collect();
-        wait_for_exits(&processes, &inner.wake, next);
+        wait_for_exits(&processes, !far.is_empty(), &inner.wake, next);
+        for (id, rpc) in &far {
+            let Some(status) = rpc.far_gone() else {
+                continue;
+            };
+            let words = rpc.last_words(Instant::now() + LAST_WORDS);
+            let mut chores = Chores::default();
+            inner
+                .lock()
+                .exited(&inner.config, *id, status, words, &mut chores);
+            chores.wake_supervisor = false;
+            inner.run_chores(chores);
+        }
         for (id, process, rpc) in &watch {
             let status = match process.try_wait() {
                 Ok(None) => continue,

@@ -84,6 +84,20 @@ impl FarSide for Shared {
         self.far.exe
     }
 
+    fn gone(&self, pid: u32) -> Option<Option<ExitStatus>> {
+        use std::os::unix::process::ExitStatusExt;
+        let state = self.lock();
+        match state.exits.get(&pid) {
+            Some(status) => Some(Some(ExitStatus::from_raw(*status))),
+            None => state.lost.is_some().then_some(None),
+        }
+    }
+
+    fn kill(&self, pid: u32, signal: i32) {
+        self.lock().frames.push(Frame::Kill { pid, signal });
+        self.wake.notify();
+    }
+
     fn ending(&self, pid: Option<u32>, wait: Duration) -> (Option<ExitStatus>, String) {
         use std::os::unix::process::ExitStatusExt;
         let deadline = Instant::now() + wait;

@@ -45,6 +45,8 @@ pub(crate) trait Side {
     fn tick(&self) -> Option<Duration>;
     /// A process of the far side ended.
     fn exited(&mut self, _pid: u32, _status: i32) {}
+    /// The peer asks for `signal` to be sent to process `pid`.
+    fn kill(&mut self, _pid: u32, _signal: i32) {}
     /// The connection is lost (called before any channel's socket is
     /// closed, so that whoever sees a socket close can learn why).
     fn lost(&mut self, _why: &str) {}
@@ -449,6 +451,7 @@ impl Pump {
                 }
             }
             Frame::Exited { pid, status } => side.exited(pid, status),
+            Frame::Kill { pid, signal } => side.kill(pid, signal),
             Frame::Ping(n) => self.send(&Frame::Pong(n)),
             Frame::Pong(_) => {}
             Frame::Hello(_) => return Err("the far side said hello twice".into()),

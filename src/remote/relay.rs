@@ -106,6 +106,16 @@ impl Side for Relay {
     fn explains_locally(&self) -> bool {
         false
     }
+
+    fn kill(&mut self, pid: u32, signal: i32) {
+        // Only this relay's own children: a pid is not a process of the
+        // parent's choosing.
+        if children().contains(&pid) {
+            // SAFETY: kill has no memory effects; `pid` is a child of this
+            // process, not yet reaped (reaping happens on this thread).
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
 }
 
 impl Relay {

@@ -17,6 +17,7 @@
 //! | `O` | n | none | (to the far side only) start a fresh serving process on channel n |
 //! | `F` | m | u32 n | at this point of channel m's bytes its sender attached a socket: channel n is the other end's new socket, to be attached to the next bytes of m delivered |
 //! | `W` | 0 | u32 pid, i32 status | (to the parent only) a process of the far side ended: its wait status |
+//! | `K` | 0 | u32 pid, i32 signal | (to the far side only) send a signal to one of its processes (one it started or that its templates forked; any other pid is ignored) |
 //! | `P` / `Q` | 0 | u64 | keepalive: ping, and the pong that echoes it |
 //! | `X` | 0 | text | the sender gives up on the connection, and why |
 //!
@@ -61,6 +62,7 @@ pub(crate) mod kind {
     pub(crate) const OPEN: u8 = b'O';
     pub(crate) const SOCKET: u8 = b'F';
     pub(crate) const EXITED: u8 = b'W';
+    pub(crate) const KILL: u8 = b'K';
     pub(crate) const PING: u8 = b'P';
     pub(crate) const PONG: u8 = b'Q';
     pub(crate) const FATAL: u8 = b'X';
@@ -77,6 +79,7 @@ pub(crate) enum Frame {
     Open(u32),
     Socket { on: u32, new: u32 },
     Exited { pid: u32, status: i32 },
+    Kill { pid: u32, signal: i32 },
     Ping(u64),
     Pong(u64),
     Fatal(String),
@@ -165,6 +168,11 @@ pub(crate) fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&status.to_be_bytes());
         }
+        Frame::Kill { pid, signal } => {
+            header(kind::KILL, 0, 8);
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&signal.to_be_bytes());
+        }
         Frame::Ping(n) => {
             header(kind::PING, 0, 8);
             out.extend_from_slice(&n.to_be_bytes());
@@ -196,7 +204,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     let kind = buf[0];
     let channel = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
     let len = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
-    let known = b"HDCEROFWPQX".contains(&kind);
+    let known = b"HDCEROFWKPQX".contains(&kind);
     if !known {
         return Err(WireError::UnknownKind(kind as char));
     }
@@ -243,6 +251,10 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
         kind::EXITED => Frame::Exited {
             pid: u32_at(0)?,
             status: u32_at(4)? as i32,
+        },
+        kind::KILL => Frame::Kill {
+            pid: u32_at(0)?,
+            signal: u32_at(4)? as i32,
         },
         kind::PING => Frame::Ping(u64_at()?),
         kind::PONG => Frame::Pong(u64_at()?),
@@ -342,6 +354,7 @@ mod tests {
             Frame::Open(9),
             Frame::Socket { on: 9, new: 10 },
             Frame::Exited { pid: 5, status: -1 },
+            Frame::Kill { pid: 5, signal: 9 },
             Frame::Ping(77),
             Frame::Pong(77),
             Frame::Fatal("no".into()),

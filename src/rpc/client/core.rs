@@ -384,6 +384,9 @@ impl Core {
                 doing: "killing the child",
                 source: Arc::new(io::Error::other(e)),
             })?;
+        } else {
+            // On another machine: its far side kills it.
+            self.lock().link.kill_far(crate::Signal::KILL);
         }
         self.close(Some(error));
         Ok(())

@@ -113,6 +113,12 @@ impl RpcWatch {
         self.core.lock().link.process().cloned()
     }
 
+    /// For a child on another machine: `Some` once it is gone (with its
+    /// wait status when its far side reported it).
+    pub(crate) fn far_gone(&self) -> Option<Option<std::process::ExitStatus>> {
+        self.core.lock().link.far_gone()
+    }
+
     /// For a child that has exited: reads what it sent last (at most until
     /// `deadline`) and returns the message its server gave up with, if it
     /// did (a failing `init`, an unknown function).
