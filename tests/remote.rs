@@ -233,3 +233,30 @@ fn forever(_: UnixStream, _: Args) {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+#[test]
+fn function_values_work_with_a_copy_of_the_executable() {
+    // The same build as another file (as on another machine): function
+    // values are offsets, checked against the far executable.
+    let dir = std::env::temp_dir().join(format!("anyfork-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("prog");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    let mut command = Command::new(&copy);
+    command.arg(serve_arg());
+    let remote = Remote::command(command).unwrap();
+    let template = remote.new_exec().unwrap().eval(remember, ["copied"]);
+    let mut seen = String::new();
+    template
+        .fork()
+        .unwrap()
+        .run(recall)
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    assert_eq!(seen, "copied");
+    let rpc = template.fork().unwrap().rpc(double).start().unwrap();
+    assert_eq!(rpc.call_blocking(7).unwrap(), 14);
+    drop((rpc, template, remote));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -428,15 +428,20 @@ impl Link {
                 }
             }
         }
-        let mut target = function.target().ok_or_else(|| Error::NotInExecutable {
+        let target = function.target().ok_or_else(|| Error::NotInExecutable {
             name: function.label().to_owned(),
         })?;
+        Ok(self.for_its_executable(target))
+    }
+
+    /// `target` as the process's executable knows it: a function value of
+    /// a process on another machine is an offset in the executable there
+    /// (the same build, its hello said, as another file).
+    pub(crate) fn for_its_executable(&self, mut target: Target) -> Target {
         if let (Target::Offset { exe, .. }, Some(far)) = (&mut target, &self.far) {
-            // The far side runs the same build (its hello said so), as
-            // another file.
             *exe = far.exe();
         }
-        Ok(target)
+        target
     }
 
     pub(super) fn queue_run(&mut self, function: &FunctionRef) -> Result<(), Error> {

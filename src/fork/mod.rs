@@ -313,6 +313,12 @@ impl Fork {
         Ok(link)
     }
 
+    /// `target` as this process's executable knows it (see
+    /// [`Link::for_its_executable`]).
+    pub(crate) fn for_its_executable(&self, target: crate::proto::Target) -> crate::proto::Target {
+        lock(&self.shared).for_its_executable(target)
+    }
+
     /// Whether names given to this process can be checked in this program's
     /// registry.
     pub(crate) fn names_checked(&self) -> bool {

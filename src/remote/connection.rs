@@ -47,6 +47,8 @@ impl Drop for Handle {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) name: String,
+    /// The pid of the command at this end, if one was started.
+    command: Option<u32>,
     far: Hello,
     wake: Wake,
     next: AtomicU32,
@@ -150,6 +152,7 @@ impl Remote {
             source,
         })?;
         let shared = Arc::new(Shared {
+            command: child.as_ref().map(Child::id),
             name: name.clone(),
             far,
             wake,
@@ -228,6 +231,12 @@ impl Remote {
     /// name given to the [builder](super::Builder::name).
     pub fn name(&self) -> &str {
         &self.shared().name
+    }
+
+    /// The pid of the command that made the connection (`ssh`, say), if
+    /// this program started one: killing it drops the connection.
+    pub fn command_pid(&self) -> Option<u32> {
+        self.shared().command
     }
 
     /// Why the connection is gone, if it is (does not wait).

@@ -308,6 +308,7 @@ where
         }
         function
             .target()
+            .map(|target| self.settings.fork.for_its_executable(target))
             .ok_or_else(|| crate::Error::NotInExecutable {
                 name: function.label().to_owned(),
             })
