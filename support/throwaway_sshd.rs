@@ -185,7 +185,9 @@ impl ThrowawaySshd {
         ]
     }
 
-    /// A directory of its own, for files the tests put on "the far side".
+    /// A directory of its own, for files the tests put on "the far side"
+    /// (the benchmark has none).
+    #[allow(dead_code)]
     pub fn scratch_dir(&self, name: &str) -> std::path::PathBuf {
         let dir = self.dir.join(name);
         let _ = std::fs::create_dir_all(&dir);

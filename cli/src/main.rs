@@ -4,6 +4,7 @@
 //! anyfork                 the tour, then `bench --quick`
 //! anyfork tour            the seed manual's scenarios, each saying what happened
 //! anyfork bench [spawn | rpc | pool] [--quick] [--json] [--pin] [--no-perl]
+//! anyfork bench remote [--host user@host] [--ship] [--quick] [--json]
 //!                         processes per second and memory, RPC calls
 //!                         against raw socket I/O, worker pools against
 //!                         threads and Python's; side by side
@@ -22,6 +23,7 @@ mod perl;
 mod pool_bench;
 mod pool_tour;
 mod raw_socket;
+mod remote_bench;
 mod rpc_bench;
 mod rpc_tour;
 mod soak;
@@ -91,6 +93,20 @@ enum BenchPart {
     /// one RPC handle; a blocking call through a pool against one on a
     /// handle; recovery from a worker's SIGKILL.
     Pool,
+    /// Processes on another machine over ssh: one ssh session per worker
+    /// against forks of a far template over one connection (time to the
+    /// first reply), RPC round trips against `ssh host cat`, a pool of far
+    /// workers against a local one. Without --host it measures over a
+    /// throwaway sshd on 127.0.0.1.
+    Remote {
+        /// `user@host` to measure (this program must be at the same path
+        /// there, unless --ship).
+        #[arg(long)]
+        host: Option<String>,
+        /// Ship this program's executable to the far side first.
+        #[arg(long)]
+        ship: bool,
+    },
     /// N processes and N RPC start/call/drop cycles, sampling descriptors,
     /// zombies and the memory of this process and the template; exits 1 if
     /// anything was left behind or grew.
@@ -109,6 +125,8 @@ enum CliError {
     Bench(#[from] bench::BenchError),
     #[error("soak")]
     Soak(#[from] soak::SoakError),
+    #[error("remote")]
+    Remote(#[from] remote_bench::RemoteBenchError),
 }
 
 fn bench_options(flags: BenchFlags, spawn: bool, rpc: bool, pool: bool) -> bench::Options {
@@ -141,6 +159,16 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
             Some(BenchPart::Spawn) => bench(bench_options(flags, true, false, false))?,
             Some(BenchPart::Rpc) => bench(bench_options(flags, false, true, false))?,
             Some(BenchPart::Pool) => bench(bench_options(flags, false, false, true))?,
+            Some(BenchPart::Remote { host, ship }) => {
+                let report = remote_bench::run(host.as_deref(), ship, flags.quick, &|text| {
+                    eprintln!("anyfork bench: {text}")
+                })?;
+                if flags.json {
+                    println!("{}", remote_bench::render_json(&report));
+                } else {
+                    println!("{}", remote_bench::render_table(&report));
+                }
+            }
             Some(BenchPart::Soak { count }) => {
                 let count = count.unwrap_or(if flags.quick { 1_000 } else { 10_000 });
                 soak::run(soak::Options { count })?

@@ -144,7 +144,7 @@ pub enum PoolBenchError {
 }
 
 /// Spins the CPU for `iterations` rounds of xorshift.
-fn spin(iterations: u64) -> u64 {
+pub fn spin(iterations: u64) -> u64 {
     let mut x = iterations | 1;
     for _ in 0..iterations {
         x ^= x << 13;
@@ -154,12 +154,12 @@ fn spin(iterations: u64) -> u64 {
     std::hint::black_box(x)
 }
 
-fn echo(n: u64) -> u64 {
+pub fn echo(n: u64) -> u64 {
     n
 }
 
 /// Iterations of [`spin`] that take about 1 ms here.
-fn calibrate() -> u64 {
+pub fn calibrate() -> u64 {
     let mut iterations = 100_000u64;
     for _ in 0..20 {
         let times: Vec<f64> = (0..5)
@@ -186,7 +186,7 @@ fn figure(latencies: Vec<f64>, elapsed: Duration) -> (f64, f64) {
 }
 
 /// Keeps [`IN_FLIGHT`] async calls of `call` going for `time`.
-fn windowed<F, Fut, E>(
+pub fn windowed<F, Fut, E>(
     runtime: &tokio::runtime::Runtime,
     time: Duration,
     call: F,
@@ -370,8 +370,21 @@ fn ready_pool<M, F>(max: usize, load: usize, function: F) -> Result<Pool<u64, u6
 where
     F: anyfork::rpc::IntoRpc<M, Req = u64, Rep = u64>,
 {
-    let pool = Fork::new()
-        .map_err(start_error("pool template"))?
+    let template = Fork::new().map_err(start_error("pool template"))?;
+    ready_pool_from(template, max, load, function)
+}
+
+/// [`ready_pool`] forked from `template`.
+pub fn ready_pool_from<M, F>(
+    template: Fork,
+    max: usize,
+    load: usize,
+    function: F,
+) -> Result<Pool<u64, u64>, PoolBenchError>
+where
+    F: anyfork::rpc::IntoRpc<M, Req = u64, Rep = u64>,
+{
+    let pool = template
         .pool(function)
         .max(max)
         .idle(max)
