@@ -378,6 +378,9 @@ impl Core {
             process: self.process_name(),
             why,
         };
+        // Closed first: a caller reading the child's socket must not see
+        // its end (and report a death) before it learns of the kill.
+        self.close(Some(error));
         if let Some(process) = &process {
             process.kill(crate::Signal::KILL).map_err(|e| Error::Io {
                 process: self.process_name(),
@@ -388,7 +391,6 @@ impl Core {
             // On another machine: its far side kills it.
             self.lock().link.kill_far(crate::Signal::KILL);
         }
-        self.close(Some(error));
         Ok(())
     }
 
