@@ -200,6 +200,31 @@
 //! The [`pool`](mod@pool) module explains dispatch, the manual's recipes for
 //! `max`, `idle` and `load`, and what happens when things go wrong.
 //!
+//! ## Other machines
+//!
+//! A [`Remote`](remote::Remote) runs a command that reaches this program on
+//! another machine (`ssh host`, `kubectl exec -i`, `docker exec -i`, `sudo`)
+//! and gives you serving processes there, which you prepare, fork, run and
+//! call exactly as here. One connection carries them all: a far template's
+//! `fork` costs a round trip, not an ssh login (about 600 times less on
+//! loopback, `anyfork bench remote`). A pool can take workers from several
+//! machines at once ([`PoolBuilder::source`](pool::PoolBuilder::source)).
+//!
+//! ```no_run
+//! fn double(n: u64) -> u64 {
+//!     n * 2
+//! }
+//!
+//! let remote = anyfork::remote::Remote::ssh("worker@compute-7")?;
+//! let pool = remote.new_exec()?.pool(double).max(8).build()?;
+//! assert_eq!(pool.call_blocking(21)?, 42);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The [`remote`](mod@remote) module covers serve mode on the far side,
+//! shipping the executable when it is not installed there, the handshake
+//! that refuses another build, and how failures are named.
+//!
 //! ## Cargo features
 //!
 //! | feature | default | gives |

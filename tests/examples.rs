@@ -2,7 +2,8 @@
 //! a single worker; a pool of 10 servers accepting on one socket (1,000
 //! connections, every worker served some); anyfork as a faster fork+exec;
 //! worker code in the same file as main; a standalone program using
-//! `early()` and `Template::here()`; the three ways of CONCEPTS. Also shows
+//! `early()` and `Template::here()`; the three ways of CONCEPTS; the same
+//! function here and on a far side (Remote). Also shows
 //! that `new_exec` works in an example binary and in the `anyfork` binary.
 
 mod common;
@@ -212,4 +213,22 @@ fn http_server_pool_loses_no_request_to_a_killed_worker_or_a_reload() {
     assert!(out.contains("1000 of 1000 requests answered"), "{out}");
     assert!(out.contains("(1 restart)"), "{out}");
     assert!(out.contains("every first worker replaced"), "{out}");
+}
+
+#[test]
+fn remote_runs_the_same_function_here_and_on_the_far_side() {
+    let out = run(example("remote"), &[]);
+    assert!(
+        out.contains("local: HELLO FROM THIS MACHINE (process "),
+        "{out}"
+    );
+    for i in 0..3 {
+        assert!(
+            out.contains(&format!(
+                "far: HELLO FROM THE OTHER SIDE, WORKER {i} (process "
+            )),
+            "{out}"
+        );
+    }
+    assert!(out.contains("over one connection"), "{out}");
 }

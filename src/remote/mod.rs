@@ -1,5 +1,5 @@
 //! Processes on other machines: the same [`Fork`](crate::Fork) and
-//! [RPC](crate::rpc) over ssh, `kubectl exec`, `docker exec`, `sudo`, or
+//! [RPC](mod@crate::rpc) over ssh, `kubectl exec`, `docker exec`, `sudo`, or
 //! any command whose stdin and stdout reach a program linking anyfork
 //! (AnyEvent::Fork::Remote for Rust, and more).
 //!
@@ -56,8 +56,8 @@
 //! side runs the same build), `require` (of libraries *there*), `fork`,
 //! `run` and `run_async` (the function gets a unix socket on its machine;
 //! you get one here, which the connection's pump carries), every
-//! [RPC](crate::rpc) backend and codec, and [pools](crate::pool) (see
-//! [`PoolBuilder::remote`](crate::pool::PoolBuilder::remote)). What differs:
+//! [RPC](mod@crate::rpc) backend and codec, and [pools](mod@crate::pool) (see
+//! [`PoolBuilder::source`](crate::pool::PoolBuilder::source)). What differs:
 //! `send_fh` is refused ([`crate::Error::NoDescriptors`]); `pid` is the pid
 //! on the far machine and there is no [`Process`](crate::Process) handle
 //! ([`crate::Error::NotLocal`]); [`Remote::exit_status`] reports how a far
@@ -101,10 +101,10 @@
 //!
 //! # The protocol
 //!
-//! The connection carries the frames described in [`wire`](self#wire):
-//! each side's hello first, then data, credit and control frames per
-//! channel. The template protocol and RPC run inside the channels
-//! unchanged.
+//! The connection carries the frames described in
+//! [the protocol page](crate::protocol#remote-connections): each side's
+//! hello first, then data, credit and control frames per channel. The
+//! template protocol and RPC run inside the channels unchanged.
 //!
 //! # Failures are named
 //!
