@@ -24,6 +24,7 @@ mod pool_bench;
 mod pool_tour;
 mod raw_socket;
 mod remote_bench;
+mod remote_tour;
 mod rpc_bench;
 mod rpc_tour;
 mod soak;
@@ -177,7 +178,7 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
         None => {
             tour::run()?;
             println!(
-                "12. How fast: anyfork bench --quick (`anyfork bench` is the full version, about 3 minutes)\n"
+                "13. How fast: anyfork bench --quick (`anyfork bench` is the full version, about 3 minutes), then anyfork bench remote --quick\n"
             );
             let flags = BenchFlags {
                 quick: true,
@@ -186,6 +187,16 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
                 no_perl: false,
             };
             bench(bench_options(flags, true, true, true))?;
+            // Over ssh, when a throwaway sshd can be started here.
+            match remote_bench::run(None, false, true, &|text| {
+                eprintln!("anyfork bench: {text}")
+            }) {
+                Ok(report) => println!("{}", remote_bench::render_table(&report)),
+                Err(remote_bench::RemoteBenchError::NoServer(why)) => {
+                    println!("Remote processes over ssh: not measured: {why}\n")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

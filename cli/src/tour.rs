@@ -35,6 +35,11 @@ pub enum TourError {
         scenario: &'static str,
         source: anyfork::pool::Error,
     },
+    #[error("{scenario}")]
+    Remote {
+        scenario: &'static str,
+        source: anyfork::remote::Error,
+    },
     #[error("{scenario}: {what}")]
     Unexpected {
         scenario: &'static str,
@@ -349,7 +354,7 @@ fn processes_and_errors() -> Result<(), TourError> {
 /// Runs every scenario.
 pub fn run() -> Result<(), TourError> {
     println!(
-        "anyfork tour: the scenarios of the AnyEvent::Fork, AnyEvent::Fork::RPC and AnyEvent::Fork::Pool manuals, in Rust"
+        "anyfork tour: the scenarios of the AnyEvent::Fork, AnyEvent::Fork::RPC, AnyEvent::Fork::Pool and AnyEvent::Fork::Remote manuals, in Rust"
     );
     single_worker()?;
     shared_template()?;
@@ -360,6 +365,7 @@ pub fn run() -> Result<(), TourError> {
     processes_and_errors()?;
     crate::rpc_tour::run()?;
     crate::pool_tour::run()?;
+    crate::remote_tour::run()?;
     println!();
     Ok(())
 }

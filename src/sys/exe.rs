@@ -80,6 +80,65 @@ pub(crate) fn address_in_main(offset: u64) -> Option<usize> {
     (image.start..image.end).contains(&addr).then_some(addr)
 }
 
+/// `dl_iterate_phdr` callback: copies the GNU build-id note of the first
+/// object (the main program), if it has one, and stops.
+extern "C" fn first_build_id(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: as in `first_object`; `data` is the `Option<Vec<u8>>` that
+    // `gnu_build_id` passes.
+    let (info, out) = unsafe { (&*info, &mut *(data as *mut Option<Vec<u8>>)) };
+    for i in 0..info.dlpi_phnum as usize {
+        // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+        let header = unsafe { &*info.dlpi_phdr.add(i) };
+        if header.p_type != libc::PT_NOTE {
+            continue;
+        }
+        let start = (info.dlpi_addr as usize + header.p_vaddr as usize) as *const u8;
+        // SAFETY: a PT_NOTE segment is loaded (it lies within a PT_LOAD
+        // segment of the object) and p_memsz bytes long.
+        let notes = unsafe { std::slice::from_raw_parts(start, header.p_memsz as usize) };
+        if let Some(id) = find_build_id(notes) {
+            *out = Some(id.to_vec());
+            break;
+        }
+    }
+    1
+}
+
+/// The descriptor of the `NT_GNU_BUILD_ID` note named `GNU` in `notes`.
+fn find_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+    let align = |n: usize| n.div_ceil(4) * 4;
+    while notes.len() >= 12 {
+        let word = |at: usize| {
+            u32::from_ne_bytes([notes[at], notes[at + 1], notes[at + 2], notes[at + 3]]) as usize
+        };
+        let (namesz, descsz, kind) = (word(0), word(4), word(8));
+        let name_end = 12 + align(namesz);
+        let desc_end = name_end.checked_add(align(descsz))?;
+        if desc_end > notes.len() {
+            return None;
+        }
+        if kind == 3 && notes.get(12..12 + namesz) == Some(b"GNU\0") {
+            return notes.get(name_end..name_end + descsz);
+        }
+        notes = &notes[desc_end..];
+    }
+    None
+}
+
+/// The GNU build id of the executable (a hash of its contents the linker
+/// wrote into a note), if it has one.
+pub(crate) fn gnu_build_id() -> Option<Vec<u8>> {
+    let mut id: Option<Vec<u8>> = None;
+    // SAFETY: the callback only reads the loader's tables and the loaded
+    // note, and writes `id`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(first_build_id), &mut id as *mut _ as *mut libc::c_void) };
+    id
+}
+
 /// Identifies the executable file: device and inode of `/proc/self/exe`, plus
 /// its size and modification time, so a rebuilt binary at the same inode
 /// does not pass.
@@ -89,4 +148,31 @@ pub(crate) fn identity() -> [u64; 4] {
         Ok(st) => [st.st_dev, st.st_ino, st.st_size as u64, st.st_mtime as u64],
         Err(_) => [0; 4],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_id_note_is_found_among_others() {
+        let note = |name: &[u8], kind: u32, desc: &[u8]| {
+            let mut out = Vec::new();
+            out.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+            out.extend_from_slice(&(desc.len() as u32).to_ne_bytes());
+            out.extend_from_slice(&kind.to_ne_bytes());
+            out.extend_from_slice(name);
+            out.resize(out.len().div_ceil(4) * 4, 0);
+            out.extend_from_slice(desc);
+            out.resize(out.len().div_ceil(4) * 4, 0);
+            out
+        };
+        let mut notes = note(b"GNU\0", 1, b"\x01\x02\x03\x04");
+        notes.extend(note(b"GNU\0", 3, b"\xaa\xbb\xcc"));
+        assert_eq!(find_build_id(&notes), Some(&b"\xaa\xbb\xcc"[..]));
+        assert_eq!(find_build_id(&notes[..notes.len() - 4]), None);
+        assert_eq!(find_build_id(&note(b"XYZ\0", 3, b"\x01")), None);
+        // This test binary has one (Debian's linker writes it).
+        assert!(gnu_build_id().is_some_and(|id| id.len() >= 8));
+    }
 }
