@@ -132,18 +132,6 @@ impl Fork {
     }
 }
 
-/// Starts a fresh serving process on a new socket (for the far side of a
-/// remote connection, whose relay carries the socket's bytes); returns our
-/// end and its pid.
-pub(crate) fn spawn_on_socket() -> io::Result<(std::os::fd::OwnedFd, u32)> {
-    let (ours, theirs) = transport::socketpair()?;
-    let value = format!("{}:{}", spawn::SERVE_FD, proto::PROTOCOL_VERSION);
-    let marker = std::ffi::CString::new(format!("{}={value}", proto::SERVE_MARKER))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let pid = spawn::spawn_self(&[(theirs.as_fd(), spawn::SERVE_FD)], &marker)?;
-    Ok((ours, pid as u32))
-}
-
 /// The serving process would refuse to serve in a privileged program (see
 /// `serve`): say why here, before starting it.
 fn refuse_privileged() -> Result<(), Error> {

@@ -11,27 +11,6 @@
 use super::config::Config;
 use super::state::{Chores, State};
 
-/// One source's place in the state.
-#[derive(Debug, Clone)]
-pub(super) struct Source {
-    /// The most workers from it.
-    pub(super) max: usize,
-    /// Workers from it being started.
-    pub(super) starting: usize,
-    /// Its template is gone.
-    pub(super) down: bool,
-}
-
-impl Source {
-    pub(super) fn new(max: usize) -> Source {
-        Source {
-            max,
-            starting: 0,
-            down: false,
-        }
-    }
-}
-
 impl<Req> State<Req> {
     /// Workers of source `i` that count toward its `max`, with those
     /// starting.

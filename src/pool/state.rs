@@ -41,7 +41,7 @@ pub(super) enum KilledFor {
 /// One worker process.
 pub(super) struct Worker {
     pub(super) id: u64,
-    /// The source it was forked from (see [`super::sources`]).
+    /// The source it was forked from (see the `sources` module).
     pub(super) source: usize,
     /// `None` once let go (the child finishes and exits).
     pub(super) rpc: Option<Arc<UntypedRpc>>,
@@ -191,6 +191,27 @@ impl<Req> Chores<Req> {
     }
 }
 
+/// One source of workers' place in the state (see the `sources` module).
+#[derive(Debug, Clone)]
+pub(super) struct Source {
+    /// The most workers from it.
+    pub(super) max: usize,
+    /// Workers from it being started.
+    pub(super) starting: usize,
+    /// Its template is gone.
+    pub(super) down: bool,
+}
+
+impl Source {
+    pub(super) fn new(max: usize) -> Source {
+        Source {
+            max,
+            starting: 0,
+            down: false,
+        }
+    }
+}
+
 /// Everything the pool's lock guards.
 pub(super) struct State<Req> {
     pub(super) workers: Vec<Worker>,
@@ -203,7 +224,7 @@ pub(super) struct State<Req> {
     pub(super) reserved: usize,
     /// The sum of the `max` of the sources that are up.
     pub(super) max: usize,
-    pub(super) sources: Vec<super::sources::Source>,
+    pub(super) sources: Vec<Source>,
     pub(super) idle: usize,
     pub(super) last_start: Option<Instant>,
     /// Replacements of recycled or retired workers to start at once.
@@ -227,10 +248,7 @@ impl<Req> State<Req> {
     pub(super) fn new(maxes: &[usize], idle: usize) -> State<Req> {
         let max = maxes.iter().sum();
         State {
-            sources: maxes
-                .iter()
-                .map(|&max| super::sources::Source::new(max))
-                .collect(),
+            sources: maxes.iter().map(|&max| Source::new(max)).collect(),
             workers: Vec::new(),
             starting: 0,
             queue: VecDeque::new(),

@@ -7,26 +7,13 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use super::command_line::{serve_arg, shell_quote};
 use super::connection::{Connected, Remote};
 use super::error::{self, Error};
 use super::handshake::{self, Unheard};
 use super::pump::Keepalive;
 use super::stderr::StderrTail;
 use crate::transport::Transport;
-
-/// The argument that starts a program linking anyfork as a relay instead
-/// of running its `main`, when it comes first: `--anyfork-serve=mux:1`.
-/// ssh drops the environment, so this is how a command line asks; `env
-/// ANYFORK_SERVE=mux:1 prog` works as well. Programs that parse their own
-/// arguments never see it: a program started with it does not reach
-/// `main`.
-///
-/// ```
-/// assert_eq!(anyfork::remote::serve_arg(), "--anyfork-serve=mux:1");
-/// ```
-pub fn serve_arg() -> String {
-    format!("--anyfork-serve=mux:{}", crate::proto::PROTOCOL_VERSION)
-}
 
 /// How to make a [`Remote`] connection: timeouts, keepalive, names, and
 /// what to run on the far side.
@@ -476,17 +463,4 @@ fn describe(command: &Command) -> String {
     let mut words = vec![command.get_program().to_string_lossy().into_owned()];
     words.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
     words.join(" ")
-}
-
-/// `word` quoted for a POSIX shell.
-pub(crate) fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }

@@ -118,6 +118,7 @@
 
 mod build_id;
 mod builder;
+mod command_line;
 mod connection;
 mod error;
 mod handshake;
@@ -128,7 +129,8 @@ mod stderr;
 mod wire;
 
 pub use build_id::{TARGET, build_id};
-pub use builder::{Builder, serve_arg};
+pub use builder::Builder;
+pub use command_line::serve_arg;
 pub use connection::Remote;
 pub use error::Error;
 pub use wire::Hello;

@@ -67,7 +67,7 @@ struct Relay {
 
 impl Side for Relay {
     fn open(&mut self, _channel: u32) -> Result<OwnedFd, String> {
-        match crate::exec::spawn_on_socket() {
+        match spawn_on_socket() {
             Ok((socket, pid)) => {
                 self.children.insert(pid);
                 Ok(socket)
@@ -145,6 +145,24 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Starts a fresh serving process of this executable on a new socket;
+/// returns our end and its pid.
+fn spawn_on_socket() -> std::io::Result<(OwnedFd, u32)> {
+    use crate::sys::spawn;
+    use std::os::fd::AsFd;
+    let (ours, theirs) = crate::transport::socketpair()?;
+    let marker = format!(
+        "{}={}:{}",
+        crate::proto::SERVE_MARKER,
+        spawn::SERVE_FD,
+        crate::proto::PROTOCOL_VERSION
+    );
+    let marker = std::ffi::CString::new(marker)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let pid = spawn::spawn_self(&[(theirs.as_fd(), spawn::SERVE_FD)], &marker)?;
+    Ok((ours, pid as u32))
 }
 
 /// Reaps every child that has ended: (pid, wait status).

@@ -25,7 +25,7 @@ use std::io;
 use std::time::Instant;
 
 use super::build_id::build_id;
-use super::builder::{serve_arg, shell_quote};
+use super::command_line::{serve_arg, shell_quote};
 use crate::sys::poll;
 use crate::transport::Transport;
 
