@@ -120,6 +120,25 @@ impl Transport {
         }
     }
 
+    /// Sends all of `bytes` (no descriptors), waiting for room at most
+    /// until `deadline`; [`io::ErrorKind::TimedOut`] when it passes.
+    pub(crate) fn send_all_until(&self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        let mut at = 0;
+        while at < bytes.len() {
+            match self.send(&bytes[at..], &[], true) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait_writable_until(Some(deadline))? {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Receives bytes into `buf`, appending descriptors that came with them
     /// to `fds`; 0 is end of stream. A non-blocking receive that would
     /// block is [`io::ErrorKind::WouldBlock`].

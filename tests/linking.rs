@@ -37,11 +37,7 @@ fn this_process_maps_libgcc_s() -> bool {
 
 #[test]
 fn the_examples_do_not_load_libgcc_s() {
-    let built = common::cargo_build(&["--example", "concepts"]);
-    let example = built
-        .iter()
-        .find(|p| p.file_name().is_some_and(|f| f == "concepts"))
-        .expect("the example was built");
+    let example = common::example_binary("concepts");
     let objects = loaded_objects(&example.to_string_lossy());
     assert!(objects.contains("libc.so"), "libc stays shared: {objects}");
     assert!(!objects.contains("libgcc_s"), "{objects}");

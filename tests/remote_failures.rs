@@ -90,12 +90,7 @@ fn silence_is_a_handshake_timeout() {
 
 #[test]
 fn another_build_is_refused_naming_both_sides() {
-    let built = common::cargo_build(&["--example", "concepts"]);
-    let other = built
-        .iter()
-        .find(|p| p.file_name().is_some_and(|f| f == "concepts"))
-        .expect("the example was built");
-    let mut command = Command::new(other);
+    let mut command = Command::new(common::example_binary("concepts"));
     command.arg(serve_arg());
     let error = quiet().command(command).unwrap_err();
     let text = error.to_string();
@@ -235,61 +230,30 @@ fn the_far_side_dying_fails_everything_on_it_by_name() {
     );
 }
 
-/// Carries bytes between `from` and `to` until told to stop.
-fn forward(mut from: impl Read + Send + 'static, mut to: impl Write + Send + 'static) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 65536];
-        loop {
-            let Ok(n) = from.read(&mut buf) else { return };
-            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                return;
-            }
-        }
-    });
-}
-
 #[test]
 fn a_dropped_connection_fails_calls_on_it_and_the_far_side_exits() {
-    // The far side's stdin and stdout are sockets this test holds: closing
-    // them is a network drop.
-    let (cut_in, far_in) = UnixStream::pair().unwrap();
-    let (cut_out, far_out) = UnixStream::pair().unwrap();
-    let mut relay = Command::new(exe())
-        .arg(serve_arg())
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            far_in,
-        )))
-        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            far_out,
-        )))
-        .spawn()
-        .unwrap();
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    forward(cut_out.try_clone().unwrap(), theirs.try_clone().unwrap());
-    forward(theirs, cut_in.try_clone().unwrap());
-    let remote = Remote::builder()
-        .streams(ours.try_clone().unwrap(), ours)
-        .unwrap();
+    let mut far = common::CuttableFarSide::start();
+    let remote = far.remote.clone();
     let fork = remote.new_exec().unwrap();
     let far_pid = fork.pid().unwrap();
     let rpc = fork.rpc(sleepy).start().unwrap();
     assert_eq!(rpc.call_blocking(1).unwrap(), 1);
-    let cutter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        cut_in.shutdown(std::net::Shutdown::Both).unwrap();
-        cut_out.shutdown(std::net::Shutdown::Both).unwrap();
-    });
     let started = Instant::now();
-    let error = rpc.call_blocking(60_000).unwrap_err();
+    let error = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            far.cut();
+        });
+        rpc.call_blocking(60_000).unwrap_err()
+    });
     assert!(started.elapsed() < Duration::from_secs(10), "no hang");
-    cutter.join().unwrap();
     let text = common::chain(&error);
     assert!(text.contains("connection is lost"), "{text}");
     let why = remote.wait_lost(Duration::from_secs(10)).expect("lost");
     assert!(why.contains("closed the connection"), "{why}");
     // No orphans: the relay and its worker exit (the worker is killed
     // after the grace period).
-    let status = relay.wait().unwrap();
+    let status = far.relay.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(common::wait_until(Duration::from_secs(10), || {
         common::has_ended(far_pid)

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,35 +109,11 @@ fn a_pool_of_four_far_workers_over_one_connection() {
     pool.shutdown(Duration::from_secs(5));
 }
 
-/// Carries bytes between `from` and `to`.
-fn forward(mut from: UnixStream, mut to: UnixStream) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
-}
-
 #[test]
 fn a_pool_across_sources_survives_a_dropped_connection() {
     // A far side whose connection this test can cut.
-    let (cut_in, far_in) = UnixStream::pair().unwrap();
-    let (cut_out, far_out) = UnixStream::pair().unwrap();
-    let mut relay = Command::new(exe())
-        .arg(serve_arg())
-        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            far_in,
-        )))
-        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-            far_out,
-        )))
-        .spawn()
-        .unwrap();
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    forward(cut_out.try_clone().unwrap(), theirs.try_clone().unwrap());
-    forward(theirs, cut_in.try_clone().unwrap());
-    let remote = Remote::builder()
-        .streams(ours.try_clone().unwrap(), ours)
-        .unwrap();
+    let mut far = common::CuttableFarSide::start();
+    let remote = far.remote.clone();
     let pool = Fork::new()
         .unwrap()
         .pool(whoami)
@@ -175,8 +150,7 @@ fn a_pool_across_sources_survives_a_dropped_connection() {
             .map(|_| pool.call_with(800, CallOptions::new().idempotent(true)))
             .collect();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        cut_in.shutdown(std::net::Shutdown::Both).unwrap();
-        cut_out.shutdown(std::net::Shutdown::Both).unwrap();
+        far.cut();
         let mut results = Vec::new();
         for call in calls {
             results.push(call.await);
@@ -196,6 +170,6 @@ fn a_pool_across_sources_survives_a_dropped_connection() {
     assert_eq!(pool.call_blocking(0).unwrap(), local_pid);
     assert!(remote.wait_lost(Duration::from_secs(10)).is_some());
     // The far side exits, leaving nothing behind.
-    assert!(relay.wait().unwrap().success());
+    assert!(far.relay.wait().unwrap().success());
     pool.shutdown(Duration::from_secs(5));
 }

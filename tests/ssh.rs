@@ -180,13 +180,8 @@ fn an_executable_is_shipped_where_it_is_not_installed() {
 #[test]
 fn another_build_over_ssh_is_refused() {
     let server = server();
-    let built = common::cargo_build(&["--example", "concepts"]);
-    let other = built
-        .iter()
-        .find(|p| p.file_name().is_some_and(|f| f == "concepts"))
-        .expect("the example was built");
     let error = builder(&server)
-        .program(other)
+        .program(common::example_binary("concepts"))
         .ssh(&server.destination())
         .unwrap_err();
     assert!(

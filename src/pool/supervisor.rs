@@ -23,6 +23,23 @@ const PID_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the last frames of an exited worker are read for.
 const LAST_WORDS: Duration = Duration::from_millis(100);
 
+/// Worker `id` has exited (with `status`, where known).
+fn report_exit<Req: Serialize + Send + 'static>(
+    inner: &Arc<Inner<Req>>,
+    id: u64,
+    status: Option<std::process::ExitStatus>,
+    rpc: &crate::rpc::RpcWatch,
+) {
+    // Why its server gave up, if it did and nobody has read it.
+    let words = rpc.last_words(Instant::now() + LAST_WORDS);
+    let mut chores = Chores::default();
+    inner
+        .lock()
+        .exited(&inner.config, id, status, words, &mut chores);
+    chores.wake_supervisor = false;
+    inner.run_chores(chores);
+}
+
 /// Starts the supervisor of `inner`.
 pub(super) fn spawn<Req: Serialize + Send + 'static>(
     inner: Arc<Inner<Req>>,
@@ -118,16 +135,9 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
         let processes: Vec<&crate::Process> = watch.iter().map(|(_, p, _)| p).collect();
         wait_for_exits(&processes, !far.is_empty(), &inner.wake, next);
         for (id, rpc) in &far {
-            let Some(status) = rpc.far_gone() else {
-                continue;
-            };
-            let words = rpc.last_words(Instant::now() + LAST_WORDS);
-            let mut chores = Chores::default();
-            inner
-                .lock()
-                .exited(&inner.config, *id, status, words, &mut chores);
-            chores.wake_supervisor = false;
-            inner.run_chores(chores);
+            if let Some(status) = rpc.far_gone() {
+                report_exit(inner, *id, status, rpc);
+            }
         }
         for (id, process, rpc) in &watch {
             let status = match process.try_wait() {
@@ -135,14 +145,7 @@ fn supervise<Req: Serialize + Send + 'static>(inner: &Arc<Inner<Req>>) {
                 Ok(Some(status)) => Some(status),
                 Err(_) => None,
             };
-            // Why its server gave up, if it did and nobody has read it.
-            let words = rpc.last_words(Instant::now() + LAST_WORDS);
-            let mut chores = Chores::default();
-            inner
-                .lock()
-                .exited(&inner.config, *id, status, words, &mut chores);
-            chores.wake_supervisor = false;
-            inner.run_chores(chores);
+            report_exit(inner, *id, status, rpc);
         }
     }
     let destroy = inner

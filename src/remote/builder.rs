@@ -4,11 +4,11 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::command_line::{serve_arg, shell_quote};
-use super::connection::{Connected, Remote};
+use super::connection::{Connected, Remote, wait_at_most};
 use super::error::{self, Error};
 use super::handshake::{self, Unheard};
 use super::pump::Keepalive;
@@ -365,7 +365,7 @@ impl Builder {
             Err(Unheard::Ended) => {
                 let status = child
                     .as_mut()
-                    .and_then(|c| wait_briefly(c, Duration::from_secs(5)));
+                    .and_then(|c| wait_at_most(c, Duration::from_secs(5)));
                 return Err(fail(
                     &mut child,
                     Error::Ended {
@@ -443,18 +443,6 @@ impl Builder {
             child,
             stderr,
         })
-    }
-}
-
-/// Waits up to `limit` for `child` to exit.
-fn wait_briefly(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => return None,
-        }
     }
 }
 

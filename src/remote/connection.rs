@@ -389,16 +389,20 @@ fn pump_thread(
 /// Waits for the command to exit (it does once its input ends), killing
 /// it after a few seconds.
 fn reap(mut child: Child) -> Option<ExitStatus> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    wait_at_most(&mut child, Duration::from_secs(5)).or_else(|| {
+        let _ = child.kill();
+        child.wait().ok()
+    })
+}
+
+/// Waits up to `limit` for `child` to exit.
+pub(super) fn wait_at_most(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return Some(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            Err(_) => return None,
+            _ => return None,
         }
     }
 }

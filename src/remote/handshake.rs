@@ -56,20 +56,7 @@ pub(crate) enum Unheard {
 pub(crate) fn send(conn: &Transport, hello: &Hello, deadline: Instant) -> io::Result<()> {
     let mut bytes = Vec::new();
     wire::encode(&Frame::Hello(hello.clone()), &mut bytes);
-    let mut at = 0;
-    while at < bytes.len() {
-        match conn.send(&bytes[at..], &[], true) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !conn.wait_writable_until(Some(deadline))? {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    conn.send_all_until(&bytes, deadline)
 }
 
 /// Reads the peer's hello; returns it and whatever came after it.

@@ -129,7 +129,8 @@ pub(crate) fn ship(conn: &Transport, deadline: Instant) -> Result<(), String> {
         "send" => {
             let bytes =
                 executable().map_err(|e| format!("reading this program's executable: {e}"))?;
-            send_all(conn, &bytes, deadline).map_err(|e| format!("sending the executable: {e}"))
+            conn.send_all_until(&bytes, deadline)
+                .map_err(|e| format!("sending the executable: {e}"))
         }
         "wrong-arch" => Err(format!(
             "the far side is a {detail} machine; this program is built for {}",
@@ -173,21 +174,4 @@ fn read_line(conn: &Transport, deadline: Instant) -> Result<String, String> {
             Err(e) => return Err(format!("reading the bootstrap's answer: {e}")),
         }
     }
-}
-
-fn send_all(conn: &Transport, bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    let mut at = 0;
-    while at < bytes.len() {
-        match conn.send(&bytes[at..], &[], true) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !conn.wait_writable_until(Some(deadline))? {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

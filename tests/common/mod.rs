@@ -258,3 +258,60 @@ impl Drop for MemoryCgroup {
         });
     }
 }
+
+/// Builds example `name` and returns its path.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    cargo_build(&["--example", name])
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|f| f == name))
+        .unwrap_or_else(|| panic!("the example {name} was not built"))
+}
+
+/// A relay (this test binary in serve mode) whose connection the test can
+/// cut, as a network drop would: its stdin and stdout are sockets the test
+/// holds, with a thread carrying bytes each way.
+pub struct CuttableFarSide {
+    pub relay: std::process::Child,
+    pub remote: anyfork::remote::Remote,
+    cut_in: UnixStream,
+    cut_out: UnixStream,
+}
+
+impl CuttableFarSide {
+    pub fn start() -> CuttableFarSide {
+        use std::os::fd::OwnedFd;
+        use std::process::Stdio;
+        let (cut_in, far_in) = UnixStream::pair().unwrap();
+        let (cut_out, far_out) = UnixStream::pair().unwrap();
+        let relay = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg(anyfork::remote::serve_arg())
+            .stdin(Stdio::from(OwnedFd::from(far_in)))
+            .stdout(Stdio::from(OwnedFd::from(far_out)))
+            .spawn()
+            .unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let carry = |mut from: UnixStream, mut to: UnixStream| {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        };
+        carry(cut_out.try_clone().unwrap(), theirs.try_clone().unwrap());
+        carry(theirs, cut_in.try_clone().unwrap());
+        let remote = anyfork::remote::Remote::builder()
+            .streams(ours.try_clone().unwrap(), ours)
+            .unwrap();
+        CuttableFarSide {
+            relay,
+            remote,
+            cut_in,
+            cut_out,
+        }
+    }
+
+    /// Cuts the connection: neither side hears the other again.
+    pub fn cut(&self) {
+        let _ = self.cut_in.shutdown(std::net::Shutdown::Both);
+        let _ = self.cut_out.shutdown(std::net::Shutdown::Both);
+    }
+}
