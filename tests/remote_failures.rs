@@ -335,3 +335,70 @@ fn a_slow_far_process_does_not_stall_the_others() {
     drop(remote);
     drop(template);
 }
+
+/// The bootstrap run by `sh -c` here, with `env` set (a fake `uname`
+/// first in `PATH`, a cache directory).
+fn bootstrap(env: &[(&str, String)]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(anyfork::remote::ship::bootstrap_script());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+#[test]
+fn shipping_checks_the_far_machine_and_says_what_is_wrong() {
+    let dir = std::env::temp_dir().join(format!("anyfork-ship-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Another architecture: a `uname` that says so.
+    let uname = bin.join("uname");
+    std::fs::write(&uname, "#!/bin/sh\necho sparc64\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&uname, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let error = quiet()
+        .ship_executable(true)
+        .command(bootstrap(&[("PATH", path)]))
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::Ship { .. }), "{text}");
+    assert!(
+        text.contains("sparc64") && text.contains(anyfork::remote::TARGET),
+        "{text}"
+    );
+    // Nowhere to store it.
+    let error = quiet()
+        .ship_executable(true)
+        .command(bootstrap(&[(
+            "XDG_CACHE_HOME",
+            "/proc/no-such-place".into(),
+        )]))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("cannot write to /proc/no-such-place"),
+        "{error}"
+    );
+    // Shipped, then found in the cache.
+    let cache = dir.join("cache");
+    for _ in 0..2 {
+        let remote = quiet()
+            .ship_executable(true)
+            .command(bootstrap(&[(
+                "XDG_CACHE_HOME",
+                cache.display().to_string(),
+            )]))
+            .unwrap();
+        let rpc = remote.new_exec().unwrap().rpc(sleepy).start().unwrap();
+        assert_eq!(rpc.call_blocking(1).unwrap(), 1);
+        let relay = remote.far_side().pid;
+        let exe = std::fs::read_link(format!("/proc/{relay}/exe")).unwrap();
+        assert_eq!(exe, cache.join("anyfork").join(anyfork::remote::build_id()));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
