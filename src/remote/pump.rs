@@ -345,24 +345,18 @@ impl Pump {
     /// Reads from the connection and handles every whole frame.
     fn read_connection(&mut self, side: &mut dyn Side) -> Option<String> {
         let mut fds = VecDeque::new();
-        for _ in 0..16 {
-            let start = self.inbound.len();
-            self.inbound.resize(start + 256 * 1024, 0);
-            let read = self.conn.recv(&mut self.inbound[start..], &mut fds, true);
+        for _ in 0..64 {
+            let read = self.conn.recv(&mut self.scratch, &mut fds, true);
             match read {
-                Ok(0) => {
-                    self.inbound.truncate(start);
-                    return Some("the far side closed the connection".into());
-                }
+                Ok(0) => return Some("the far side closed the connection".into()),
                 Ok(n) => {
-                    self.inbound.truncate(start + n);
+                    self.inbound.extend_from_slice(&self.scratch[..n]);
                     self.last_heard = Instant::now();
                     if let Err(why) = self.take_inbound(side) {
                         return Some(why);
                     }
                 }
                 Err(e) => {
-                    self.inbound.truncate(start);
                     return match e.kind() {
                         io::ErrorKind::WouldBlock => None,
                         io::ErrorKind::Interrupted => continue,
