@@ -14,9 +14,14 @@ use std::time::Duration;
 use anyfork::remote::{Remote, serve_arg};
 use anyfork::{Args, Error};
 
+/// "Another machine": this test binary started by a shell command in
+/// serve mode, as `ssh host 'exec prog --anyfork-serve=mux:1'` would.
 fn local() -> Remote {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command.arg(serve_arg());
+    let exe = std::env::current_exe().unwrap();
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("exec '{}' {}", exe.display(), serve_arg()));
     Remote::command(command).unwrap()
 }
 
@@ -259,4 +264,32 @@ fn function_values_work_with_a_copy_of_the_executable() {
     assert_eq!(rpc.call_blocking(7).unwrap(), 14);
     drop((rpc, template, remote));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn require_loads_a_library_on_the_far_side() {
+    let plugin = common::build_test_plugin();
+    let remote = local();
+    let template = remote
+        .new_exec()
+        .unwrap()
+        .require(&plugin)
+        .eval("plugin::init", ["5"]);
+    for _ in 0..2 {
+        let worker = template.fork().unwrap().send_arg("far");
+        let pid = worker.pid().unwrap();
+        let said = common::read_all(worker.run("plugin::worker").unwrap());
+        assert_eq!(
+            said,
+            format!("plugin says hello from {pid} after 5 greetings with [far]")
+        );
+    }
+    // A library that is not there: refused by name, on the far side.
+    let error = remote
+        .new_exec()
+        .unwrap()
+        .require("/nonexistent/libnothing.so")
+        .pid()
+        .unwrap_err();
+    assert!(error.to_string().contains("libnothing.so"), "{error}");
 }
