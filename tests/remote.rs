@@ -293,3 +293,38 @@ fn require_loads_a_library_on_the_far_side() {
         .unwrap_err();
     assert!(error.to_string().contains("libnothing.so"), "{error}");
 }
+
+fn context_switches(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_idle_far_side_sleeps() {
+    // No timer on either side without a keepalive: the relay wakes for
+    // frames and for its children's exits (SIGCHLD), nothing else.
+    let exe = std::env::current_exe().unwrap();
+    let mut command = Command::new(exe);
+    command.arg(serve_arg());
+    let remote = Remote::builder().no_keepalive().command(command).unwrap();
+    let template = remote.new_exec().unwrap();
+    template.pid().unwrap();
+    let relay = remote.far_side().pid;
+    let before = context_switches(relay);
+    std::thread::sleep(Duration::from_secs(1));
+    let woke = context_switches(relay) - before;
+    assert!(woke <= 3, "the idle relay woke {woke} times in a second");
+    // Its children's exits still reach the parent at once.
+    let worker = template.fork().unwrap();
+    let pid = worker.pid().unwrap();
+    drop(worker);
+    assert!(common::wait_until(Duration::from_secs(2), || remote
+        .exit_status(pid)
+        .is_some()));
+}

@@ -16,12 +16,13 @@
 //! and exits: nothing is left behind on the far host.
 
 use std::collections::HashSet;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::handshake;
 use super::pump::{Ended, Keepalive, Pump, Side};
 use super::wire::{FAR_CHANNELS, Frame};
+use crate::sys::child_exits::ChildExits;
 use crate::transport::Transport;
 
 /// How long children get to exit by themselves once the connection ended.
@@ -44,9 +45,20 @@ pub(crate) fn serve(conn: Transport) -> i32 {
             timeout: interval * 4 + Duration::from_secs(1),
         }
     });
+    let exits = match ChildExits::new() {
+        Ok(exits) => Some(exits),
+        Err(e) => {
+            // Then children are looked for on a timer.
+            log(&format!(
+                "cannot watch for SIGCHLD ({e}); looking every 20 ms"
+            ));
+            None
+        }
+    };
     let mut relay = Relay {
         children: HashSet::new(),
         next: FAR_CHANNELS,
+        exits,
     };
     let mut pump = Pump::new(conn, inbound, keepalive);
     let ended = pump.run(&mut relay);
@@ -63,6 +75,8 @@ struct Relay {
     /// `waitpid(-1)` and the kernel's list of children).
     children: HashSet<u32>,
     next: u32,
+    /// Readable when a child exited.
+    exits: Option<ChildExits>,
 }
 
 impl Side for Relay {
@@ -84,10 +98,13 @@ impl Side for Relay {
     }
 
     fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
-        None
+        self.exits.as_ref().map(|exits| exits.as_fd())
     }
 
     fn turn(&mut self, out: &mut Vec<Frame>) -> Vec<(u32, OwnedFd)> {
+        if let Some(exits) = &self.exits {
+            exits.clear();
+        }
         for (pid, status) in reap() {
             self.children.remove(&pid);
             out.push(Frame::Exited { pid, status });
@@ -100,7 +117,7 @@ impl Side for Relay {
     }
 
     fn tick(&self) -> Option<Duration> {
-        Some(Duration::from_millis(20))
+        self.exits.is_none().then_some(Duration::from_millis(20))
     }
 
     fn explains_locally(&self) -> bool {

@@ -18,9 +18,12 @@
 //!   capabilities (`AT_SECURE`), where serve mode is refused.
 //! - [`parent_death`]: a process that dies with the program that made it.
 //! - [`memory`]: a process's resident memory and the cgroup's OOM kills.
+//! - [`child_exits`]: `SIGCHLD` through a `signalfd`, for the relay of a
+//!   remote connection.
 //! - [`poll`]: waiting for a socket to become readable without being woken
 //!   each time the peer reads (why anyfork does not block in `recv`).
 
+pub(crate) mod child_exits;
 pub(crate) mod clone;
 pub(crate) mod exe;
 pub(crate) mod fdpass;
