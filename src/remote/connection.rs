@@ -195,6 +195,25 @@ impl Remote {
     /// Does not wait: the process is started when the far side reads the
     /// request.
     ///
+    /// ```
+    /// use std::io::Read;
+    /// use anyfork::remote::{Remote, serve_arg};
+    ///
+    /// fn hello(mut socket: std::os::unix::net::UnixStream, _: anyfork::Args) -> std::io::Result<()> {
+    ///     std::io::Write::write_all(&mut socket, b"hello")
+    /// }
+    ///
+    /// let mut command = std::process::Command::new(std::env::current_exe()?);
+    /// command.arg(serve_arg());
+    /// let remote = Remote::command(command)?;
+    /// let template = remote.new_exec()?;
+    /// let mut said = String::new();
+    /// template.fork()?.run(hello)?.read_to_string(&mut said)?;
+    /// assert_eq!(said, "hello");
+    /// assert!(template.process().is_err()); // no handle to a far process here
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Lost`] if the connection is gone; [`Error::Io`] if no
@@ -247,6 +266,23 @@ impl Remote {
     /// Waits until the connection is gone and its command reaped, at most
     /// `timeout`; returns why (with the command's exit status if it
     /// failed), or `None` if it is still up.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use anyfork::remote::{Remote, serve_arg};
+    ///
+    /// let mut command = std::process::Command::new(std::env::current_exe()?);
+    /// command.arg(serve_arg());
+    /// let remote = Remote::command(command)?;
+    /// assert_eq!(remote.wait_lost(Duration::from_millis(10)), None);
+    /// // The far side goes away: kill the command that reached it.
+    /// let pid = remote.command_pid().expect("a command was started");
+    /// // SAFETY: a child of this program.
+    /// unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    /// let why = remote.wait_lost(Duration::from_secs(10)).expect("lost");
+    /// assert!(why.contains("SIGKILL"), "{why}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_lost(&self, timeout: Duration) -> Option<String> {
         let shared = self.shared();
         let deadline = Instant::now() + timeout;
@@ -268,6 +304,28 @@ impl Remote {
     /// The wait status of process `pid` on the far side, if it ended and
     /// the far side said so (as `waitpid` gives it: see
     /// [`std::os::unix::process::ExitStatusExt::from_raw`]).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use anyfork::remote::{Remote, serve_arg};
+    ///
+    /// fn fail(_: std::os::unix::net::UnixStream, _: anyfork::Args) -> Result<(), String> {
+    ///     Err("no".into())
+    /// }
+    ///
+    /// let mut command = std::process::Command::new(std::env::current_exe()?);
+    /// command.arg(serve_arg());
+    /// let remote = Remote::command(command)?;
+    /// let worker = remote.new_exec()?;
+    /// let pid = worker.pid()?;
+    /// drop(worker.run(fail)?);
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// while remote.exit_status(pid).is_none() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    /// }
+    /// assert_eq!(remote.exit_status(pid).and_then(|s| s.code()), Some(anyfork::EXIT_FAILED));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn exit_status(&self, pid: u32) -> Option<ExitStatus> {
         use std::os::unix::process::ExitStatusExt;
         let status = *self.shared().lock().exits.get(&pid)?;
