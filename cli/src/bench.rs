@@ -134,14 +134,18 @@ pub enum Method {
     New,
     NewExec,
     TemplateFork,
+    /// `posix_spawn` of `/bin/true`, waited for: what a fresh process of
+    /// any program costs here, the bar for `new_exec`.
+    PosixSpawnTrue,
 }
 
 impl Method {
-    const ALL: [Method; 4] = [
+    const ALL: [Method; 5] = [
         Method::PlainFork,
         Method::New,
         Method::NewExec,
         Method::TemplateFork,
+        Method::PosixSpawnTrue,
     ];
 
     /// The name used in `--json`.
@@ -151,6 +155,7 @@ impl Method {
             Method::New => "new",
             Method::NewExec => "new_exec",
             Method::TemplateFork => "template_fork",
+            Method::PosixSpawnTrue => "posix_spawn_true",
         }
     }
 
@@ -160,6 +165,7 @@ impl Method {
             Method::New => "(b) Fork::new",
             Method::NewExec => "(c) new_exec",
             Method::TemplateFork => "(d) template fork",
+            Method::PosixSpawnTrue => "(e) posix_spawn /bin/true",
         }
     }
 }
@@ -181,6 +187,8 @@ pub enum BenchError {
     Rpc(#[from] rpc_bench::RpcBenchError),
     #[error("pool")]
     Pool(#[from] crate::pool_bench::PoolBenchError),
+    #[error("process creation from several threads")]
+    Scaling(#[from] crate::spawn_scaling::ScalingError),
 }
 
 fn io_error(doing: &'static str) -> impl FnOnce(io::Error) -> BenchError {
@@ -214,6 +222,8 @@ pub struct Report {
 #[derive(Debug, Clone)]
 pub struct SpawnReport {
     pub figures: Vec<Figure>,
+    /// `Fork::new` from several threads, and its latency.
+    pub scaling: crate::spawn_scaling::Scaling,
     pub template: Footprint,
     pub child: Footprint,
     pub perl: Option<PerlFigures>,
@@ -266,6 +276,46 @@ fn plain_fork_once() -> Result<(), BenchError> {
     Ok(())
 }
 
+/// (e): `posix_spawn("/bin/true")`, then `waitpid`.
+fn posix_spawn_true_once() -> Result<(), BenchError> {
+    let path = c"/bin/true";
+    let argv = [c"true".as_ptr().cast_mut(), std::ptr::null_mut()];
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: `path` and `argv` are NUL-terminated and outlive the call;
+    // null file actions and attributes are allowed; `environ` is the
+    // process's environment, which no other thread changes here.
+    let ret = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            environ_ptr(),
+        )
+    };
+    if ret != 0 {
+        return Err(BenchError::Io {
+            doing: "posix_spawn /bin/true",
+            source: io::Error::from_raw_os_error(ret),
+        });
+    }
+    let pid = rustix::process::Pid::from_raw(pid);
+    rustix::process::waitpid(pid, rustix::process::WaitOptions::empty())
+        .map_err(|e| io_error("reaping /bin/true")(e.into()))?;
+    Ok(())
+}
+
+/// The C library's `environ`.
+fn environ_ptr() -> *const *mut libc::c_char {
+    unsafe extern "C" {
+        static environ: *const *mut libc::c_char;
+    }
+    // SAFETY: reading the pointer value of libc's `environ`, which is
+    // always defined.
+    unsafe { environ }
+}
+
 fn anyfork_once(method: Method, template: &Fork) -> Result<(), BenchError> {
     let wrap = |source| BenchError::Anyfork {
         method: method.key(),
@@ -276,6 +326,7 @@ fn anyfork_once(method: Method, template: &Fork) -> Result<(), BenchError> {
         Method::NewExec => Fork::new_exec().map_err(wrap)?,
         Method::TemplateFork => template.fork().map_err(wrap)?,
         Method::PlainFork => return plain_fork_once(),
+        Method::PosixSpawnTrue => return posix_spawn_true_once(),
     };
     let socket = fork.run(exit_at_once).map_err(wrap)?;
     wait_for_eof(socket).map_err(io_error("waiting for the process"))
@@ -370,6 +421,14 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
         memory::footprint(idle_pid).map_err(io_error("reading the child's size"))?;
     drop(idle);
 
+    // While this process is small, as most callers are.
+    let scaling = crate::spawn_scaling::measure(
+        options.rounds().min(5),
+        options.cell_time(),
+        if options.quick { 300 } else { 2000 },
+        &|text| progress(text),
+    )?;
+
     let mut ballast = Ballast::default();
     let mut rates = vec![vec![Vec::new(); Method::ALL.len()]; SIZES_MB.len()];
     let mut parent_rss_kb = [0u64; SIZES_MB.len()];
@@ -413,6 +472,7 @@ fn run_spawn(options: Options) -> Result<SpawnReport, BenchError> {
     }
     Ok(SpawnReport {
         figures,
+        scaling,
         template: template_footprint,
         child: child_footprint,
         perl: perl.figures(),

@@ -84,8 +84,27 @@ fn spawn_json(report: &SpawnReport) -> serde_json::Map<String, Value> {
                 .and_then(|p| Some(report.rate(m, PERL_COMPARED_AT_MB)? / theirs(p))),
         )
     };
+    let mut spawn = spawn;
+    for &(threads, per_sec) in &report.scaling.concurrent {
+        spawn.push(json!({
+            "method": Method::New.key(),
+            "threads": threads,
+            "parent_mb": SIZES_MB[0],
+            "per_sec": rounded(per_sec, 1),
+        }));
+    }
     let mut out = serde_json::Map::new();
     out.insert("spawn".into(), Value::Array(spawn));
+    out.insert(
+        "spawn_latency".into(),
+        json!({
+            "method": Method::New.key(),
+            "what": "Fork::new to the first byte back",
+            "samples": report.scaling.samples,
+            "first_byte_us_p50": rounded(report.scaling.first_byte_p50_us, 1),
+            "first_byte_us_p99": rounded(report.scaling.first_byte_p99_us, 1),
+        }),
+    );
     out.insert(
         "memory".into(),
         json!({
@@ -100,6 +119,10 @@ fn spawn_json(report: &SpawnReport) -> serde_json::Map<String, Value> {
         json!({
             "new_over_plain_fork": new_over_plain_fork,
             "new_2000mb_over_new_5mb": optional(report.ratio((Method::New, 2000), (Method::New, 5))),
+            "new_exec_over_posix_spawn_true": optional(report.ratio((Method::NewExec, 5), (Method::PosixSpawnTrue, 5))),
+            "new_2_threads_over_1_thread": optional(
+                report.scaling.rate(2).zip(report.scaling.rate(1)).map(|(a, b)| a / b)
+            ),
             "new_over_perl_new": perl_ratio(Method::New, |p| p.new_per_sec),
             "new_exec_over_perl_new_exec": perl_ratio(Method::NewExec, |p| p.new_exec_per_sec),
         }),

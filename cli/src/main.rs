@@ -28,6 +28,7 @@ mod remote_tour;
 mod rpc_bench;
 mod rpc_tour;
 mod soak;
+mod spawn_scaling;
 mod table;
 mod tour;
 

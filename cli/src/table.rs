@@ -88,23 +88,35 @@ fn render_spawn_table(report: &SpawnReport) -> String {
     let mut out =
         String::from("Processes per second, created one at a time and waited for (socket EOF)\n\n");
     out.push_str(
-        "| parent | (a) plain fork | (b) Fork::new | (c) new_exec | (d) template fork | b/a |\n",
+        "| parent | (a) plain fork | (b) Fork::new | (c) new_exec | (d) template fork | (e) posix_spawn /bin/true | b/a | c/e |\n",
     );
-    out.push_str("|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for &mb in &SIZES_MB {
         let cell = |m| report.rate(m, mb).map_or("-".into(), thousands);
         out.push_str(&format!(
-            "| {mb} MB | {} | {} | {} | {} | {} |\n",
+            "| {mb} MB | {} | {} | {} | {} | {} | {} | {} |\n",
             cell(Method::PlainFork),
             cell(Method::New),
             cell(Method::NewExec),
             cell(Method::TemplateFork),
-            times(report.ratio((Method::New, mb), (Method::PlainFork, mb)))
+            cell(Method::PosixSpawnTrue),
+            times(report.ratio((Method::New, mb), (Method::PlainFork, mb))),
+            times(report.ratio((Method::NewExec, mb), (Method::PosixSpawnTrue, mb)))
         ));
     }
     out.push_str(&format!(
         "\nFork::new with a 2000 MB parent / with a 5 MB parent: {}\n",
         times(report.ratio((Method::New, 2000), (Method::New, 5)))
+    ));
+    let scaling = &report.scaling;
+    out.push_str(&format!(
+        "Fork::new from 1 thread: {}/s; from 2 threads at once: {}/s ({}); Fork::new to the first byte back: {:.0} µs median, {:.0} µs 99th percentile ({} samples)\n",
+        scaling.rate(1).map_or("-".into(), thousands),
+        scaling.rate(2).map_or("-".into(), thousands),
+        times(scaling.rate(2).zip(scaling.rate(1)).map(|(a, b)| a / b)),
+        scaling.first_byte_p50_us,
+        scaling.first_byte_p99_us,
+        scaling.samples
     ));
     out.push_str(&format!(
         "Memory: default template RSS {} kB, PSS {} kB; idle forked child RSS {} kB, PSS {} kB\n",
