@@ -20,6 +20,7 @@ fn hello(mut socket: UnixStream, _args: anyfork::Args) -> std::io::Result<()> {
 fn spares_and_replacement() {
     fork_new_hands_out_a_spare_forked_in_advance();
     a_killed_default_template_is_replaced();
+    threads_take_the_templates_in_turn();
 }
 
 fn fork_new_hands_out_a_spare_forked_in_advance() {
@@ -115,4 +116,39 @@ fn a_killed_default_template_is_replaced() {
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::state(template).is_none()
     }));
+}
+
+/// With several CPUs, threads calling `Fork::new` at once get templates of
+/// their own (one per CPU at most), and every process works.
+fn threads_take_the_templates_in_turn() {
+    let cpus = anyfork::ncpu();
+    let threads = 4;
+    let templates: Vec<Vec<u32>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..20)
+                        .map(|_| {
+                            let fork = Fork::new().unwrap();
+                            let from = fork.template_pid().unwrap();
+                            assert_eq!(common::read_all(fork.run(hello).unwrap()), "hello");
+                            from
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for per_thread in &templates {
+        // A thread keeps to its template.
+        assert!(
+            per_thread.iter().all(|t| *t == per_thread[0]),
+            "{per_thread:?}"
+        );
+    }
+    let mut distinct: Vec<u32> = templates.iter().map(|t| t[0]).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), cpus.min(threads), "{templates:?}");
 }
