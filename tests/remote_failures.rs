@@ -15,20 +15,6 @@ use std::time::{Duration, Instant};
 use anyfork::Args;
 use anyfork::remote::{Error, Remote, serve_arg};
 
-fn exe() -> String {
-    std::env::current_exe()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn local() -> Remote {
-    let mut command = Command::new(exe());
-    command.arg(serve_arg());
-    Remote::command(command).unwrap()
-}
-
 fn sh(script: &str) -> Command {
     let mut command = Command::new("sh");
     command.arg("-c").arg(script);
@@ -177,7 +163,7 @@ fn sleepy(n: u64) -> u64 {
 
 #[test]
 fn a_far_process_dying_mid_call_fails_that_call_and_says_how() {
-    let remote = local();
+    let remote = common::local_remote();
     let fork = remote.new_exec().unwrap();
     let pid = fork.pid().unwrap();
     let rpc = fork.rpc(sleepy).start().unwrap();
@@ -192,7 +178,10 @@ fn a_far_process_dying_mid_call_fails_that_call_and_says_how() {
     assert!(text.contains(&pid.to_string()), "{text}");
     // How it ended, as the far side reported it, and where.
     assert!(text.contains("signal 9"), "{text}");
-    assert!(text.contains(&exe()), "names the connection: {text}");
+    assert!(
+        text.contains(&common::exe()),
+        "names the connection: {text}"
+    );
     assert!(
         common::wait_until(Duration::from_secs(5), || remote.exit_status(pid).is_some()),
         "the far side reports the exit"
@@ -209,7 +198,7 @@ fn a_far_process_dying_mid_call_fails_that_call_and_says_how() {
 
 #[test]
 fn the_far_side_dying_fails_everything_on_it_by_name() {
-    let remote = local();
+    let remote = common::local_remote();
     let relay = remote.far_side().pid;
     let rpc = remote.new_exec().unwrap().rpc(sleepy).start().unwrap();
     let waiting = remote.new_exec().unwrap();
@@ -262,7 +251,7 @@ fn a_dropped_connection_fails_calls_on_it_and_the_far_side_exits() {
 
 #[test]
 fn the_keepalive_catches_a_silent_far_side() {
-    let mut command = Command::new(exe());
+    let mut command = Command::new(common::exe());
     command.arg(serve_arg());
     let remote = Remote::builder()
         .keepalive(Duration::from_millis(100), Duration::from_millis(600))
@@ -305,7 +294,7 @@ fn echo(mut socket: UnixStream, _: Args) -> std::io::Result<()> {
 
 #[test]
 fn a_slow_far_process_does_not_stall_the_others() {
-    let remote = local();
+    let remote = common::local_remote();
     let template = remote.new_exec().unwrap();
     let mut stuck = template.fork().unwrap().run(hog).unwrap();
     let flooder = std::thread::spawn(move || {

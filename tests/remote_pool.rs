@@ -5,27 +5,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyfork::Fork;
 use anyfork::pool::{CallOptions, Death, WorkerEvent};
-use anyfork::remote::{Remote, serve_arg};
-
-fn exe() -> String {
-    std::env::current_exe()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn local() -> Remote {
-    let mut command = Command::new(exe());
-    command.arg(serve_arg());
-    Remote::command(command).unwrap()
-}
 
 fn whoami(ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -40,7 +24,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 #[test]
 fn a_pool_of_four_far_workers_over_one_connection() {
-    let remote = local();
+    let remote = common::local_remote();
     let relay = remote.far_side().pid;
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();

@@ -315,3 +315,20 @@ impl CuttableFarSide {
         let _ = self.cut_out.shutdown(std::net::Shutdown::Both);
     }
 }
+
+/// This test binary's path.
+pub fn exe() -> String {
+    std::env::current_exe()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// "Another machine": this test binary started by a command in serve mode
+/// (`prog --anyfork-serve=mux:1`).
+pub fn local_remote() -> anyfork::remote::Remote {
+    let mut command = std::process::Command::new(exe());
+    command.arg(anyfork::remote::serve_arg());
+    anyfork::remote::Remote::command(command).unwrap()
+}
