@@ -13,6 +13,7 @@ use super::error::{self, Error};
 use super::handshake::{self, Unheard};
 use super::pump::Keepalive;
 use super::stderr::StderrTail;
+use super::wire::Hello;
 use crate::transport::Transport;
 
 /// How to make a [`Remote`] connection: timeouts, keepalive, names, and
@@ -309,131 +310,22 @@ impl Builder {
         stderr: Option<StderrTail>,
         ssh: bool,
     ) -> Result<Remote, Error> {
-        let deadline = Instant::now() + self.handshake_timeout;
         let keepalive = self
             .keepalive
             .map(|(interval, timeout)| Keepalive { interval, timeout });
         let ours = handshake::ours(keepalive.map(|k| k.interval));
-        let fail = |child: &mut Option<Child>, error: Error| -> Error {
-            if let Some(child) = child {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            error
-        };
-        if self.ship {
-            if let Err(why) = super::ship::ship(&conn, deadline) {
-                let tail = stderr
-                    .as_ref()
-                    .map(|s| s.finish(Duration::from_millis(500)));
-                let why = match tail {
-                    Some(tail) if !tail.trim().is_empty() => {
-                        format!("{why}; stderr: {}", tail.trim())
-                    }
-                    _ => why,
-                };
-                return Err(fail(
-                    &mut child,
-                    Error::Ship {
-                        connection: name,
-                        why,
-                    },
-                ));
-            }
-        }
-        // A bootstrap reads the executable with `head`, which may not stop
-        // at its end on every system: then say hello only once the relay
-        // has.
-        if !self.ship {
-            if let Err(source) = handshake::send(&conn, &ours, deadline) {
-                if !crate::transport::is_peer_gone(&source) {
-                    let error = Error::Io {
-                        connection: name,
-                        doing: "saying hello",
-                        source,
-                    };
-                    return Err(fail(&mut child, error));
-                }
-                // It ended: the read below says how.
-            }
-        }
-        let tail = |stderr: &Option<StderrTail>, wait: Duration| {
-            stderr.as_ref().map(|s| s.finish(wait)).unwrap_or_default()
-        };
-        let (far, inbound) = match handshake::receive(&conn, deadline) {
+        let greeted = self.greet(&name, &conn, &ours, &mut child, stderr.as_ref(), ssh);
+        let (far, inbound) = match greeted {
             Ok(heard) => heard,
-            Err(Unheard::Ended) => {
-                let status = child
-                    .as_mut()
-                    .and_then(|c| wait_at_most(c, Duration::from_secs(5)));
-                return Err(fail(
-                    &mut child,
-                    Error::Ended {
-                        connection: name,
-                        status,
-                        hint: error::hint(status, ssh),
-                        stderr: tail(&stderr, Duration::from_secs(1)),
-                    },
-                ));
-            }
-            Err(Unheard::NotAnyfork(said)) => {
-                let said = String::from_utf8_lossy(&said[..said.len().min(200)]).into_owned();
-                let error = Error::NotAnyfork {
-                    connection: name,
-                    said,
-                    stderr: tail(&stderr, Duration::from_millis(200)),
-                };
-                return Err(fail(&mut child, error));
-            }
-            Err(Unheard::Fatal(why)) => {
-                return Err(fail(
-                    &mut child,
-                    Error::Refused {
-                        connection: name,
-                        why,
-                    },
-                ));
-            }
-            Err(Unheard::TimedOut) => {
-                let error = Error::Timeout {
-                    connection: name,
-                    after: self.handshake_timeout,
-                    stderr: tail(&stderr, Duration::ZERO),
-                };
-                return Err(fail(&mut child, error));
-            }
-            Err(Unheard::Io(source)) => {
-                return Err(fail(
-                    &mut child,
-                    Error::Io {
-                        connection: name,
-                        doing: "reading the far side's hello",
-                        source,
-                    },
-                ));
+            Err(error) => {
+                // The command is of no use: end it and reap it.
+                if let Some(child) = &mut child {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return Err(error);
             }
         };
-        if self.ship {
-            if let Err(source) = handshake::send(&conn, &ours, deadline) {
-                let error = Error::Io {
-                    connection: name,
-                    doing: "saying hello",
-                    source,
-                };
-                return Err(fail(&mut child, error));
-            }
-        }
-        if let Some(what) = handshake::mismatch(&ours, &far) {
-            return Err(fail(
-                &mut child,
-                Error::Skew {
-                    connection: name,
-                    what,
-                    ours: Box::new(ours),
-                    theirs: Box::new(far),
-                },
-            ));
-        }
         Remote::start(Connected {
             name,
             conn,
@@ -443,6 +335,97 @@ impl Builder {
             child,
             stderr,
         })
+    }
+
+    /// The handshake (after the bootstrap, when shipping): `ours` said,
+    /// the far side's hello heard and checked; returns it and what came
+    /// after it.
+    fn greet(
+        &self,
+        name: &str,
+        conn: &Transport,
+        ours: &Hello,
+        child: &mut Option<Child>,
+        stderr: Option<&StderrTail>,
+        ssh: bool,
+    ) -> Result<(Hello, Vec<u8>), Error> {
+        let deadline = Instant::now() + self.handshake_timeout;
+        let connection = || name.to_owned();
+        let tail = |wait: Duration| stderr.map(|s| s.finish(wait)).unwrap_or_default();
+        let say_hello = || {
+            handshake::send(conn, ours, deadline).map_err(|source| Error::Io {
+                connection: connection(),
+                doing: "saying hello",
+                source,
+            })
+        };
+        if self.ship {
+            super::ship::ship(conn, deadline).map_err(|why| {
+                let tail = tail(Duration::from_millis(500));
+                let why = match tail.trim() {
+                    "" => why,
+                    tail => format!("{why}; stderr: {tail}"),
+                };
+                Error::Ship {
+                    connection: connection(),
+                    why,
+                }
+            })?;
+            // A bootstrap reads the executable with `head`, which may not
+            // stop at its end on every system: then say hello only once
+            // the relay has (below).
+        } else if let Err(error) = say_hello() {
+            match &error {
+                // It ended: the read below says how.
+                Error::Io { source, .. } if crate::transport::is_peer_gone(source) => {}
+                _ => return Err(error),
+            }
+        }
+        let (far, inbound) =
+            handshake::receive(conn, deadline).map_err(|unheard| match unheard {
+                Unheard::Ended => {
+                    let status = child
+                        .as_mut()
+                        .and_then(|c| wait_at_most(c, Duration::from_secs(5)));
+                    Error::Ended {
+                        connection: connection(),
+                        status,
+                        hint: error::hint(status, ssh),
+                        stderr: tail(Duration::from_secs(1)),
+                    }
+                }
+                Unheard::NotAnyfork(said) => Error::NotAnyfork {
+                    connection: connection(),
+                    said: String::from_utf8_lossy(&said[..said.len().min(200)]).into_owned(),
+                    stderr: tail(Duration::from_millis(200)),
+                },
+                Unheard::Fatal(why) => Error::Refused {
+                    connection: connection(),
+                    why,
+                },
+                Unheard::TimedOut => Error::Timeout {
+                    connection: connection(),
+                    after: self.handshake_timeout,
+                    stderr: tail(Duration::ZERO),
+                },
+                Unheard::Io(source) => Error::Io {
+                    connection: connection(),
+                    doing: "reading the far side's hello",
+                    source,
+                },
+            })?;
+        if self.ship {
+            say_hello()?;
+        }
+        if let Some(what) = handshake::mismatch(ours, &far) {
+            return Err(Error::Skew {
+                connection: connection(),
+                what,
+                ours: Box::new(ours.clone()),
+                theirs: Box::new(far),
+            });
+        }
+        Ok((far, inbound))
     }
 }
 

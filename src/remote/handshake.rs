@@ -2,13 +2,11 @@
 //! that would misunderstand it (another multiplexing or template protocol,
 //! another build, another target), naming both sides.
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
 use super::build_id::{TARGET, build_id};
 use super::wire::{self, Frame, Hello, MUX_VERSION};
-use crate::sys::poll;
 use crate::transport::Transport;
 
 /// This program's hello.
@@ -63,7 +61,6 @@ pub(crate) fn send(conn: &Transport, hello: &Hello, deadline: Instant) -> io::Re
 pub(crate) fn receive(conn: &Transport, deadline: Instant) -> Result<(Hello, Vec<u8>), Unheard> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
-    let mut fds = VecDeque::new();
     loop {
         match wire::decode(&got) {
             Ok(Some((Frame::Hello(hello), used))) => return Ok((hello, got.split_off(used))),
@@ -72,18 +69,10 @@ pub(crate) fn receive(conn: &Transport, deadline: Instant) -> Result<(Hello, Vec
             Ok(None) if !wire::may_be_hello(&got) => return Err(Unheard::NotAnyfork(got)),
             Ok(None) => {}
         }
-        match conn.recv(&mut buf, &mut fds, true) {
+        match conn.recv_bytes_waiting(&mut buf, Some(deadline)) {
             Ok(0) => return Err(Unheard::Ended),
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero()
-                    || !poll::wait_readable(conn.read_fd(), Some(left)).map_err(Unheard::Io)?
-                {
-                    return Err(Unheard::TimedOut);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(Unheard::TimedOut),
             Err(e) => return Err(Unheard::Io(e)),
         }
     }

@@ -572,16 +572,13 @@ impl Pump {
             }
         }
         if let Some(e) = failed {
-            if transport::is_peer_gone(&e) {
+            let why = if transport::is_peer_gone(&e) {
                 // The process closed its end: it reads no more.
-                channel.to_local.clear();
-                channel.shut = true;
-                channel.local_eof = true;
-                self.send(&Frame::Reset(n, "its process closed its socket".into()));
-                self.channels.remove(&n);
+                "its process closed its socket".to_owned()
             } else {
-                self.reset(n, &format!("writing to its socket: {e}"));
-            }
+                format!("writing to its socket: {e}")
+            };
+            self.reset(n, &why);
             return;
         }
         channel.ungranted += written;

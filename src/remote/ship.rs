@@ -20,13 +20,11 @@
 //! executable's contents, so a rebuilt program is shipped again, under its
 //! own name.
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::Instant;
 
 use super::build_id::build_id;
 use super::command_line::{serve_arg, shell_quote};
-use crate::sys::poll;
 use crate::transport::Transport;
 
 /// The bootstrap as one shell command: `sh -c '…'`, for ssh or any command
@@ -148,10 +146,9 @@ pub(crate) fn ship(conn: &Transport, deadline: Instant) -> Result<(), String> {
 /// relay's hello follows).
 fn read_line(conn: &Transport, deadline: Instant) -> Result<String, String> {
     let mut line = Vec::new();
-    let mut fds = VecDeque::new();
     let mut byte = [0u8; 1];
     loop {
-        match conn.recv(&mut byte, &mut fds, true) {
+        match conn.recv_bytes_waiting(&mut byte, Some(deadline)) {
             Ok(0) => {
                 return Err(format!(
                     "the far side ended during the bootstrap (after {:?})",
@@ -161,16 +158,9 @@ fn read_line(conn: &Transport, deadline: Instant) -> Result<String, String> {
             Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
             Ok(_) if line.len() > 1024 => return Err("the bootstrap said too much".into()),
             Ok(_) => line.push(byte[0]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero()
-                    || !poll::wait_readable(conn.read_fd(), Some(left))
-                        .map_err(|e| e.to_string())?
-                {
-                    return Err("the bootstrap did not answer in time".into());
-                }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err("the bootstrap did not answer in time".into());
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading the bootstrap's answer: {e}")),
         }
     }
