@@ -3,7 +3,6 @@
 //! of the [`early`](crate::early) template) and [`Fork::new_exec_piped`]
 //! (the same, speaking the protocol on its stdin and stdout).
 
-use std::io;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 use crate::error::{Error, Origin};
@@ -53,7 +52,7 @@ impl Fork {
 
     /// `new_exec` without the early template.
     pub(crate) fn spawn() -> Result<Fork, Error> {
-        Fork::spawn_with_marker(&format!("{}:{}", spawn::SERVE_FD, proto::PROTOCOL_VERSION))
+        Fork::spawn_with_marker(&proto::marker_value(spawn::SERVE_FD))
     }
 
     /// `new_exec` with any serve marker value, for tests of the serving
@@ -117,7 +116,7 @@ impl Fork {
         };
         let (their_read, our_write) = pipe()?;
         let (our_read, their_write) = pipe()?;
-        let marker = format!("stdio:{}", proto::PROTOCOL_VERSION);
+        let marker = proto::marker_value("stdio");
         let mapping = [(their_read.as_fd(), 0), (their_write.as_fd(), 1)];
         let pid = spawn_serving(&marker, &mapping)?;
         drop((their_read, their_write));
@@ -146,10 +145,7 @@ fn refuse_privileged() -> Result<(), Error> {
 /// `stdio:VERSION`) and the descriptors of `mapping` at their numbers;
 /// returns its pid.
 fn spawn_serving(value: &str, mapping: &[(BorrowedFd<'_>, RawFd)]) -> Result<u32, Error> {
-    let marker = format!("{}={value}", proto::SERVE_MARKER);
-    let marker = std::ffi::CString::new(marker).map_err(|e| Error::Spawn {
-        source: io::Error::new(io::ErrorKind::InvalidInput, e),
-    })?;
+    let marker = proto::marker_entry(value).map_err(|source| Error::Spawn { source })?;
     let pid = spawn::spawn_self(mapping, &marker).map_err(|source| Error::Spawn { source })?;
     Ok(pid as u32)
 }

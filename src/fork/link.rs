@@ -321,7 +321,8 @@ impl Link {
         }
     }
 
-    /// How the process ended, waiting up to `wait` to learn it.
+    /// How the process ended, waiting up to `wait` to learn it (zero: if
+    /// it is known now).
     pub(crate) fn ending(&self, wait: Duration) -> crate::error::Ending {
         match &self.far {
             Some(far) => {
@@ -351,19 +352,6 @@ impl Link {
                 true
             }
             _ => false,
-        }
-    }
-
-    /// How the process ended, if it is known now.
-    pub(crate) fn ending_now(&self) -> crate::error::Ending {
-        match &self.far {
-            Some(_) => self.ending(Duration::ZERO),
-            None => crate::error::Ending(
-                self.process
-                    .as_ref()
-                    .and_then(|p| p.try_wait().ok().flatten()),
-                None,
-            ),
         }
     }
 

@@ -21,4 +21,6 @@ pub(crate) use commands::{Command, Outbox, Target, decode_command, decode_target
 pub(crate) use reader::{COMMAND_TAGS, FrameReader, REPLY_TAGS, ReadError, parse_header};
 pub(crate) use replies::{PID_FRAME_LEN, Reply, ReplyBuffer, decode_reply, encode_reply};
 pub use wire::{ChildErrorKind, DEFAULT_MAX_FRAME_LEN, ProtocolError, Tag};
-pub(crate) use wire::{HEADER_LEN, MAX_REPLY_LEN, PROTOCOL_VERSION, SERVE_MARKER, tag};
+pub(crate) use wire::{
+    HEADER_LEN, MAX_REPLY_LEN, PROTOCOL_VERSION, marker_entry, marker_value, tag,
+};

@@ -4,11 +4,23 @@
 use std::fmt;
 
 /// The environment variable that starts serve mode; its value is
-/// `FD:VERSION`.
+/// `FD:VERSION`, `stdio:VERSION` or `mux:VERSION`.
 pub(crate) const SERVE_MARKER: &str = "ANYFORK_SERVE";
 
 /// The protocol version carried in the serve marker.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// The serve marker's value for `connection` (a descriptor number,
+/// `stdio` or `mux`): `connection:VERSION`.
+pub(crate) fn marker_value(connection: impl fmt::Display) -> String {
+    format!("{connection}:{PROTOCOL_VERSION}")
+}
+
+/// The environment entry `ANYFORK_SERVE=value` for a new serving process.
+pub(crate) fn marker_entry(value: &str) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(format!("{SERVE_MARKER}={value}"))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
 
 /// Length of a frame header: tag and u32 length.
 pub(crate) const HEADER_LEN: usize = 5;

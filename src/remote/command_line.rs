@@ -12,7 +12,7 @@
 /// assert_eq!(anyfork::remote::serve_arg(), "--anyfork-serve=mux:1");
 /// ```
 pub fn serve_arg() -> String {
-    format!("--anyfork-serve=mux:{}", crate::proto::PROTOCOL_VERSION)
+    format!("--anyfork-serve={}", crate::proto::marker_value("mux"))
 }
 
 /// `word` quoted for a POSIX shell.

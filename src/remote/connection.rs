@@ -71,8 +71,16 @@ struct State {
     exit_order: std::collections::VecDeque<u32>,
     /// Channels open now.
     channels: usize,
-    /// The command's exit status, once reaped.
-    status: Option<ExitStatus>,
+}
+
+impl State {
+    /// The wait status of far process `pid`, if the far side reported it.
+    fn exit_status(&self, pid: u32) -> Option<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        self.exits
+            .get(&pid)
+            .map(|status| ExitStatus::from_raw(*status))
+    }
 }
 
 impl Shared {
@@ -87,10 +95,9 @@ impl FarSide for Shared {
     }
 
     fn gone(&self, pid: u32) -> Option<Option<ExitStatus>> {
-        use std::os::unix::process::ExitStatusExt;
         let state = self.lock();
-        match state.exits.get(&pid) {
-            Some(status) => Some(Some(ExitStatus::from_raw(*status))),
+        match state.exit_status(pid) {
+            Some(status) => Some(Some(status)),
             None => state.lost.is_some().then_some(None),
         }
     }
@@ -101,18 +108,17 @@ impl FarSide for Shared {
     }
 
     fn ending(&self, pid: Option<u32>, wait: Duration) -> (Option<ExitStatus>, String) {
-        use std::os::unix::process::ExitStatusExt;
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
         loop {
-            let status = pid.and_then(|pid| state.exits.get(&pid).copied());
+            let status = pid.and_then(|pid| state.exit_status(pid));
             let left = deadline.saturating_duration_since(Instant::now());
             if status.is_some() || state.lost.is_some() || left.is_zero() {
                 let note = match &state.lost {
                     Some(why) => format!("on {}, whose connection is lost: {why}", self.name),
                     None => format!("on {}", self.name),
                 };
-                return (status.map(ExitStatus::from_raw), note);
+                return (status, note);
             }
             state = self
                 .changed
@@ -327,9 +333,7 @@ impl Remote {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn exit_status(&self, pid: u32) -> Option<ExitStatus> {
-        use std::os::unix::process::ExitStatusExt;
-        let status = *self.shared().lock().exits.get(&pid)?;
-        Some(ExitStatus::from_raw(status))
+        self.shared().lock().exit_status(pid)
     }
 
     /// How many channels (processes, and streams of running functions) are
@@ -437,7 +441,6 @@ fn pump_thread(
     tracing::debug!(connection = %shared.name, "anyfork: remote connection ended: {why}");
     let mut state = shared.lock();
     state.lost = Some(why);
-    state.status = status;
     state.finished = true;
     state.channels = 0;
     drop(state);

@@ -15,7 +15,6 @@
 //! its children a moment to see the end and exit, kills those still there,
 //! and exits: nothing is left behind on the far host.
 
-use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,6 @@ pub(crate) fn serve(conn: Transport) -> i32 {
         }
     };
     let mut relay = Relay {
-        children: HashSet::new(),
         next: FAR_CHANNELS,
         exits,
     };
@@ -71,9 +69,7 @@ pub(crate) fn serve(conn: Transport) -> i32 {
 }
 
 struct Relay {
-    /// Serving processes this relay started (their forks are found by
-    /// `waitpid(-1)` and the kernel's list of children).
-    children: HashSet<u32>,
+    /// The last channel number this side gave out.
     next: u32,
     /// Readable when a child exited.
     exits: Option<ChildExits>,
@@ -82,10 +78,7 @@ struct Relay {
 impl Side for Relay {
     fn open(&mut self, _channel: u32) -> Result<OwnedFd, String> {
         match spawn_on_socket() {
-            Ok((socket, pid)) => {
-                self.children.insert(pid);
-                Ok(socket)
-            }
+            Ok(socket) => Ok(socket),
             Err(e) => Err(format!(
                 "the far side could not start a serving process: {e}"
             )),
@@ -106,7 +99,6 @@ impl Side for Relay {
             exits.clear();
         }
         for (pid, status) in reap() {
-            self.children.remove(&pid);
             out.push(Frame::Exited { pid, status });
         }
         Vec::new()
@@ -165,21 +157,15 @@ impl Relay {
 }
 
 /// Starts a fresh serving process of this executable on a new socket;
-/// returns our end and its pid.
-fn spawn_on_socket() -> std::io::Result<(OwnedFd, u32)> {
+/// returns our end (the process is found again as a child by `reap` and
+/// `children`).
+fn spawn_on_socket() -> std::io::Result<OwnedFd> {
     use crate::sys::spawn;
     use std::os::fd::AsFd;
     let (ours, theirs) = crate::transport::socketpair()?;
-    let marker = format!(
-        "{}={}:{}",
-        crate::proto::SERVE_MARKER,
-        spawn::SERVE_FD,
-        crate::proto::PROTOCOL_VERSION
-    );
-    let marker = std::ffi::CString::new(marker)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let pid = spawn::spawn_self(&[(theirs.as_fd(), spawn::SERVE_FD)], &marker)?;
-    Ok((ours, pid as u32))
+    let marker = crate::proto::marker_entry(&crate::proto::marker_value(spawn::SERVE_FD))?;
+    spawn::spawn_self(&[(theirs.as_fd(), spawn::SERVE_FD)], &marker)?;
+    Ok(ours)
 }
 
 /// Reaps every child that has ended: (pid, wait status).

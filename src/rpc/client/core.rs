@@ -219,7 +219,7 @@ impl Core {
             Phase::Closed(None) => Some(Error::Ended {
                 function: self.function.clone(),
                 process: state.link.name().clone(),
-                ending: state.link.ending_now(),
+                ending: state.link.ending(Duration::ZERO),
                 outstanding: 0,
                 // A call made after the end was never sent.
                 delivered: Some(false),
