@@ -297,6 +297,13 @@ impl Link {
     }
 
     /// Whether the process is a child of this program.
+    /// Whether the process can map memory this one sends it: a local
+    /// process on a socket (not behind a remote connection's pump, not on
+    /// a pair of streams).
+    pub(crate) fn shares_memory(&self) -> bool {
+        self.kin != Kin::Remote && self.transport.as_ref().is_some_and(Transport::carries_fds)
+    }
+
     pub(super) fn is_child(&self) -> bool {
         self.kin == Kin::Child
     }

@@ -325,6 +325,12 @@ impl Fork {
         !lock(&self.shared).unchecked_names
     }
 
+    /// Whether the process can map memory this one sends it (see
+    /// [`crate::rpc::shared_memory`]).
+    pub(crate) fn shares_memory(&self) -> bool {
+        lock(&self.shared).shares_memory()
+    }
+
     /// Sends raw bytes on the control socket, for tests of the serving
     /// process's input checks.
     #[cfg(feature = "test-hooks")]

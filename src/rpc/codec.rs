@@ -32,6 +32,7 @@ use super::fd;
 #[cfg(any(doc, test))]
 use super::fd::Fd;
 use super::raw;
+use super::shared_memory::Sink;
 
 /// How messages are encoded. Parent and child must use the same one; the
 /// child checks.
@@ -166,15 +167,44 @@ impl Codec {
         value: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
+        let mut sink = Sink::inline(out);
+        match self.encode_to(value, &mut sink) {
+            Ok(()) => {
+                sink.finish();
+                Ok(())
+            }
+            Err(e) => {
+                sink.abandon();
+                Err(e)
+            }
+        }
+    }
+
+    /// Encodes into an RPC frame's sink (which may move a large message
+    /// to shared memory), collecting the descriptors of its [`Fd`]s. On an
+    /// error the caller abandons the sink.
+    pub(crate) fn encode_to_sink<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        sink: &mut Sink<'_, '_>,
+    ) -> Result<Vec<OwnedFd>, CodecError> {
+        let (result, fds) = fd::collecting(|| self.encode_to(value, sink));
+        result.map(|()| fds)
+    }
+
+    fn encode_to<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        sink: &mut Sink<'_, '_>,
+    ) -> Result<(), CodecError> {
         match self {
-            Codec::Raw => raw::to_bytes(value, out).map_err(|e| self.error(e.message())),
+            Codec::Raw => raw::to_output(value, sink).map_err(|e| self.error(e.message())),
             #[cfg(feature = "cbor")]
-            Codec::Cbor => ciborium::into_writer(value, out).map_err(|e| self.error(e)),
+            Codec::Cbor => ciborium::into_writer(value, sink).map_err(|e| self.error(e)),
             #[cfg(feature = "json")]
-            Codec::Json => serde_json::to_writer(out, value).map_err(|e| self.error(e)),
+            Codec::Json => serde_json::to_writer(sink, value).map_err(|e| self.error(e)),
             #[cfg(feature = "postcard")]
-            Codec::Postcard => postcard::to_extend(value, std::mem::take(out))
-                .map(|bytes| *out = bytes)
+            Codec::Postcard => postcard::serialize_with_flavor(value, PostcardSink(sink))
                 .map_err(|e| self.error(e)),
             #[allow(unreachable_patterns)]
             other => Err(other.not_compiled()),
@@ -224,6 +254,29 @@ impl Codec {
             "anyfork was compiled without the `{}` feature",
             self.name()
         ))
+    }
+}
+
+/// postcard's output into a [`Sink`].
+#[cfg(feature = "postcard")]
+struct PostcardSink<'s, 'a, 'r>(&'s mut Sink<'a, 'r>);
+
+#[cfg(feature = "postcard")]
+impl postcard::ser_flavors::Flavor for PostcardSink<'_, '_, '_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

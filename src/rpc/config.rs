@@ -11,6 +11,9 @@
 //! u32                    buflen_req: first read buffer size
 //! u64                    largest frame accepted
 //! u8                     tracing level to forward: 0 off, 1 error .. 5 trace
+//! u64                    shared memory: the largest region each side may
+//!                        make for large messages, 0 for none (see
+//!                        crate::rpc::shared_memory)
 //! ```
 
 use crate::proto::{self, ProtocolError, Tag, Target};
@@ -18,7 +21,7 @@ use crate::proto::{self, ProtocolError, Tag, Target};
 use super::codec::Codec;
 use super::function::Backend;
 
-const MAGIC: &[u8] = b"anyfork-rpc/1";
+const MAGIC: &[u8] = b"anyfork-rpc/2";
 const CODECS: [Codec; 4] = [Codec::Raw, Codec::Cbor, Codec::Json, Codec::Postcard];
 
 /// The server's configuration.
@@ -32,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) buflen_req: u32,
     pub(crate) max_frame: u64,
     pub(crate) log_level: u8,
+    pub(crate) shared_memory: u64,
 }
 
 fn put_target(out: &mut Vec<u8>, target: Option<&Target>) {
@@ -99,6 +103,7 @@ impl Config {
         out.extend_from_slice(&self.buflen_req.to_be_bytes());
         out.extend_from_slice(&self.max_frame.to_be_bytes());
         out.push(self.log_level);
+        out.extend_from_slice(&self.shared_memory.to_be_bytes());
         out
     }
 
@@ -122,6 +127,7 @@ impl Config {
         let buflen_req = r.u32()?;
         let max_frame = r.u64()?;
         let log_level = r.u8()?;
+        let shared_memory = r.u64()?;
         if !r.0.is_empty() {
             return Err(malformed("rpc config has bytes after its end"));
         }
@@ -134,6 +140,7 @@ impl Config {
             buflen_req,
             max_frame,
             log_level,
+            shared_memory,
         })
     }
 }
@@ -157,6 +164,7 @@ mod tests {
             buflen_req: 496,
             max_frame: 1 << 30,
             log_level: 3,
+            shared_memory: 1 << 20,
         };
         assert_eq!(Config::decode(&config.encode()).unwrap(), config);
         assert!(Config::decode(b"nonsense").is_err());

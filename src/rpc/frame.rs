@@ -32,6 +32,10 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 
+use super::shared_memory::{
+    Incoming, LazyRegion, Outgoing, Placement, REFERENCE_LEN, SHARED_FLAG, SPILL_AT, Sink,
+    parse_reference, reference,
+};
 use crate::proto::{self, Outbox, ProtocolError, Tag};
 use crate::sys::fdpass::MAX_FDS_PER_SEND;
 use crate::transport::Transport;
@@ -48,10 +52,11 @@ pub(crate) mod kind {
     pub(crate) const EVENT: u8 = b'v';
     pub(crate) const LOG: u8 = b'l';
     pub(crate) const NOTICE: u8 = b'n';
+    pub(crate) const MEMORY: u8 = b'm';
 }
 
 /// Kinds a child accepts.
-pub(crate) const TO_CHILD: &[u8] = &[kind::REQUEST, kind::CANCEL];
+pub(crate) const TO_CHILD: &[u8] = &[kind::REQUEST, kind::CANCEL, kind::MEMORY];
 /// Kinds a parent accepts.
 pub(crate) const TO_PARENT: &[u8] = &[
     kind::REPLY,
@@ -59,6 +64,7 @@ pub(crate) const TO_PARENT: &[u8] = &[
     kind::EVENT,
     kind::LOG,
     kind::NOTICE,
+    kind::MEMORY,
 ];
 
 /// One frame.
@@ -70,56 +76,148 @@ pub(crate) struct Frame {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
-/// Appends a frame whose payload `write` appends to the buffer it is given
-/// (the payload is encoded in place: no copy), returning the descriptors
-/// that go with it. If `write` fails, `out` is as it was.
+/// Appends a frame whose payload `write` gives its sink (the payload is
+/// encoded in place: no copy), returning the descriptors that go with it.
+/// With `shared`, a payload longer than [`SPILL_AT`] is written to the
+/// shared region instead, and the frame only says where (see
+/// [`super::shared_memory`]). If `write` fails, `out` is as it was.
 pub(crate) fn encode_with<E>(
     out: &mut Outbox,
+    shared: Option<&LazyRegion>,
     id: u32,
     kind: u8,
-    write: impl FnOnce(&mut Vec<u8>) -> Result<Vec<OwnedFd>, E>,
+    write: impl FnOnce(&mut Sink<'_, '_>) -> Result<Vec<OwnedFd>, E>,
 ) -> Result<Result<(), E>, ProtocolError> {
     let carries_fds = out.carries_fds();
+    let shared = shared.filter(|_| carries_fds);
     out.append_with(|data| {
         let start = data.len();
         data.extend_from_slice(&[0u8; HEADER_LEN]);
-        let fds = match write(data) {
+        let mut sink = Sink::spilling(data, shared, SPILL_AT);
+        let fds = match write(&mut sink) {
             Ok(fds) => fds,
             Err(e) => {
+                sink.abandon();
                 data.truncate(start);
                 return Ok((Err(e), Vec::new()));
             }
         };
+        let placement = sink.finish();
+        let fail = |data: &mut Vec<u8>, error| {
+            if let Placement::Shared { region, offset, len } = placement {
+                region.forget(offset, len);
+            }
+            data.truncate(start);
+            Err(error)
+        };
         let len = data.len() - start - HEADER_LEN;
         let Ok(len) = u32::try_from(len) else {
-            data.truncate(start);
-            return Err(ProtocolError::TooLong {
-                tag: Tag(kind),
-                len: len as u64,
-                limit: u32::MAX as u64,
-            });
+            return fail(
+                data,
+                ProtocolError::TooLong {
+                    tag: Tag(kind),
+                    len: len as u64,
+                    limit: u32::MAX as u64,
+                },
+            );
         };
         if fds.len() > MAX_FDS_PER_SEND {
-            data.truncate(start);
-            return Err(ProtocolError::Malformed {
-                tag: Tag(kind),
-                what: "a message may carry at most 32 file descriptors",
-            });
+            return fail(
+                data,
+                ProtocolError::Malformed {
+                    tag: Tag(kind),
+                    what: "a message may carry at most 32 file descriptors",
+                },
+            );
         }
         if !fds.is_empty() && !carries_fds {
-            data.truncate(start);
-            return Err(ProtocolError::Malformed {
-                tag: Tag(kind),
-                what: "this transport is a pair of byte streams, which cannot carry file descriptors",
-            });
+            return fail(
+                data,
+                ProtocolError::Malformed {
+                    tag: Tag(kind),
+                    what: "this transport is a pair of byte streams, which cannot carry file descriptors",
+                },
+            );
         }
-        let header = &mut data[start..start + HEADER_LEN];
-        header[..4].copy_from_slice(&id.to_be_bytes());
-        header[4..8].copy_from_slice(&len.to_be_bytes());
-        header[8] = kind;
-        header[9] = fds.len() as u8;
-        Ok((Ok(()), fds))
+        match placement {
+            Placement::Shared { region, offset, len } => {
+                data.truncate(start);
+                let fds = put_shared(data, region, id, kind, (offset, len), fds);
+                Ok((Ok(()), fds))
+            }
+            _ => {
+                let header = &mut data[start..start + HEADER_LEN];
+                write_header(header, id, kind, len, fds.len());
+                Ok((Ok(()), fds))
+            }
+        }
     })
+}
+
+/// Appends a frame whose payload is at `place` in `shared`, preceded by
+/// the region's announcement the first time; returns the descriptors of
+/// both, in order.
+fn put_shared(
+    data: &mut Vec<u8>,
+    shared: &Outgoing,
+    id: u32,
+    kind: u8,
+    (offset, len): (u64, u64),
+    fds: Vec<OwnedFd>,
+) -> Vec<OwnedFd> {
+    let mut all = Vec::with_capacity(fds.len() + 1);
+    if let Some(region) = shared.take_announcement() {
+        // The region first: the frame after it uses it.
+        put_header(data, 0, kind::MEMORY, 8, 1);
+        data.extend_from_slice(&shared.region_len().to_be_bytes());
+        all.push(region);
+    }
+    put_header(
+        data,
+        id,
+        kind | SHARED_FLAG,
+        REFERENCE_LEN as u32,
+        fds.len(),
+    );
+    data.extend_from_slice(&reference(offset, len));
+    all.extend(fds);
+    all
+}
+
+/// Appends a frame whose payload was encoded into `shared` already (at
+/// `place`, see [`Sink::finish`]).
+pub(crate) fn encode_shared(
+    out: &mut Outbox,
+    shared: &Outgoing,
+    id: u32,
+    kind: u8,
+    place: (u64, u64),
+    fds: Vec<OwnedFd>,
+) -> Result<(), ProtocolError> {
+    if fds.len() > MAX_FDS_PER_SEND || !out.carries_fds() {
+        shared.forget(place.0, place.1);
+        return Err(ProtocolError::Malformed {
+            tag: Tag(kind),
+            what: "a message may carry at most 32 file descriptors",
+        });
+    }
+    out.append_with(|data| {
+        let fds = put_shared(data, shared, id, kind, place, fds);
+        Ok(((), fds))
+    })
+}
+
+fn write_header(header: &mut [u8], id: u32, kind: u8, len: u32, nfds: usize) {
+    header[..4].copy_from_slice(&id.to_be_bytes());
+    header[4..8].copy_from_slice(&len.to_be_bytes());
+    header[8] = kind;
+    header[9] = nfds as u8;
+}
+
+fn put_header(data: &mut Vec<u8>, id: u32, kind: u8, len: u32, nfds: usize) {
+    let mut header = [0u8; HEADER_LEN];
+    write_header(&mut header, id, kind, len, nfds);
+    data.extend_from_slice(&header);
 }
 
 /// One frame whose payload is still in the [`Decoder`]'s buffer.
@@ -147,7 +245,7 @@ pub(crate) fn encode(
             limit: u32::MAX as u64,
         });
     }
-    let written = encode_with(out, id, kind, |buf| {
+    let written = encode_with(out, None, id, kind, |buf| {
         buf.extend_from_slice(payload);
         Ok::<_, std::convert::Infallible>(fds)
     })?;
@@ -186,6 +284,19 @@ pub(crate) struct Decoder {
     /// Who sent the buffered bytes, if known and one process.
     sender: Option<u32>,
     mixed_senders: bool,
+    /// The largest shared-memory region the peer may announce (0: none).
+    shared_allowed: u64,
+    /// The peer's region, once announced.
+    incoming: Option<Incoming>,
+    /// A message read in place from the region, released at the next
+    /// frame (or by [`release_borrowed`](Decoder::release_borrowed)).
+    borrowed: Option<(usize, usize)>,
+}
+
+/// Where a parsed frame's payload is.
+enum Payload {
+    Buffer(std::ops::Range<usize>),
+    Shared(usize, usize),
 }
 
 /// The room a read gets when no frame in progress needs more.
@@ -205,6 +316,24 @@ impl Decoder {
             track_sender: false,
             sender: None,
             mixed_senders: false,
+            shared_allowed: 0,
+            incoming: None,
+            borrowed: None,
+        }
+    }
+
+    /// Accepts a shared-memory region of at most `bytes` from the peer
+    /// (see [`super::shared_memory`]); without this an `m` frame is a
+    /// protocol error.
+    pub(crate) fn accepting_shared_memory(mut self, bytes: u64) -> Decoder {
+        self.shared_allowed = bytes;
+        self
+    }
+
+    /// Gives the message last read in place back to its sender.
+    pub(crate) fn release_borrowed(&mut self) {
+        if let (Some((offset, len)), Some(incoming)) = (self.borrowed.take(), &self.incoming) {
+            incoming.release(offset, len);
         }
     }
 
@@ -252,6 +381,25 @@ impl Decoder {
         self.buffer[self.end..self.end + bytes.len()].copy_from_slice(bytes);
         self.end += bytes.len();
         self.fds.extend(fds);
+    }
+
+    /// Accepts shared memory and is given a region of four chunks, as a
+    /// peer would announce it (tests and fuzzing: shared frames with any
+    /// offset and length then reach the checks). The region's sending
+    /// side comes back, to write messages into.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn with_test_region(self) -> (Decoder, Outgoing) {
+        let mut decoder = self.accepting_shared_memory(1 << 20);
+        let region = Outgoing::create(4 * super::shared_memory::CHUNK as u64)
+            .expect("a memfd for the test region");
+        let fd = region
+            .take_announcement()
+            .expect("a new region's descriptor");
+        let mut announcement = Vec::new();
+        put_header(&mut announcement, 0, kind::MEMORY, 8, 1);
+        announcement.extend_from_slice(&region.region_len().to_be_bytes());
+        decoder.feed(&announcement, [fd]);
+        (decoder, region)
     }
 
     /// Makes room for at least `wanted` more bytes after `end`: first by
@@ -324,61 +472,166 @@ impl Decoder {
         result
     }
 
-    /// The next complete frame, if buffered.
+    /// The next complete frame, if buffered, its payload copied out (of
+    /// the buffer, or of the peer's shared region, which is then released
+    /// at once: a side that does not trust its peer reads this way).
     pub(crate) fn next(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        Ok(self.next_borrowed()?.map(|frame| Frame {
-            id: frame.id,
-            kind: frame.kind,
-            payload: frame.payload.to_vec(),
-            fds: frame.fds,
+        self.release_borrowed();
+        let Some((id, kind, payload, fds)) = self.parse()? else {
+            return Ok(None);
+        };
+        let payload = match payload {
+            Payload::Buffer(range) => self.buffer[range].to_vec(),
+            Payload::Shared(offset, len) => {
+                let mut out = Vec::new();
+                if let Some(incoming) = &self.incoming {
+                    incoming.copy_to(offset, len, &mut out);
+                    incoming.release(offset, len);
+                }
+                out
+            }
+        };
+        Ok(Some(Frame {
+            id,
+            kind,
+            payload,
+            fds,
         }))
     }
 
     /// The next complete frame, if buffered, its payload still in the
-    /// buffer (no copy: for a reader that is done with it before reading
-    /// again).
+    /// buffer or in the peer's shared region (no copy: for a reader that is
+    /// done with it before reading again, and that trusts the peer not to
+    /// write a message it sent, as a child trusts its parent).
     pub(crate) fn next_borrowed(&mut self) -> Result<Option<FrameRef<'_>>, ProtocolError> {
-        let available = &self.buffer[self.start..self.end];
-        if available.len() < HEADER_LEN {
+        self.release_borrowed();
+        let Some((id, kind, payload, fds)) = self.parse()? else {
             return Ok(None);
-        }
-        let id = u32::from_be_bytes([available[0], available[1], available[2], available[3]]);
-        let len =
-            u32::from_be_bytes([available[4], available[5], available[6], available[7]]) as u64;
-        let kind = available[8];
-        let nfds = available[9] as usize;
-        if !self.kinds.contains(&kind) {
-            return Err(ProtocolError::UnknownTag(Tag(kind)));
-        }
-        if len > self.limit {
-            return Err(ProtocolError::TooLong {
-                tag: Tag(kind),
-                len,
-                limit: self.limit,
-            });
-        }
-        if nfds > MAX_FDS_PER_SEND {
-            return Err(ProtocolError::Malformed {
-                tag: Tag(kind),
-                what: "a frame announces more than 32 file descriptors",
-            });
-        }
-        let total = HEADER_LEN + len as usize;
-        if available.len() < total {
-            return Ok(None);
-        }
-        if self.fds.len() < nfds {
-            return Err(ProtocolError::MissingFd { tag: Tag(kind) });
-        }
-        let payload = self.start + HEADER_LEN..self.start + total;
-        self.start += total;
-        let fds = self.fds.drain(..nfds).collect();
+        };
+        let payload = match payload {
+            Payload::Buffer(range) => &self.buffer[range],
+            Payload::Shared(offset, len) => match &self.incoming {
+                Some(incoming) => {
+                    self.borrowed = Some((offset, len));
+                    incoming.payload(offset, len)
+                }
+                None => &[],
+            },
+        };
         Ok(Some(FrameRef {
             id,
             kind,
-            payload: &self.buffer[payload],
+            payload,
             fds,
         }))
+    }
+
+    /// Takes the next complete frame's header and descriptors, mapping a
+    /// region announced on the way.
+    #[allow(clippy::type_complexity)]
+    fn parse(&mut self) -> Result<Option<(u32, u8, Payload, Vec<OwnedFd>)>, ProtocolError> {
+        loop {
+            let available = &self.buffer[self.start..self.end];
+            if available.len() < HEADER_LEN {
+                return Ok(None);
+            }
+            let id = u32::from_be_bytes([available[0], available[1], available[2], available[3]]);
+            let len =
+                u32::from_be_bytes([available[4], available[5], available[6], available[7]]) as u64;
+            let wire_kind = available[8];
+            let kind = wire_kind & !SHARED_FLAG;
+            let shared = wire_kind & SHARED_FLAG != 0;
+            let nfds = available[9] as usize;
+            if !self.kinds.contains(&kind) || (shared && kind == self::kind::MEMORY) {
+                return Err(ProtocolError::UnknownTag(Tag(wire_kind)));
+            }
+            if len > self.limit {
+                return Err(ProtocolError::TooLong {
+                    tag: Tag(kind),
+                    len,
+                    limit: self.limit,
+                });
+            }
+            if nfds > MAX_FDS_PER_SEND {
+                return Err(ProtocolError::Malformed {
+                    tag: Tag(kind),
+                    what: "a frame announces more than 32 file descriptors",
+                });
+            }
+            let total = HEADER_LEN + len as usize;
+            if available.len() < total {
+                return Ok(None);
+            }
+            if self.fds.len() < nfds {
+                return Err(ProtocolError::MissingFd { tag: Tag(kind) });
+            }
+            let body = self.start + HEADER_LEN..self.start + total;
+            if kind == self::kind::MEMORY {
+                self.map_region(&body, nfds)?;
+                self.start += total;
+                continue;
+            }
+            let payload = if shared {
+                let malformed = |what| ProtocolError::Malformed {
+                    tag: Tag(wire_kind),
+                    what,
+                };
+                let (offset, len) = parse_reference(&self.buffer[body]).ok_or(malformed(
+                    "a shared-memory frame is not an offset and a length",
+                ))?;
+                let incoming = self
+                    .incoming
+                    .as_ref()
+                    .ok_or(malformed("a shared-memory frame before its region"))?;
+                if len > self.limit {
+                    return Err(ProtocolError::TooLong {
+                        tag: Tag(kind),
+                        len,
+                        limit: self.limit,
+                    });
+                }
+                let (offset, len) = incoming.check(offset, len).map_err(malformed)?;
+                Payload::Shared(offset, len)
+            } else {
+                Payload::Buffer(body)
+            };
+            self.start += total;
+            let fds = self.fds.drain(..nfds).collect();
+            return Ok(Some((id, kind, payload, fds)));
+        }
+    }
+
+    /// An `m` frame: the peer's region, checked and mapped.
+    fn map_region(
+        &mut self,
+        body: &std::ops::Range<usize>,
+        nfds: usize,
+    ) -> Result<(), ProtocolError> {
+        let malformed = |what| ProtocolError::Malformed {
+            tag: Tag(kind::MEMORY),
+            what,
+        };
+        if self.shared_allowed == 0 {
+            return Err(malformed("shared memory was not offered to this side"));
+        }
+        if self.incoming.is_some() {
+            return Err(malformed("a second shared-memory region"));
+        }
+        let size: [u8; 8] = self.buffer[body.clone()]
+            .try_into()
+            .map_err(|_| malformed("a region's announcement is not its size"))?;
+        if nfds != 1 {
+            return Err(malformed("a region's announcement carries no descriptor"));
+        }
+        let Some(fd) = self.fds.pop_front() else {
+            return Err(ProtocolError::MissingFd {
+                tag: Tag(kind::MEMORY),
+            });
+        };
+        let incoming =
+            Incoming::map(&fd, u64::from_be_bytes(size), self.shared_allowed).map_err(malformed)?;
+        self.incoming = Some(incoming);
+        Ok(())
     }
 
     /// Before the RPC frames: the next reply of the serve protocol (`P`,
@@ -457,7 +710,7 @@ mod tests {
         /// Frames survive any split of the byte stream.
         #[test]
         fn frames_round_trip_under_any_split(
-            frames in proptest::collection::vec((1u32.., prop::sample::select(TO_PARENT.to_vec()), proptest::collection::vec(any::<u8>(), 0..300)), 0..20),
+            frames in proptest::collection::vec((1u32.., prop::sample::select(TO_PARENT.iter().copied().filter(|k| *k != kind::MEMORY).collect::<Vec<_>>()), proptest::collection::vec(any::<u8>(), 0..300)), 0..20),
             cuts in proptest::collection::vec(0usize..4000, 0..30),
         ) {
             let mut out = Outbox::default();
@@ -490,6 +743,42 @@ mod tests {
             prop_assert_eq!(back, parts);
         }
 
+        /// Shared frames with any offset and length are read from within
+        /// the region or refused; garbage around them never panics.
+        #[test]
+        fn shared_frames_stay_within_the_region(
+            frames in proptest::collection::vec((any::<u64>(), any::<u64>(), any::<bool>()), 1..20),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let (mut decoder, _region) = Decoder::new(TO_PARENT, 1 << 30, 16).with_test_region();
+            let region_len = 4 * super::super::shared_memory::CHUNK as u64;
+            for (offset, len, small) in frames {
+                let (offset, len) = if small { (offset % (region_len + 1), len % (region_len + 1)) } else { (offset, len) };
+                let mut bytes = Vec::new();
+                put_header(&mut bytes, 1, kind::REPLY | SHARED_FLAG, REFERENCE_LEN as u32, 0);
+                bytes.extend_from_slice(&reference(offset, len));
+                decoder.feed(&bytes, std::iter::empty());
+                let valid = offset % super::super::shared_memory::CHUNK as u64 == 0
+                    && len > 0
+                    && offset.checked_add(len).is_some_and(|end| end <= region_len);
+                match decoder.next() {
+                    Ok(Some(frame)) => {
+                        prop_assert!(valid);
+                        prop_assert_eq!(frame.payload.len() as u64, len);
+                    }
+                    Ok(None) => prop_assert!(false, "a whole frame was not read"),
+                    Err(ProtocolError::Malformed { .. } | ProtocolError::TooLong { .. }) => {
+                        prop_assert!(!valid);
+                        // A refused frame ends the connection: start again.
+                        decoder = Decoder::new(TO_PARENT, 1 << 30, 16).with_test_region().0;
+                    }
+                    Err(other) => prop_assert!(false, "unexpected error {other}"),
+                }
+            }
+            decoder.feed(&garbage, std::iter::empty());
+            while let Ok(Some(_)) = decoder.next() {}
+        }
+
         /// Garbage never panics the decoder.
         #[test]
         fn garbage_is_an_error_or_a_frame(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -503,12 +792,12 @@ mod tests {
     fn frames_encoded_in_place_read_back_and_a_failed_encoding_leaves_nothing() {
         let mut out = Outbox::default();
         encode(&mut out, 1, kind::REPLY, b"before", Vec::new()).unwrap();
-        let written = encode_with(&mut out, 2, kind::REPLY, |buf: &mut Vec<u8>| {
+        let written = encode_with(&mut out, None, 2, kind::REPLY, |buf: &mut Sink<'_, '_>| {
             buf.extend_from_slice(b"in place");
             Ok::<_, String>(Vec::new())
         });
         assert_eq!(written.unwrap(), Ok(()));
-        let failed = encode_with(&mut out, 3, kind::REPLY, |buf: &mut Vec<u8>| {
+        let failed = encode_with(&mut out, None, 3, kind::REPLY, |buf: &mut Sink<'_, '_>| {
             buf.extend_from_slice(b"half a message");
             Err::<Vec<OwnedFd>, _>("cannot encode".to_owned())
         });

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec::Codec;
+use super::shared_memory::Sink;
 use crate::args::Args;
 use crate::registry::{FunctionRef, Outcome, conjure};
 
@@ -28,26 +29,33 @@ pub type Octets = Vec<Vec<u8>>;
 /// Why a call failed in the child, as reported back.
 pub(crate) type CallFailure = String;
 
-/// A synchronous RPC function as the server calls it: decodes the request,
-/// calls the function and appends the encoded reply to the buffer, returning
-/// the reply's descriptors.
+/// A synchronous RPC function as the server calls it: decodes the request
+/// and calls the function, returning its result to be encoded (straight
+/// into what the server sends, once the request's bytes are released).
 pub(crate) type SyncCall =
-    fn(Codec, &[u8], Vec<OwnedFd>, &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure>;
+    fn(Codec, &[u8], Vec<OwnedFd>) -> Result<Box<dyn EncodeReply>, CallFailure>;
 
 /// A call's result, kept as a value until the server encodes it straight
 /// into what it sends.
 pub(crate) trait EncodeReply {
-    /// Appends the encoded result to `out`; returns its descriptors.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    fn encode_into(&self, codec: Codec, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure>;
+    /// Writes the encoded result to `out`; returns its descriptors.
+    fn encode_into(
+        &self,
+        codec: Codec,
+        out: &mut Sink<'_, '_>,
+    ) -> Result<Vec<OwnedFd>, CallFailure>;
 }
 
 struct Reply<R>(R);
 
 impl<R: Serialize> EncodeReply for Reply<R> {
-    fn encode_into(&self, codec: Codec, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>, CallFailure> {
+    fn encode_into(
+        &self,
+        codec: Codec,
+        out: &mut Sink<'_, '_>,
+    ) -> Result<Vec<OwnedFd>, CallFailure> {
         codec
-            .encode_appending(&self.0, out)
+            .encode_to_sink(&self.0, out)
             .map_err(|e| format!("cannot encode the result: {e}"))
     }
 }
@@ -81,17 +89,14 @@ pub(crate) fn sync_trampoline<F, Req, Rep>(
     codec: Codec,
     bytes: &[u8],
     fds: Vec<OwnedFd>,
-    reply: &mut Vec<u8>,
-) -> Result<Vec<OwnedFd>, CallFailure>
+) -> Result<Box<dyn EncodeReply>, CallFailure>
 where
     F: Fn(Req) -> Rep + Copy + 'static,
     Req: DeserializeOwned,
-    Rep: Serialize,
+    Rep: Serialize + 'static,
 {
     let request = decode_request(codec, bytes, fds)?;
-    codec
-        .encode_appending(&conjure::<F>()(request), reply)
-        .map_err(|e| format!("cannot encode the result: {e}"))
+    Ok(Box::new(Reply(conjure::<F>()(request))))
 }
 
 pub(crate) fn async_trampoline<F, Req, Fut>(
@@ -231,7 +236,7 @@ impl<F, Req, Rep> crate::sealed::Sealed<crate::sealed::Rpc<(SyncFn, Req, Rep)>> 
 where
     F: Fn(Req) -> Rep + Copy + 'static,
     Req: Serialize + DeserializeOwned,
-    Rep: Serialize + DeserializeOwned,
+    Rep: Serialize + DeserializeOwned + 'static,
 {
 }
 
@@ -239,7 +244,7 @@ impl<F, Req, Rep> IntoRpc<(SyncFn, Req, Rep)> for F
 where
     F: Fn(Req) -> Rep + Copy + 'static,
     Req: Serialize + DeserializeOwned,
-    Rep: Serialize + DeserializeOwned,
+    Rep: Serialize + DeserializeOwned + 'static,
 {
     type Req = Req;
     type Rep = Rep;

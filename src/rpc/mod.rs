@@ -206,6 +206,7 @@ pub(crate) mod function;
 pub mod raw;
 pub(crate) mod registry;
 mod server;
+pub mod shared_memory;
 mod trace;
 mod writer;
 

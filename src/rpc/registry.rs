@@ -35,7 +35,7 @@ impl RpcEntry {
     where
         F: Fn(Req) -> Rep + Copy + 'static,
         Req: serde::de::DeserializeOwned,
-        Rep: serde::Serialize,
+        Rep: serde::Serialize + 'static,
     {
         let _ = f;
         Self {

@@ -40,11 +40,10 @@ use super::config::Config;
 use super::frame::{self, Decoder, kind};
 use super::function::{AsyncCall, Backend, DoneCall, InitCall, SyncCall};
 use super::registry::{self, RpcFunctionEntry as RpcEntry};
-#[cfg(feature = "tokio")]
+
+use super::shared_memory::LazyRegion;
 use super::writer::write_reply;
-use super::writer::{
-    EventError, Writer, fail_call, fail_panicked, flush, lock_writer, write_frame,
-};
+use super::writer::{Writer, fail_call, fail_panicked, flush, lock_writer, write_frame};
 use crate::args::{Arg, Args};
 use crate::proto::{Outbox, Target};
 use crate::registry::{Lookup, panic_message};
@@ -114,7 +113,7 @@ fn resolve<T: Copy>(
 
 /// Never called: a name is never cast to an address.
 fn unreachable_value() -> RpcEntry {
-    RpcEntry::Sync(|_, _, _, _| Err("an RPC function name was taken for an address".into()))
+    RpcEntry::Sync(|_, _, _| Err("an RPC function name was taken for an address".into()))
 }
 
 fn sync_at(addr: usize) -> SyncCall {
@@ -153,6 +152,7 @@ fn serve(connection: Transport, args: Args) -> Result<(), String> {
         outbox: Outbox::for_transport(&writer_connection),
         connection: writer_connection,
         codec: config.as_ref().map_or(Codec::Raw, |c| c.codec),
+        region: LazyRegion::new(config.as_ref().map_or(0, |c| c.shared_memory)),
         #[cfg(feature = "tokio")]
         wake: None,
     });
@@ -232,23 +232,18 @@ const _: () = {
 /// The registered name of the server.
 pub(crate) const SERVE: &str = "anyfork::rpc::serve";
 
-/// A reply buffer grown past this by one large reply is given back.
-const KEEP_REPLY_BUFFER: usize = 8 << 20;
-
 fn serve_sync(config: &Config, call: SyncCall, connection: Transport) -> Result<(), String> {
     let mut decoder = Decoder::new(
         frame::TO_CHILD,
         config.max_frame,
         config.buflen_req as usize,
-    );
-    let mut reply = Vec::new();
+    )
+    .accepting_shared_memory(config.shared_memory);
     loop {
         loop {
-            // The request is decoded where it was read, and the reply
-            // encoded into a buffer kept from call to call (not straight
-            // into the send queue, as the async backend does: the function
-            // runs inside the encoding here, and may send events, which
-            // take the queue's lock).
+            // The request is decoded where it was read (in the buffer, or
+            // in the parent's shared memory), and the result encoded
+            // straight into the send queue or this side's shared memory.
             let frame = match decoder.next_borrowed() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -260,28 +255,18 @@ fn serve_sync(config: &Config, call: SyncCall, connection: Transport) -> Result<
                 continue;
             }
             let (id, codec) = (frame.id, config.codec);
-            reply.clear();
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                call(codec, frame.payload, frame.fds, &mut reply)
-            }));
+            let result = catch_unwind(AssertUnwindSafe(|| call(codec, frame.payload, frame.fds)));
+            // The request's shared memory goes back before the reply
+            // leaves, so that the parent finds it free for the next call.
+            decoder.release_borrowed();
             let written = match result {
-                Ok(Ok(fds)) => match write_frame(id, kind::REPLY, &reply, fds) {
-                    // Refused before anything was queued (descriptors on a
-                    // pair of streams, too many of them): fail the call.
-                    Err(EventError::Io(e)) if e.kind() == io::ErrorKind::InvalidInput => {
-                        fail_call(id, &format!("cannot send the result: {e}"))
-                    }
-                    other => other,
-                },
+                Ok(Ok(reply)) => write_reply(id, &*reply, codec),
                 Ok(Err(message)) => fail_call(id, &message),
                 Err(panic) => fail_panicked(id, &*panic),
             };
             if let Err(e) = written {
                 // The parent is gone: nobody to answer.
                 return Err(format!("cannot reply: {}", crate::error::chain(&e)));
-            }
-            if reply.capacity() > KEEP_REPLY_BUFFER {
-                reply = Vec::new();
             }
         }
         match decoder.read_from(&connection, false) {
@@ -345,6 +330,7 @@ fn serve_async(
     let local = tokio::task::LocalSet::new();
     let codec = config.codec;
     let (max_frame, buflen) = (config.max_frame, config.buflen_req as usize);
+    let shared_memory = config.shared_memory;
     local.block_on(&runtime, async move {
         let readiness = crate::transport::AsyncReadiness::new(&connection)
             .map_err(|e| fatal(format!("cannot watch the connection: {e}")))?;
@@ -384,7 +370,8 @@ fn serve_async(
         // Calls in progress, for cancelling, and a count for the end.
         let calls: Rc<RefCell<HashMap<u32, tokio::task::AbortHandle>>> = Rc::default();
         let idle = Rc::new(Notify::new());
-        let mut decoder = Decoder::new(frame::TO_CHILD, max_frame, buflen);
+        let mut decoder =
+            Decoder::new(frame::TO_CHILD, max_frame, buflen).accepting_shared_memory(shared_memory);
         'read: loop {
             loop {
                 let frame = match decoder.next_borrowed() {

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::codec::{Codec, CodecError};
 use super::frame::{self, kind};
+use super::shared_memory::LazyRegion;
 use crate::proto::Outbox;
 use crate::registry::panic_message;
 use crate::transport::Transport;
@@ -21,6 +22,8 @@ pub(super) struct Writer {
     pub(super) connection: Transport,
     pub(super) outbox: Outbox,
     pub(super) codec: Codec,
+    /// Where large replies and events go (see [`super::shared_memory`]).
+    pub(super) region: LazyRegion,
     /// Set for the async backend: the writer task to wake.
     #[cfg(feature = "tokio")]
     pub(super) wake: Option<std::sync::Arc<tokio::sync::Notify>>,
@@ -62,9 +65,9 @@ pub(super) fn write_frame(
     send_queued(writer)
 }
 
-/// Queues the reply to call `id`, encoding the result straight into the
-/// queue; a result that cannot be encoded fails the call instead.
-#[cfg(feature = "tokio")]
+/// Queues (and with the sync backend, writes) the reply to call `id`,
+/// encoding the result straight into the queue or the shared region; a
+/// result that cannot be encoded fails the call instead.
 pub(super) fn write_reply(
     id: u32,
     reply: &dyn super::function::EncodeReply,
@@ -73,9 +76,13 @@ pub(super) fn write_reply(
     let failure = {
         let mut guard = lock_writer();
         let writer = guard.as_mut().ok_or(EventError::NotServing)?;
-        match frame::encode_with(&mut writer.outbox, id, kind::REPLY, |out| {
-            reply.encode_into(codec, out)
-        }) {
+        match frame::encode_with(
+            &mut writer.outbox,
+            Some(&writer.region),
+            id,
+            kind::REPLY,
+            |out| reply.encode_into(codec, out),
+        ) {
             Ok(Ok(())) => return send_queued(writer),
             Ok(Err(message)) => message,
             Err(e) => format!("cannot send the result: {e}"),
@@ -131,9 +138,23 @@ pub(super) fn write_out(writer: &mut Writer) -> io::Result<()> {
 /// [`EventError::NotServing`] outside a running RPC server; an encoding or
 /// write error otherwise.
 pub fn event<E: Serialize + ?Sized>(event: &E) -> Result<(), EventError> {
-    let codec = lock_writer().as_ref().ok_or(EventError::NotServing)?.codec;
-    let encoded = codec.encode(event)?;
-    write_frame(0, kind::EVENT, &encoded.bytes, encoded.fds)
+    let mut guard = lock_writer();
+    let writer = guard.as_mut().ok_or(EventError::NotServing)?;
+    let codec = writer.codec;
+    match frame::encode_with(
+        &mut writer.outbox,
+        Some(&writer.region),
+        0,
+        kind::EVENT,
+        |out| codec.encode_to_sink(event, out),
+    ) {
+        Ok(Ok(())) => send_queued(writer),
+        Ok(Err(e)) => Err(EventError::Encode(e)),
+        Err(e) => Err(EventError::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            e,
+        ))),
+    }
 }
 
 /// Waits until everything queued for the parent has been written. Returns

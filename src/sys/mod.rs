@@ -20,6 +20,8 @@
 //! - [`memory`]: a process's resident memory and the cgroup's OOM kills.
 //! - [`child_exits`]: `SIGCHLD` through a `signalfd`, for the relay of a
 //!   remote connection.
+//! - [`shared_mapping`]: a sealed `memfd` both sides of an RPC connection
+//!   map, for large messages.
 //! - [`poll`]: waiting for a socket to become readable without being woken
 //!   each time the peer reads (why anyfork does not block in `recv`).
 
@@ -33,6 +35,7 @@ pub(crate) mod parent_death;
 pub(crate) mod pidfd;
 pub(crate) mod poll;
 pub(crate) mod secure;
+pub(crate) mod shared_mapping;
 pub(crate) mod spawn;
 pub(crate) mod title;
 pub(crate) mod wake;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::core::{Core, Handlers, Rules};
+use super::core::{Core, Handlers, Limits, Rules};
 use super::event_queue::EventQueue;
 use super::handle::{Rpc, Shared};
 use super::{DEFAULT_BUFLEN, DestroyHandler, ErrorHandler, EventHandler, NoticeHandler};
@@ -45,6 +45,7 @@ struct Settings {
     buflen_req: usize,
     buflen_res: usize,
     max_frame: u64,
+    shared_memory: u64,
     on_error: Option<ErrorHandler>,
     on_destroy: Option<DestroyHandler>,
     on_notice: Option<NoticeHandler>,
@@ -110,6 +111,7 @@ impl Fork {
                 buflen_req: DEFAULT_BUFLEN,
                 buflen_res: DEFAULT_BUFLEN,
                 max_frame: DEFAULT_MAX_FRAME_LEN,
+                shared_memory: crate::rpc::shared_memory::DEFAULT_REGION,
                 on_error: None,
                 on_destroy: None,
                 on_notice: None,
@@ -252,6 +254,39 @@ where
         self
     }
 
+    /// How much shared memory each side may use for large messages in
+    /// flight (default [`DEFAULT_REGION`](crate::rpc::shared_memory::DEFAULT_REGION),
+    /// 64 MiB; 0 turns it off).
+    ///
+    /// A message longer than [`SPILL_AT`](crate::rpc::shared_memory::SPILL_AT)
+    /// is written by its encoder straight into a region both processes map
+    /// and the socket carries only where it is: one copy and one wake-up
+    /// instead of the socket's two copies and a wake-up per buffer full.
+    /// The region is made when the first such message is sent, its pages
+    /// when first written; they are reused from call to call and returned
+    /// when the handle is dropped. Messages that do not fit in what is free
+    /// go through the socket. Processes on another machine, or on a pair of
+    /// streams, always use the socket.
+    ///
+    /// ```
+    /// use anyfork::{Fork, rpc::RpcBuilder};
+    /// fn echo(bytes: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    ///     bytes
+    /// }
+    /// # anyfork::early();
+    /// let rpc = Fork::new()?
+    ///     .rpc(echo)
+    ///     .shared_memory(16 << 20)
+    ///     .start()?;
+    /// let big = serde_bytes::ByteBuf::from(vec![7u8; 4 << 20]);
+    /// assert_eq!(rpc.call_blocking(big.clone())?, big);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shared_memory(mut self, bytes: u64) -> Self {
+        self.settings.shared_memory = bytes;
+        self
+    }
+
     /// Whether `tracing` events emitted in the child reach this program's
     /// subscriber (default: yes, at the levels the subscriber enables now).
     pub fn forward_tracing(mut self, forward: bool) -> Self {
@@ -352,6 +387,11 @@ where
             } else {
                 0
             },
+            shared_memory: if self.settings.fork.shares_memory() {
+                self.settings.shared_memory
+            } else {
+                0
+            },
         };
         let link = self
             .settings
@@ -374,8 +414,11 @@ where
             link,
             self.settings.function.label().to_owned(),
             codec,
-            self.settings.buflen_res,
-            self.settings.max_frame,
+            Limits {
+                buflen: self.settings.buflen_res,
+                max_frame: self.settings.max_frame,
+                shared_memory: config.shared_memory,
+            },
             Handlers {
                 on_event,
                 on_error: self.settings.on_error,

@@ -17,6 +17,7 @@ use crate::rpc::codec::Codec;
 use crate::rpc::delivery::{Delivery, Outcome, Slot};
 use crate::rpc::error::Error;
 use crate::rpc::frame::{self, Decoder, kind};
+use crate::rpc::shared_memory::LazyRegion;
 use crate::transport::Transport;
 
 pub(super) struct Handlers {
@@ -37,6 +38,16 @@ pub(super) struct Rules {
     pub(super) kill_on_timeout: bool,
     /// The child runs one call at a time, in order.
     pub(super) sequential: bool,
+}
+
+/// What the parent's side of the connection reads and sends.
+pub(super) struct Limits {
+    /// The first size of the read buffer.
+    pub(super) buflen: usize,
+    /// The largest frame accepted.
+    pub(super) max_frame: u64,
+    /// The shared-memory region each side may make (0: none).
+    pub(super) shared_memory: u64,
 }
 
 /// A request buffer grown past this by one large request is given back.
@@ -95,6 +106,8 @@ pub(super) struct Core {
     pub(super) decoder: Mutex<Decoder>,
     /// Where requests are encoded.
     pub(super) scratch: Mutex<Vec<u8>>,
+    /// Where large requests are encoded (see [`crate::rpc::shared_memory`]).
+    pub(super) region: LazyRegion,
     pub(super) handlers: Mutex<Handlers>,
     /// What the parent's code is to see, in the child's order.
     pub(super) delivery: Delivery,
@@ -136,8 +149,7 @@ impl Core {
         link: Link,
         function: String,
         codec: Codec,
-        buflen: usize,
-        max_frame: u64,
+        limits: Limits,
         handlers: Handlers,
         rules: Rules,
     ) -> Result<Core, crate::Error> {
@@ -155,7 +167,9 @@ impl Core {
         // read. (A pair of streams waits in `poll` instead.)
         transport.set_blocking().map_err(io)?;
         let connection = transport.try_clone().map_err(io)?;
-        let mut decoder = Decoder::new(frame::TO_PARENT, max_frame, buflen).after_serve_replies();
+        let mut decoder = Decoder::new(frame::TO_PARENT, limits.max_frame, limits.buflen)
+            .after_serve_replies()
+            .accepting_shared_memory(limits.shared_memory);
         if link.verifies_pids() {
             decoder = decoder.tracking_senders();
         }
@@ -182,6 +196,7 @@ impl Core {
             connection,
             decoder: Mutex::new(decoder),
             scratch: Mutex::new(Vec::new()),
+            region: LazyRegion::new(limits.shared_memory),
             handlers: Mutex::new(handlers),
             delivery: Delivery::new(ordered),
             listening,

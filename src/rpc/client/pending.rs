@@ -16,6 +16,8 @@ use super::core::{Core, KEEP_SCRATCH};
 use crate::rpc::delivery::{Outcome, Slot};
 use crate::rpc::error::Error;
 use crate::rpc::frame::{self, kind};
+use crate::rpc::shared_memory::{Outgoing, Placement, SPILL_AT, Sink};
+use crate::rpc::{Codec, CodecError};
 
 /// A call waiting for its reply; dropping it cancels the call.
 pub(super) struct PendingCall {
@@ -74,33 +76,83 @@ impl Drop for PendingCall {
     }
 }
 
+/// An encoded request: in the scratch buffer, or in shared memory.
+enum Encoded<'a> {
+    Inline(&'a [u8]),
+    Shared(&'a Outgoing, (u64, u64)),
+}
+
 impl Core {
     /// Queues a request and returns its pending call.
     pub(super) fn submit<Req: Serialize>(
         self: &Arc<Self>,
         request: &Req,
     ) -> Result<PendingCall, Error> {
-        // Encoded outside the state lock, into a buffer kept from call to
-        // call (a concurrent caller finds it taken and uses a new one).
+        self.submit_with(|codec, sink| codec.encode_to_sink(request, sink))
+    }
+
+    /// Queues a request already encoded.
+    pub(super) fn submit_encoded(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<PendingCall, Error> {
+        self.submit_with(|_, sink| {
+            sink.extend_from_slice(bytes);
+            Ok(fds)
+        })
+    }
+
+    /// Encodes a request outside the state lock, into a buffer kept from
+    /// call to call (a concurrent caller finds it taken and uses a new
+    /// one), or, when it is large, straight into shared memory; then
+    /// queues it.
+    fn submit_with(
+        self: &Arc<Self>,
+        encode: impl FnOnce(Codec, &mut Sink<'_, '_>) -> Result<Vec<OwnedFd>, CodecError>,
+    ) -> Result<PendingCall, Error> {
         let mut encoded = std::mem::take(&mut *self.scratch());
         encoded.clear();
-        let fds = self
-            .codec
-            .encode_appending(request, &mut encoded)
-            .map_err(|source| Error::Codec {
-                function: self.function.clone(),
-                source,
-            })?;
-        let result = self.submit_encoded(&encoded, fds);
+        let mut sink = Sink::spilling(&mut encoded, Some(&self.region), SPILL_AT);
+        let fds = match encode(self.codec, &mut sink) {
+            Ok(fds) => fds,
+            Err(source) => {
+                sink.abandon();
+                return Err(Error::Codec {
+                    function: self.function.clone(),
+                    source,
+                });
+            }
+        };
+        let result = match sink.finish() {
+            Placement::Inline => self.queue_request(Encoded::Inline(&encoded), fds),
+            Placement::Shared {
+                region,
+                offset,
+                len,
+            } => self.queue_request(Encoded::Shared(region, (offset, len)), fds),
+        };
         if encoded.capacity() <= KEEP_SCRATCH {
             *self.scratch() = encoded;
         }
         result
     }
 
-    pub(super) fn submit_encoded(
+    fn queue_request(
         self: &Arc<Self>,
-        encoded: &[u8],
+        encoded: Encoded<'_>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<PendingCall, Error> {
+        let result = self.queue_encoded(&encoded, fds);
+        if let (Err(_), Encoded::Shared(region, (offset, len))) = (&result, encoded) {
+            region.forget(offset, len);
+        }
+        result
+    }
+
+    fn queue_encoded(
+        self: &Arc<Self>,
+        encoded: &Encoded<'_>,
         fds: Vec<OwnedFd>,
     ) -> Result<PendingCall, Error> {
         let mut state = self.lock();
@@ -132,8 +184,15 @@ impl Core {
                 )),
             });
         }
-        frame::encode(state.link.outbox(), id, kind::REQUEST, encoded, fds)
-            .map_err(|source| Error::Protocol { process, source })?;
+        match *encoded {
+            Encoded::Inline(bytes) => {
+                frame::encode(state.link.outbox(), id, kind::REQUEST, bytes, fds)
+            }
+            Encoded::Shared(region, place) => {
+                frame::encode_shared(state.link.outbox(), region, id, kind::REQUEST, place, fds)
+            }
+        }
+        .map_err(|source| Error::Protocol { process, source })?;
         let slot = Arc::new(Slot::default());
         let end = state.link.outbox().queued_total();
         state.pending.insert(id, (slot.clone(), end));

@@ -2,15 +2,15 @@
 
 use serde::ser::{self, Impossible, Serialize};
 
-use super::{RawError, put_string, unsupported};
+use super::{Output, RawError, put_string, unsupported};
 
 pub(super) struct ListSerializer<'a> {
-    pub(super) out: &'a mut Vec<u8>,
+    pub(super) out: &'a mut dyn Output,
 }
 
 /// Serializes one element into the list.
 pub(super) struct ElementSerializer<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut dyn Output,
 }
 
 macro_rules! scalar_as_list {
@@ -117,7 +117,7 @@ impl<'a> ser::Serializer for ListSerializer<'a> {
 /// octet string, not a list of numbers: bytes are kept aside until an
 /// element that is not a byte shows they were numbers after all.
 pub(super) struct Elements<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut dyn Output,
     /// Whether all-`u8` content becomes one string (sequences and tuples,
     /// not structs).
     bytes_as_string: bool,
@@ -125,7 +125,7 @@ pub(super) struct Elements<'a> {
 }
 
 impl<'a> Elements<'a> {
-    fn new(out: &'a mut Vec<u8>, bytes_as_string: bool) -> Self {
+    fn new(out: &'a mut dyn Output, bytes_as_string: bool) -> Self {
         Elements {
             out,
             bytes_as_string,
@@ -331,7 +331,7 @@ impl<'a> ser::Serializer for ElementSerializer<'a> {
 /// A nested sequence inside an element: only bytes (`Vec<u8>`, `[u8; N]`)
 /// make an octet string.
 pub(super) struct ByteSeq<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut dyn Output,
     bytes: Vec<u8>,
 }
 

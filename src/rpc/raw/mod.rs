@@ -28,6 +28,7 @@ mod encode;
 #[cfg(test)]
 mod tests;
 
+use super::shared_memory::Sink;
 use decode::ListDeserializer;
 use encode::ListSerializer;
 
@@ -64,7 +65,7 @@ pub(super) fn unsupported<T>(what: &str) -> Result<T, RawError> {
 // ---------------------------------------------------------------------------
 // Framing: BER lengths.
 
-fn put_ber(out: &mut Vec<u8>, mut n: u64) {
+fn put_ber(out: &mut dyn Output, mut n: u64) {
     let mut tmp = [0u8; 10];
     let mut i = tmp.len();
     loop {
@@ -133,8 +134,34 @@ pub fn to_bytes<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(
     value.serialize(ListSerializer { out })
 }
 
+/// [`to_bytes`] into any output (the RPC frame's [`Sink`]).
+pub(crate) fn to_output<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut dyn Output,
+) -> Result<(), RawError> {
+    value.serialize(ListSerializer { out })
+}
+
+/// Where the encoder appends.
+pub(crate) trait Output {
+    /// Appends bytes.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl Output for Vec<u8> {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
+
+impl Output for Sink<'_, '_> {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Sink::extend_from_slice(self, bytes);
+    }
+}
+
 /// Appends one octet string: its BER length, then its bytes.
-pub(super) fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn put_string(out: &mut dyn Output, bytes: &[u8]) {
     put_ber(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }

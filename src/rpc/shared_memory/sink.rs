@@ -1,0 +1,178 @@
+//! Where an encoder writes a message: the socket's queue while it is
+//! small, the shared region once it grows past the threshold.
+
+use std::io;
+
+use super::lazy_region::LazyRegion;
+use super::outgoing::{Outgoing, Reservation};
+
+/// Where a finished message ended up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Placement<'a> {
+    /// In the buffer, after its start.
+    Inline,
+    /// In the region: offset in its data area and length.
+    Shared {
+        region: &'a Outgoing,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// An encoder's output: appends to `inline` from `start` on, and moves the
+/// message to the shared region once it is longer than `threshold` (one
+/// copy of at most `threshold` bytes; the rest is written straight there).
+/// A message that then outgrows the free room comes back to `inline` and
+/// continues there: it is never lost or split.
+///
+/// Dropping a sink without [`finish`](Sink::finish) gives its reservation
+/// back (an encoder that failed).
+pub(crate) struct Sink<'a, 'r> {
+    inline: &'a mut Vec<u8>,
+    start: usize,
+    region: Option<&'r LazyRegion>,
+    shared: Option<&'r Outgoing>,
+    threshold: usize,
+    spilled: Option<(Reservation, usize)>,
+}
+
+impl<'a, 'r> Sink<'a, 'r> {
+    /// A sink that writes only to `inline`.
+    pub(crate) fn inline(inline: &'a mut Vec<u8>) -> Sink<'a, 'r> {
+        let start = inline.len();
+        Sink {
+            inline,
+            start,
+            region: None,
+            shared: None,
+            threshold: usize::MAX,
+            spilled: None,
+        }
+    }
+
+    /// A sink that moves messages longer than `threshold` to `region`
+    /// (created then, if it was not yet).
+    pub(crate) fn spilling(
+        inline: &'a mut Vec<u8>,
+        region: Option<&'r LazyRegion>,
+        threshold: usize,
+    ) -> Sink<'a, 'r> {
+        let start = inline.len();
+        Sink {
+            inline,
+            start,
+            region,
+            shared: None,
+            threshold,
+            spilled: None,
+        }
+    }
+
+    /// Appends bytes.
+    pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if let (Some((reservation, written)), Some(shared)) = (&mut self.spilled, self.shared) {
+            let end = *written + bytes.len();
+            if shared.write(reservation, *written, bytes)
+                || (shared.extend(reservation, end) && shared.write(reservation, *written, bytes))
+            {
+                *written = end;
+                return;
+            }
+            // No room left: the message goes by the socket after all.
+            if let Some((reservation, written)) = self.spilled.take() {
+                shared.copy_out(&reservation, written, self.inline);
+                shared.cancel(reservation);
+            }
+            self.shared = None;
+            self.threshold = usize::MAX;
+            self.inline.extend_from_slice(bytes);
+            return;
+        }
+        self.inline.extend_from_slice(bytes);
+        if self.inline.len() - self.start > self.threshold {
+            self.spill();
+        }
+    }
+
+    /// Appends one byte.
+    #[cfg_attr(not(feature = "postcard"), allow(dead_code))]
+    pub(crate) fn push(&mut self, byte: u8) {
+        if self.spilled.is_none() {
+            self.inline.push(byte);
+            if self.inline.len() - self.start > self.threshold {
+                self.spill();
+            }
+        } else {
+            self.extend_from_slice(&[byte]);
+        }
+    }
+
+    fn spill(&mut self) {
+        let Some(shared) = self.region.and_then(LazyRegion::get) else {
+            self.threshold = usize::MAX;
+            return;
+        };
+        let written = self.inline.len() - self.start;
+        match shared.reserve(written.saturating_mul(2)) {
+            Some(reservation) => {
+                // Fits: `reserve` found at least twice as much.
+                let _ = shared.write(&reservation, 0, &self.inline[self.start..]);
+                self.inline.truncate(self.start);
+                self.shared = Some(shared);
+                self.spilled = Some((reservation, written));
+            }
+            None => {
+                // The region is busy: this message goes by the socket.
+                self.threshold = usize::MAX;
+            }
+        }
+    }
+
+    /// Where the message is.
+    pub(crate) fn finish(mut self) -> Placement<'r> {
+        match (self.spilled.take(), self.shared) {
+            (Some((reservation, written)), Some(shared)) => {
+                let (offset, len) = shared.finish(reservation, written);
+                Placement::Shared {
+                    region: shared,
+                    offset,
+                    len,
+                }
+            }
+            _ => Placement::Inline,
+        }
+    }
+
+    /// Forgets what was written (a failed encoder): the buffer is as it
+    /// was, the reservation given back.
+    pub(crate) fn abandon(mut self) {
+        self.inline.truncate(self.start);
+        if let (Some((reservation, _)), Some(shared)) = (self.spilled.take(), self.shared) {
+            shared.cancel(reservation);
+        }
+    }
+}
+
+impl Drop for Sink<'_, '_> {
+    fn drop(&mut self) {
+        if let (Some((reservation, _)), Some(shared)) = (self.spilled.take(), self.shared) {
+            shared.cancel(reservation);
+        }
+    }
+}
+
+impl io::Write for Sink<'_, '_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
