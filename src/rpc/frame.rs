@@ -291,6 +291,10 @@ pub(crate) struct Decoder {
     /// A message read in place from the region, released at the next
     /// frame (or by [`release_borrowed`](Decoder::release_borrowed)).
     borrowed: Option<(usize, usize)>,
+    /// A buffer a shared message was copied into, given back once decoded
+    /// ([`recycle`](Decoder::recycle)): the next one is copied into memory
+    /// already mapped, whatever `malloc` would do with a fresh one.
+    spare: Vec<u8>,
 }
 
 /// Where a parsed frame's payload is.
@@ -319,6 +323,19 @@ impl Decoder {
             shared_allowed: 0,
             incoming: None,
             borrowed: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Takes back the buffer of a shared message once it is decoded (kept
+    /// if it is no larger than the region it came from).
+    pub(crate) fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > self.spare.capacity()
+            && buffer.capacity() as u64 <= self.shared_allowed
+            && buffer.capacity() > SPILL_AT
+        {
+            buffer.clear();
+            self.spare = buffer;
         }
     }
 
@@ -483,7 +500,7 @@ impl Decoder {
         let payload = match payload {
             Payload::Buffer(range) => self.buffer[range].to_vec(),
             Payload::Shared(offset, len) => {
-                let mut out = Vec::new();
+                let mut out = std::mem::take(&mut self.spare);
                 if let Some(incoming) = &self.incoming {
                     incoming.copy_to(offset, len, &mut out);
                     incoming.release(offset, len);

@@ -452,14 +452,24 @@ impl Core {
     }
 }
 
-/// Decodes a reply or an event of the handle for `function`.
+/// Decodes a reply or an event of the handle; its buffer goes back to the
+/// reader (see [`Decoder::recycle`]).
 pub(super) fn decode_message<T: DeserializeOwned>(
-    codec: Codec,
-    function: &str,
+    core: &Core,
     (bytes, fds): (Vec<u8>, Vec<OwnedFd>),
 ) -> Result<T, Error> {
-    codec.decode(&bytes, fds).map_err(|source| Error::Codec {
-        function: function.to_owned(),
-        source,
-    })
+    let decoded = core
+        .codec
+        .decode(&bytes, fds)
+        .map_err(|source| Error::Codec {
+            function: core.function.clone(),
+            source,
+        });
+    if bytes.capacity() > crate::rpc::shared_memory::SPILL_AT {
+        core.decoder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recycle(bytes);
+    }
+    decoded
 }

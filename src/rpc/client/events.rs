@@ -30,7 +30,7 @@ impl<Ev> std::fmt::Debug for Events<Ev> {
 
 impl<Ev: DeserializeOwned> Events<Ev> {
     pub(super) fn decode(&self, message: (Vec<u8>, Vec<OwnedFd>)) -> Result<Ev, Error> {
-        decode_message(self.core.codec, &self.core.function, message)
+        decode_message(&self.core, message)
     }
 
     /// The next event, waiting (blocking) for it; `None` once the child's

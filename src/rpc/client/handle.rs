@@ -136,7 +136,7 @@ where
     }
 
     fn decode(&self, message: (Vec<u8>, Vec<OwnedFd>)) -> Result<Rep, Error> {
-        decode_message(self.core.codec, &self.core.function, message)
+        decode_message(&self.core, message)
     }
 
     /// Calls the function and waits (blocking) for its result.
@@ -201,10 +201,10 @@ where
         Rep: Send + 'static,
     {
         let submitted = self.submit_async(&request);
-        let (codec, function) = (self.core.codec, self.core.function.clone());
+        let core = self.core.clone();
         async move {
             let reply = submitted?.await?;
-            decode_message(codec, &function, reply)
+            decode_message(&core, reply)
         }
     }
 
