@@ -17,6 +17,7 @@
 mod affinity;
 mod bench;
 mod json_report;
+mod malloc_policy;
 mod median;
 mod memory;
 mod perl;
@@ -204,7 +205,11 @@ fn run(command: Option<Command>) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
+    let malloc = malloc_policy::keep_freed_memory();
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Bench(_)) | None) {
+        eprintln!("anyfork bench: {malloc}");
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -306,6 +306,9 @@ enum Payload {
 /// The room a read gets when no frame in progress needs more.
 const MIN_ROOM: usize = 64 * 1024;
 
+/// The most a read asks for because earlier reads came back full.
+const MAX_READ: usize = 64 * 1024;
+
 impl Decoder {
     pub(crate) fn new(kinds: &'static [u8], limit: u64, buflen: usize) -> Decoder {
         Decoder {
@@ -477,6 +480,12 @@ impl Decoder {
             transport.recv(buffer, &mut self.fds, nonblocking)
         };
         if let Ok(got) = result {
+            if got >= room && self.read_len < MAX_READ {
+                // The read filled all it asked for: more is waiting (calls
+                // in flight). Ask for more next time, so that a burst of
+                // frames costs a few reads, not one each.
+                self.read_len = (self.read_len * 2).min(MAX_READ);
+            }
             if got > 0 && self.track_sender {
                 if was_empty {
                     (self.sender, self.mixed_senders) = (sender, false);
