@@ -214,6 +214,8 @@ pub struct Report {
     pub spawn: Option<SpawnReport>,
     /// RPC calls, if measured.
     pub rpc: Option<Vec<RpcFigure>>,
+    /// Large messages against the socket and ipc-channel, with RPC.
+    pub rpc_large: Option<Vec<crate::large_message_bench::LargeFigure>>,
     /// Worker pools, if measured.
     pub pool: Option<crate::pool_bench::PoolReport>,
 }
@@ -379,6 +381,16 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
     } else {
         None
     };
+    let rpc_large = if options.rpc {
+        Some(rpc_bench::run_large(
+            options.rpc_rounds(),
+            options.rpc_cell_time() * 2,
+            !options.pin && cpus >= 2,
+            &progress,
+        )?)
+    } else {
+        None
+    };
     // (The RPC part restored this thread's CPUs: pools use them all.)
     let pool = if options.pool {
         Some(crate::pool_bench::run(
@@ -399,6 +411,7 @@ pub fn run(options: Options) -> Result<Report, BenchError> {
         cpus,
         spawn,
         rpc,
+        rpc_large,
         pool,
     })
 }

@@ -40,6 +40,9 @@ pub fn render_json(report: &Report) -> String {
     if let Some(rpc) = &report.rpc {
         object.extend(rpc_json(rpc));
     }
+    if let Some(large) = &report.rpc_large {
+        object.extend(crate::large_message_report::json(large));
+    }
     if let Some(pool) = &report.pool {
         object.extend(pool_json(pool));
     }
@@ -140,6 +143,7 @@ fn rpc_json(figures: &[RpcFigure]) -> serde_json::Map<String, Value> {
                 "serialiser": f.case.serialiser_name(),
                 "payload_bytes": f.case.payload_bytes,
                 "in_flight": f.case.in_flight,
+                "transport": rpc_bench::transport(&f.case),
                 "calls_per_sec": rounded(f.calls_per_sec, 1),
                 "median_rtt_us": rounded(f.median_rtt_us, 2),
             })

@@ -17,6 +17,8 @@
 mod affinity;
 mod bench;
 mod json_report;
+mod large_message_bench;
+mod large_message_report;
 mod malloc_policy;
 mod median;
 mod memory;

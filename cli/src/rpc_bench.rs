@@ -422,6 +422,30 @@ pub fn run(
     result
 }
 
+/// The large-message cases (see [`crate::large_message_bench`]), placed
+/// as [`run`] places its cases.
+pub fn run_large(
+    rounds: usize,
+    time: Duration,
+    split: bool,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<crate::large_message_bench::LargeFigure>, RpcBenchError> {
+    let placement = Placement::new(split)?;
+    let result = crate::large_message_bench::run(rounds, time, progress);
+    drop(placement);
+    result
+}
+
+/// How a case's messages travel: through shared memory above the
+/// threshold (the default), else the socket.
+pub fn transport(case: &Case) -> &'static str {
+    if case.backend != Backend::Raw && case.payload_bytes > anyfork::rpc::shared_memory::SPILL_AT {
+        "shared_memory"
+    } else {
+        "socket"
+    }
+}
+
 /// With `split`, this thread runs on CPU 0 and the measured children on
 /// CPU 1 until dropped, so that every case sees the same kind of wake-up:
 /// a round trip between two processes on these machines is 11–15 µs when

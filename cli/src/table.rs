@@ -49,6 +49,10 @@ pub fn render_table(report: &Report) -> String {
         };
         out.push_str(&render_rpc_table(rpc, placement));
     }
+    if let Some(large) = &report.rpc_large {
+        out.push('\n');
+        out.push_str(&crate::large_message_report::render_table(large));
+    }
     if let Some(pool) = &report.pool {
         out.push('\n');
         out.push_str(&render_pool_table(pool));
