@@ -124,7 +124,7 @@ fn fork_from(default: &mut Option<DefaultTemplate>) -> Result<Fork, Error> {
             Some(state) => state,
             None => DefaultTemplate {
                 owner: me,
-                template: Fork::new_exec()?,
+                template: Fork::new_exec_fresh()?,
                 spare: None,
             },
         };

@@ -32,6 +32,13 @@ impl Fork {
     /// unwinder into your program instead, as the `anyfork` binary is linked
     /// (see [the crate's features](crate#cargo-features)).
     ///
+    /// The caller need not wait for that: after each call anyfork starts
+    /// the next process on a thread of its own, and the next call takes it
+    /// (checking that it is alive, and that this program's environment and
+    /// working directory are what they were when it started; otherwise it
+    /// starts one now). See [`keep_exec_spare`](crate::keep_exec_spare) to
+    /// turn that off.
+    ///
     /// ```
     /// let fork = anyfork::Fork::new_exec()?;
     /// assert!(fork.pid()? > 0);
@@ -44,6 +51,20 @@ impl Fork {
     /// [`Error::Privileged`] in a setuid, setgid or file-capability program
     /// without [`early`](crate::early).
     pub fn new_exec() -> Result<Fork, Error> {
+        if let Some(forked) = crate::early::fork_early() {
+            return forked;
+        }
+        let fork = match crate::exec_spare::take() {
+            Some(spare) => Ok(spare),
+            None => Fork::spawn(),
+        };
+        crate::exec_spare::replenish();
+        fork
+    }
+
+    /// `new_exec` without its spare (for templates: a program that only
+    /// calls `Fork::new` has no use for an idle exec'd process).
+    pub(crate) fn new_exec_fresh() -> Result<Fork, Error> {
         if let Some(forked) = crate::early::fork_early() {
             return forked;
         }

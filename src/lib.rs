@@ -147,6 +147,11 @@
 //! on their sockets and exit; RPC workers die too, and so do running
 //! workers you asked to ([`Fork::die_with_parent`]).
 //!
+//! [`Fork::new_exec`] keeps one fresh process started ahead of time, as
+//! `Fork::new`'s template keeps a forked one: the caller does not wait for
+//! the `exec`. It is one more child of your program, idle until used;
+//! [`keep_exec_spare`] turns it off.
+//!
 //! ## Async
 //!
 //! With the default `tokio` feature, [`Fork::run_async`] returns a
@@ -175,6 +180,37 @@
 //!
 //! The [`rpc`](mod@rpc) module explains choosing a backend and a serialiser, events,
 //! failures, when the child exits, and what a call costs.
+//!
+//! ### Large messages
+//!
+//! Over a socket a message is copied into the kernel and out again, in
+//! pieces as large as the socket's buffer, each piece a wake-up. A message
+//! larger than 64 KiB ([`rpc::shared_memory::SPILL_AT`]) instead goes
+//! through memory both processes map: the encoder writes it straight into
+//! a sealed `memfd` region and the socket carries only where it is. A
+//! 1 MiB round trip then costs less than the same bytes echoed by hand
+//! over the socket (`anyfork bench rpc`). Nothing to set up: the region
+//! is made when the first large message is sent, bounded by
+//! [`RpcBuilder::shared_memory`](rpc::RpcBuilder::shared_memory), reused,
+//! and returned with the handle; processes on pipes or other machines use
+//! the socket. [`rpc::shared_memory`] describes the protocol and what
+//! each side trusts.
+//!
+//! Two things are yours to get right for large messages:
+//!
+//! - **Bytes as bytes.** To serde a `Vec<u8>` is a sequence of numbers,
+//!   which every codec writes and reads one number at a time (20 to 180
+//!   times slower than the same bytes as one string, see `anyfork bench
+//!   rpc`). Use `serde_bytes::ByteBuf`, or `#[serde(with = "serde_bytes")]`
+//!   on a field.
+//! - **Memory that stays.** The value you send and the value you get back
+//!   are allocated by your program's `malloc`; glibc gives freed memory
+//!   back to the kernel depending on what was freed before, and a 1 MiB
+//!   buffer taken afresh costs 256 page faults (a few hundred µs, more
+//!   than the transport). A program with steady large messages keeps
+//!   freed memory (`GLIBC_TUNABLES=glibc.malloc.trim_threshold=…:glibc.malloc.mmap_threshold=…`,
+//!   `mallopt`, or jemalloc or mimalloc); anyfork's own buffers are
+//!   reused and never fault after the first call.
 //!
 //! ## Pools of workers
 //!
@@ -326,6 +362,7 @@ mod default_template;
 mod early;
 mod error;
 mod exec;
+mod exec_spare;
 mod fork;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -350,6 +387,7 @@ pub use cpus::ncpu;
 pub use deadline::{default_timeout, set_default_timeout};
 pub use early::early;
 pub use error::{Ending, Error, Origin, ProcessName};
+pub use exec_spare::keep_exec_spare;
 pub use fork::Fork;
 pub use process::{Process, Signal};
 pub use proto::{ChildErrorKind, DEFAULT_MAX_FRAME_LEN, ProtocolError, Tag};
