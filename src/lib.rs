@@ -196,21 +196,18 @@
 //! the socket. [`rpc::shared_memory`] describes the protocol and what
 //! each side trusts.
 //!
-//! Two things are yours to get right for large messages:
-//!
-//! - **Bytes as bytes.** To serde a `Vec<u8>` is a sequence of numbers,
-//!   which every codec writes and reads one number at a time (20 to 180
-//!   times slower than the same bytes as one string, see `anyfork bench
-//!   rpc`). Use `serde_bytes::ByteBuf`, or `#[serde(with = "serde_bytes")]`
-//!   on a field.
-//! - **Memory that stays.** The value you send and the value you get back
-//!   are allocated by your program's `malloc`; glibc gives freed memory
-//!   back to the kernel depending on what was freed before, and a 1 MiB
-//!   buffer taken afresh costs 256 page faults (a few hundred µs, more
-//!   than the transport). A program with steady large messages keeps
-//!   freed memory (`GLIBC_TUNABLES=glibc.malloc.trim_threshold=…:glibc.malloc.mmap_threshold=…`,
-//!   `mallopt`, or jemalloc or mimalloc); anyfork's own buffers are
-//!   reused and never fault after the first call.
+//! A plain `Vec<u8>` (or `&[u8]`) is one byte string on the wire, as
+//! `serde_bytes::ByteBuf` is: to serde it is a sequence of numbers, which
+//! codecs write and read one number at a time (20 to 190 times slower),
+//! so anyfork recognises it on both sides (see the protocol page). One
+//! thing is yours to get right: **memory that stays.** The value you send and the value you get back
+//! are allocated by your program's `malloc`; glibc gives freed memory
+//! back to the kernel depending on what was freed before, and a 1 MiB
+//! buffer taken afresh costs 256 page faults (a few hundred µs, more than
+//! the transport). A program with steady large messages keeps freed
+//! memory (`GLIBC_TUNABLES=glibc.malloc.trim_threshold=…:glibc.malloc.mmap_threshold=…`,
+//! `mallopt`, or jemalloc or mimalloc); anyfork's own buffers are reused
+//! and never fault after the first call.
 //!
 //! ## Pools of workers
 //!

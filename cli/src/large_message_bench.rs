@@ -9,8 +9,8 @@
 //!   (`IpcBytesSender`) and `IpcSharedMemory` (a fresh memfd per message);
 //!
 //! and, at 1 MiB, a plain `Vec<u8>` against `ByteBuf` for every codec (a
-//! `Vec<u8>` is a sequence of numbers to serde: each codec writes and reads
-//! it element by element).
+//! `Vec<u8>` is a sequence of numbers to serde, which anyfork recognises
+//! and moves as one byte string).
 //!
 //! The cases of one payload run together, their processes taking turns in
 //! short blocks of calls, with this process on CPU 0 and the children on

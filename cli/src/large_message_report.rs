@@ -80,7 +80,7 @@ pub fn render_table(figures: &[LargeFigure]) -> String {
     }
     out.push_str(
         "\nA plain Vec<u8> against serde_bytes::ByteBuf, 1 MiB, shared memory (serde hands a Vec<u8> \
-         to every codec one number at a time):\n\n\
+         to a codec one number at a time; anyfork moves it as one byte string):\n\n\
          | serialiser | ByteBuf RTT µs | Vec<u8> RTT µs | Vec<u8> / ByteBuf |\n|---|---:|---:|---:|\n",
     );
     for (_, name) in SERIALISERS {

@@ -146,6 +146,16 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Budgeted<D> {
     );
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        if super::byte_sequences::is_vec_u8_visitor::<V>() {
+            // A plain `Vec<u8>`: one byte buffer, not a million numbers
+            // (see `byte_sequences`).
+            drop(visitor);
+            let visitor = self.wrap(super::byte_sequences::VecU8Visitor, true);
+            let bytes = self.inner.deserialize_byte_buf(visitor)?;
+            // SAFETY: `is_vec_u8_visitor` said `V` is serde's visitor of
+            // `Vec<u8>`.
+            return Ok(unsafe { super::byte_sequences::as_visitor_value::<V>(bytes) });
+        }
         let visitor = self.wrap(visitor, true);
         self.inner.deserialize_seq(visitor)
     }

@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::budget::Within;
+use super::byte_sequences::Bytewise;
 use super::fd;
 #[cfg(any(doc, test))]
 use super::fd::Fd;
@@ -197,6 +198,8 @@ impl Codec {
         value: &T,
         sink: &mut Sink<'_, '_>,
     ) -> Result<(), CodecError> {
+        // Byte sequences as byte strings (see `byte_sequences`).
+        let value = &Bytewise(value);
         match self {
             Codec::Raw => raw::to_output(value, sink).map_err(|e| self.error(e.message())),
             #[cfg(feature = "cbor")]

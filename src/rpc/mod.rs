@@ -195,6 +195,7 @@
 //! descriptor ([`Fd`]: a pipe, a memfd) instead of the bytes.
 
 mod budget;
+mod byte_sequences;
 mod client;
 mod codec;
 pub(crate) mod config;
