@@ -123,6 +123,27 @@ fn rpc_cycle(n: usize) -> Result<(), SoakError> {
     Ok(())
 }
 
+fn echo_bytes(bytes: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    bytes
+}
+
+/// An RPC handle started, called once with 1 MiB (through shared memory:
+/// both regions made, mapped and unmapped), dropped.
+fn large_rpc_cycle(n: usize) -> Result<(), SoakError> {
+    static PAYLOAD: std::sync::OnceLock<serde_bytes::ByteBuf> = std::sync::OnceLock::new();
+    let payload = PAYLOAD.get_or_init(|| serde_bytes::ByteBuf::from(vec![7u8; 1 << 20]));
+    let rpc = Fork::new()
+        .map_err(|source| SoakError::Process { n, source })?
+        .rpc(echo_bytes)
+        .start()
+        .map_err(|source| SoakError::Process { n, source })?;
+    let back = rpc
+        .call_blocking(payload.clone())
+        .map_err(|source| SoakError::Rpc { n, source })?;
+    debug_assert_eq!(back.len(), payload.len());
+    Ok(())
+}
+
 /// Runs `step` `count` times, sampling ten times; returns the samples.
 fn phase(
     name: &str,
@@ -203,6 +224,7 @@ pub fn run(options: Options) -> Result<(), SoakError> {
     }
     for n in 0..20 {
         rpc_cycle(n)?;
+        large_rpc_cycle(n)?;
     }
     let template = Fork::new()
         .map_err(|source| SoakError::Process { n: 0, source })?
@@ -214,22 +236,41 @@ pub fn run(options: Options) -> Result<(), SoakError> {
     let after_processes = settled(options.count, template, baseline.fds)?;
     let rpcs = phase("RPC cycles", options.count, template, rpc_cycle)?;
     let after_rpcs = settled(options.count, template, baseline.fds)?;
+    let large_count = (options.count / 10).max(20);
+    let large = phase(
+        "RPC cycles with a 1 MiB call",
+        large_count,
+        template,
+        large_rpc_cycle,
+    )?;
+    let after_large = settled(large_count, template, baseline.fds)?;
 
     print!("{}", table("Fork::new + run, read to the end", &processes));
     print!("{}", table("RPC start, one call, drop", &rpcs));
+    print!(
+        "{}",
+        table(
+            "RPC start, one 1 MiB call through shared memory, drop",
+            &large
+        )
+    );
     println!(
         "\nsettled: descriptors {} (before {}), zombies {}, this process {} kB (before {} kB), template {} kB (before {} kB)",
-        after_rpcs.fds,
+        after_large.fds,
         baseline.fds,
-        after_rpcs.zombies,
-        after_rpcs.rss_kb,
+        after_large.zombies,
+        after_large.rss_kb,
         baseline.rss_kb,
-        after_rpcs.template_rss_kb,
+        after_large.template_rss_kb,
         baseline.template_rss_kb
     );
 
     let mut problems = Vec::new();
-    for (name, after) in [("processes", after_processes), ("RPC cycles", after_rpcs)] {
+    for (name, after) in [
+        ("processes", after_processes),
+        ("RPC cycles", after_rpcs),
+        ("large RPC cycles", after_large),
+    ] {
         if after.fds > baseline.fds {
             problems.push(format!(
                 "{name}: {} descriptors left open (before: {})",
@@ -242,6 +283,7 @@ pub fn run(options: Options) -> Result<(), SoakError> {
     }
     second_half_growth("processes", &processes, &mut problems);
     second_half_growth("RPC cycles", &rpcs, &mut problems);
+    second_half_growth("large RPC cycles", &large, &mut problems);
     if problems.is_empty() {
         println!("nothing grew: no descriptor, zombie or memory left behind");
         Ok(())
