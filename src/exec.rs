@@ -32,8 +32,8 @@ impl Fork {
     /// unwinder into your program instead, as the `anyfork` binary is linked
     /// (see [the crate's features](crate#cargo-features)).
     ///
-    /// The caller need not wait for that: after each call anyfork starts
-    /// the next process on a thread of its own, and the next call takes it
+    /// The caller need not wait for that: a thread of anyfork's keeps two
+    /// processes started ahead of time, and a call takes the oldest
     /// (checking that it is alive, and that this program's environment and
     /// working directory are what they were when it started; otherwise it
     /// starts one now). See [`keep_exec_spare`](crate::keep_exec_spare) to

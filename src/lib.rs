@@ -147,10 +147,10 @@
 //! on their sockets and exit; RPC workers die too, and so do running
 //! workers you asked to ([`Fork::die_with_parent`]).
 //!
-//! [`Fork::new_exec`] keeps one fresh process started ahead of time, as
+//! [`Fork::new_exec`] keeps two fresh processes started ahead of time, as
 //! `Fork::new`'s template keeps a forked one: the caller does not wait for
-//! the `exec`. It is one more child of your program, idle until used;
-//! [`keep_exec_spare`] turns it off.
+//! the `exec`. They are two more children of your program, idle until
+//! used; [`keep_exec_spare`] turns them off.
 //!
 //! ## Async
 //!
