@@ -21,11 +21,11 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 const HEADER: u64 = 4096;
 const CHUNK: u64 = 64 * 1024;
 
-/// An RPC handle whose "child" writes `S`, then `script` with `fd`
+/// An RPC handle whose "child" writes `S`, then `script` with `fds`
 /// attached, then drains what the parent sends.
 fn fake(
     script: Vec<u8>,
-    fd: Option<OwnedFd>,
+    fds: Vec<OwnedFd>,
     shared_memory: u64,
 ) -> (Rpc<u32, u32>, Arc<Mutex<Vec<String>>>) {
     let (ours, mut theirs) = UnixStream::pair().unwrap();
@@ -43,11 +43,11 @@ fn fake(
         let mut started = vec![b'S', 0, 0, 0, 4];
         started.extend_from_slice(&std::process::id().to_be_bytes());
         theirs.write_all(&started).unwrap();
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = SendAncillaryBuffer::new(&mut space);
-        let fds = fd.iter().map(|fd| fd.as_fd()).collect::<Vec<_>>();
-        if !fds.is_empty() {
-            assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        let borrowed = fds.iter().map(|fd| fd.as_fd()).collect::<Vec<_>>();
+        if !borrowed.is_empty() {
+            assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
         }
         rustix::net::sendmsg(
             &theirs,
@@ -130,14 +130,14 @@ fn expect_refused(rpc: Rpc<u32, u32>, errors: Arc<Mutex<Vec<String>>>, cause: &s
 
 #[test]
 fn a_shared_frame_before_any_region() {
-    let (rpc, errors) = fake(shared_reply(0, 10), None, 1 << 20);
+    let (rpc, errors) = fake(shared_reply(0, 10), Vec::new(), 1 << 20);
     expect_refused(rpc, errors, "a shared-memory frame before its region");
 }
 
 #[test]
 fn a_region_when_none_was_offered() {
     let size = HEADER + CHUNK;
-    let (rpc, errors) = fake(announce(size), Some(sealed(size)), 0);
+    let (rpc, errors) = fake(announce(size), vec![sealed(size)], 0);
     expect_refused(rpc, errors, "shared memory was not offered to this side");
 }
 
@@ -145,14 +145,14 @@ fn a_region_when_none_was_offered() {
 fn a_region_whose_size_is_not_sealed() {
     // It could shrink it under the parent's reads (SIGBUS).
     let size = HEADER + CHUNK;
-    let (rpc, errors) = fake(announce(size), Some(region(size, SealFlags::GROW)), 1 << 20);
+    let (rpc, errors) = fake(announce(size), vec![region(size, SealFlags::GROW)], 1 << 20);
     expect_refused(rpc, errors, "size is not sealed");
 }
 
 #[test]
 fn a_region_larger_than_accepted() {
     let size = HEADER + 64 * CHUNK;
-    let (rpc, errors) = fake(announce(size), Some(sealed(size)), 1 << 20);
+    let (rpc, errors) = fake(announce(size), vec![sealed(size)], 1 << 20);
     expect_refused(rpc, errors, "larger than this side accepts");
 }
 
@@ -160,7 +160,7 @@ fn a_region_larger_than_accepted() {
 fn a_region_that_is_not_the_size_announced() {
     let (rpc, errors) = fake(
         announce(HEADER + 4 * CHUNK),
-        Some(sealed(HEADER + CHUNK)),
+        vec![sealed(HEADER + CHUNK)],
         1 << 20,
     );
     expect_refused(rpc, errors, "not the size announced");
@@ -169,13 +169,13 @@ fn a_region_that_is_not_the_size_announced() {
 #[test]
 fn a_region_that_is_not_whole_chunks() {
     let size = HEADER + CHUNK + 1;
-    let (rpc, errors) = fake(announce(size), Some(sealed(size)), 1 << 20);
+    let (rpc, errors) = fake(announce(size), vec![sealed(size)], 1 << 20);
     expect_refused(rpc, errors, "not a header and whole chunks");
 }
 
 #[test]
 fn an_announcement_without_its_descriptor() {
-    let (rpc, errors) = fake(announce(HEADER + CHUNK), None, 1 << 20);
+    let (rpc, errors) = fake(announce(HEADER + CHUNK), Vec::new(), 1 << 20);
     expect_refused(rpc, errors, "should carry a file descriptor");
 }
 
@@ -186,41 +186,8 @@ fn a_second_region() {
     script.extend(announce(size));
     // Both frames, one descriptor each: sent as one message with two.
     let (ours, theirs) = (sealed(size), sealed(size));
-    let (rpc, errors) = fake_two(script, [ours, theirs]);
+    let (rpc, errors) = fake(script, vec![ours, theirs], 1 << 20);
     expect_refused(rpc, errors, "a second shared-memory region");
-}
-
-/// As `fake`, with two descriptors.
-fn fake_two(script: Vec<u8>, fds: [OwnedFd; 2]) -> (Rpc<u32, u32>, Arc<Mutex<Vec<String>>>) {
-    let (ours, mut theirs) = UnixStream::pair().unwrap();
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let seen = errors.clone();
-    let rpc = Fork::new_from_fh(ours)
-        .rpc("fake::function")
-        .types::<u32, u32>()
-        .codec(Codec::Raw)
-        .on_error(move |e| seen.lock().unwrap().push(common::chain(e)))
-        .start()
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut started = vec![b'S', 0, 0, 0, 4];
-        started.extend_from_slice(&std::process::id().to_be_bytes());
-        theirs.write_all(&started).unwrap();
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        let borrowed = [fds[0].as_fd(), fds[1].as_fd()];
-        assert!(control.push(SendAncillaryMessage::ScmRights(&borrowed)));
-        rustix::net::sendmsg(
-            &theirs,
-            &[IoSlice::new(&script)],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .unwrap();
-        let mut buf = [0u8; 4096];
-        while matches!(theirs.read(&mut buf), Ok(n) if n > 0) {}
-    });
-    (rpc, errors)
 }
 
 #[test]
@@ -236,7 +203,7 @@ fn messages_outside_the_region_or_off_a_chunk() {
     ] {
         let mut script = announce(size);
         script.extend(shared_reply(offset, len));
-        let (rpc, errors) = fake(script, Some(sealed(size)), 1 << 20);
+        let (rpc, errors) = fake(script, vec![sealed(size)], 1 << 20);
         expect_refused(rpc, errors, cause);
     }
 }
@@ -251,7 +218,7 @@ fn a_well_formed_region_from_elsewhere_is_read() {
     std::os::unix::fs::FileExt::write_all_at(&file, &message, HEADER + CHUNK).unwrap();
     let mut script = announce(size);
     script.extend(shared_reply(CHUNK, message.len() as u64));
-    let (rpc, errors) = fake(script, Some(fd), 1 << 20);
+    let (rpc, errors) = fake(script, vec![fd], 1 << 20);
     assert_eq!(rpc.call_blocking(1).unwrap(), 42);
     assert!(errors.lock().unwrap().is_empty());
 }
