@@ -88,10 +88,16 @@ impl<'a, 'r> Sink<'a, 'r> {
             self.inline.extend_from_slice(bytes);
             return;
         }
-        self.inline.extend_from_slice(bytes);
-        if self.inline.len() - self.start > self.threshold {
-            self.spill();
+        if self.inline.len() - self.start + bytes.len() > self.threshold {
+            // Moved before these bytes are appended, so that a large piece
+            // (a whole byte string, as most encoders write one) is copied
+            // once, straight into the region.
+            self.spill(bytes.len());
+            if self.spilled.is_some() {
+                return self.extend_from_slice(bytes);
+            }
         }
+        self.inline.extend_from_slice(bytes);
     }
 
     /// Appends one byte.
@@ -100,22 +106,28 @@ impl<'a, 'r> Sink<'a, 'r> {
         if self.spilled.is_none() {
             self.inline.push(byte);
             if self.inline.len() - self.start > self.threshold {
-                self.spill();
+                self.spill(0);
             }
         } else {
             self.extend_from_slice(&[byte]);
         }
     }
 
-    fn spill(&mut self) {
+    /// Moves what was written to the region, with room for `coming` more
+    /// bytes; or, if the region has no such room, gives up on it for this
+    /// message.
+    fn spill(&mut self, coming: usize) {
         let Some(shared) = self.region.and_then(LazyRegion::get) else {
             self.threshold = usize::MAX;
             return;
         };
         let written = self.inline.len() - self.start;
-        match shared.reserve(written.saturating_mul(2)) {
+        let wanted = written
+            .saturating_add(coming)
+            .max(written.saturating_mul(2));
+        match shared.reserve(wanted) {
             Some(reservation) => {
-                // Fits: `reserve` found at least twice as much.
+                // Fits: `reserve` found at least `wanted`.
                 let _ = shared.write(&reservation, 0, &self.inline[self.start..]);
                 self.inline.truncate(self.start);
                 self.shared = Some(shared);

@@ -102,6 +102,36 @@ fn a_sink_moves_a_large_message_and_brings_back_one_that_outgrows_the_room() {
 }
 
 #[test]
+fn one_large_write_goes_straight_to_the_region() {
+    let region = LazyRegion::new(8 * CHUNK as u64);
+    let mut inline = b"header".to_vec();
+    let mut sink = Sink::spilling(&mut inline, Some(&region), 1000);
+    sink.extend_from_slice(&[1, 2, 3]);
+    let big: Vec<u8> = (0..300_000).map(|i| (i % 253) as u8).collect();
+    sink.extend_from_slice(&big);
+    let Placement::Shared {
+        region: out,
+        offset,
+        len,
+    } = sink.finish()
+    else {
+        panic!("300 kB stayed inline");
+    };
+    assert_eq!(len, 300_003);
+    assert!(
+        inline.capacity() < 1000,
+        "the piece went through the buffer first"
+    );
+    let fd = out.take_announcement().unwrap();
+    let incoming = Incoming::map(&fd, out.region_len(), 1 << 30).unwrap();
+    let (o, l) = incoming.check(offset, len).unwrap();
+    let mut copied = Vec::new();
+    incoming.copy_to(o, l, &mut copied);
+    assert_eq!(&copied[..3], &[1, 2, 3]);
+    assert_eq!(&copied[3..], &big[..]);
+}
+
+#[test]
 fn no_region_when_turned_off() {
     let region = LazyRegion::new(0);
     assert!(region.get().is_none());
