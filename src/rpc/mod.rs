@@ -187,15 +187,15 @@
 //! [`shared_memory`]): the encoder writes it into a region both processes
 //! map and the socket carries 26 bytes. A 1 MiB byte string
 //! (`serde_bytes::ByteBuf`, or a plain `Vec<u8>`, which anyfork moves the
-//! same way) then makes its round trip in 0.6 to 0.75 times what the same
-//! bytes echoed by hand over the socket take, ahead of `ipc-channel`; a
-//! string costs more, because both sides check its UTF-8, and JSON much
-//! more (it writes every byte as a number). The parent copies a child's
+//! same way) then makes its round trip in 0.45 to 0.65 times what the
+//! same bytes echoed by hand over the socket take (raw codec to CBOR),
+//! ahead of `ipc-channel`; a string costs more, because both sides check
+//! its UTF-8, and JSON much more (it writes every byte as a number). The parent copies a child's
 //! message out of the region before decoding it (so a child cannot change
 //! bytes under the parent's decoder); the child reads its parent's
 //! messages in place. Very large messages (16 MiB) are bound by memory
 //! bandwidth: the socket's small pieces stay in the cache, a whole message
-//! does not, and the hand-written echo wins there (about 1.6 times
+//! does not, and the hand-written echo wins there (about 1.4 times
 //! faster), while anyfork still beats `ipc-channel`.
 //!
 //! Your program's `malloc` matters as much: glibc gives freed memory back
