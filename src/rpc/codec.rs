@@ -241,7 +241,7 @@ impl Codec {
         match self {
             Codec::Raw => raw::from_bytes(bytes).map_err(|e| self.error(e.message())),
             #[cfg(feature = "cbor")]
-            Codec::Cbor => ciborium::from_reader(bytes).map_err(|e| self.error(e)),
+            Codec::Cbor => cbor_from_slice(bytes).map_err(|e| self.error(e)),
             #[cfg(feature = "json")]
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| self.error(e)),
             #[cfg(feature = "postcard")]
@@ -259,6 +259,39 @@ impl Codec {
         ))
     }
 }
+
+/// CBOR from bytes. ciborium reads a byte or text string through its
+/// scratch buffer (4 KiB by default) into a `Vec` grown from empty: a
+/// 1 MiB byte string cost about three copies. A scratch as large as the
+/// message (up to [`CBOR_SCRATCH`], kept per thread) reads it in one piece.
+#[cfg(feature = "cbor")]
+fn cbor_from_slice<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ciborium::de::Error<std::io::Error>> {
+    use std::cell::RefCell;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    if bytes.len() <= 4096 {
+        return ciborium::from_reader(bytes);
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let wanted = bytes.len().min(CBOR_SCRATCH);
+            if scratch.len() < wanted {
+                scratch.resize(wanted, 0);
+            }
+            ciborium::de::from_reader_with_buffer(bytes, &mut scratch[..])
+        }
+        // A decoder inside a decoder (a `Deserialize` that decodes): the
+        // usual scratch.
+        Err(_) => ciborium::from_reader(bytes),
+    })
+}
+
+/// The largest CBOR scratch buffer a thread keeps.
+#[cfg(feature = "cbor")]
+const CBOR_SCRATCH: usize = 4 << 20;
 
 /// postcard's output into a [`Sink`].
 #[cfg(feature = "postcard")]
