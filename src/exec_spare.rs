@@ -64,6 +64,9 @@ struct State {
     thread: bool,
     /// A spare was asked for since the thread last looked.
     wanted: bool,
+    /// The thread is asked to end ([`pause`]).
+    stopping: bool,
+    handle: Option<std::thread::JoinHandle<()>>,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
@@ -72,6 +75,8 @@ static STATE: Mutex<State> = Mutex::new(State {
     spares: std::collections::VecDeque::new(),
     thread: false,
     wanted: false,
+    stopping: false,
+    handle: None,
 });
 
 /// Wakes the thread that starts spares.
@@ -156,14 +161,39 @@ pub(crate) fn replenish() {
         WANTED.notify_one();
         return;
     }
+    if state.stopping {
+        return;
+    }
     state.thread = true;
-    drop(state);
     let started = std::thread::Builder::new()
         .name("anyfork-exec-spare".into())
         .spawn(start_spares);
-    if started.is_err() {
-        lock().thread = false;
+    match started {
+        // The thread waits for this lock before it looks at anything.
+        Ok(handle) => state.handle = Some(handle),
+        Err(_) => state.thread = false,
     }
+}
+
+/// Ends the spare thread and waits for it, for a fork of the whole program
+/// ([`Template::here`](crate::Template::here), [`early`](crate::early)),
+/// which needs a single-threaded program; the spares stay.
+pub(crate) fn pause() {
+    let handle = {
+        let mut state = lock();
+        state.stopping = true;
+        WANTED.notify_all();
+        state.handle.take()
+    };
+    if let Some(handle) = handle {
+        let _ = handle.join();
+    }
+}
+
+/// Lets the spare thread start again after [`pause`] (at the next
+/// `new_exec`).
+pub(crate) fn resume() {
+    lock().stopping = false;
 }
 
 /// The spare thread: starts a spare whenever one is wanted; ends after
@@ -171,15 +201,23 @@ pub(crate) fn replenish() {
 fn start_spares() {
     let mut state = lock();
     loop {
-        while !state.wanted {
+        if state.stopping {
+            state.thread = false;
+            return;
+        }
+        while !state.wanted && !state.stopping {
             let (next, waited) = WANTED
                 .wait_timeout(state, IDLE)
                 .unwrap_or_else(PoisonError::into_inner);
             state = next;
             if waited.timed_out() && !state.wanted {
                 state.thread = false;
+                state.handle = None;
                 return;
             }
+        }
+        if state.stopping {
+            continue;
         }
         if !state.keep || state.spares.len() >= SPARES {
             state.wanted = false;

@@ -71,7 +71,8 @@ impl Template {
     /// # Errors
     ///
     /// [`Error::Threaded`] if the program has more than one thread (anyfork's
-    /// own reaper thread is paused for the call and does not count);
+    /// own reaper and `new_exec` spare threads are paused for the call and
+    /// do not count);
     /// [`Error::ForkProgram`] if `fork` fails.
     pub fn here() -> Result<Fork, Error> {
         fork_program("Template::here", Origin::Here)
@@ -81,7 +82,9 @@ impl Template {
 /// Forks the program into a serving process and returns its `Fork`.
 pub(crate) fn fork_program(what: &'static str, origin: Origin) -> Result<Fork, Error> {
     reaper::pause();
+    crate::exec_spare::pause();
     let result = fork_program_paused(what, origin);
+    crate::exec_spare::resume();
     reaper::resume();
     result
 }

@@ -68,6 +68,8 @@ fn main() {
     // A file the program holds open, close-on-exec like everything std opens:
     // the template must not inherit it.
     let _open_file = std::fs::File::open("/proc/self/status").expect("open");
+    // new_exec's spare thread is running now: here() pauses it.
+    drop(anyfork::Fork::new_exec().expect("new_exec before here()"));
 
     let template = anyfork::Template::here().expect("Template::here in a single-threaded program");
     let mut workers = Vec::new();
