@@ -216,9 +216,11 @@ fn the_region_is_bounded_reused_and_returned() {
     assert!(common::wait_until(Duration::from_secs(5), || {
         common::has_ended(child)
     }));
-    let left = region_inodes(std::process::id());
     assert!(
-        inodes.iter().all(|inode| !left.contains(inode)),
+        common::wait_until(Duration::from_secs(5), || {
+            let left = region_inodes(std::process::id());
+            inodes.iter().all(|inode| !left.contains(inode))
+        }),
         "a region outlived its handle"
     );
 }
