@@ -245,3 +245,39 @@ fn turned_off_or_on_a_pair_of_streams_messages_use_the_socket() {
     assert!(rpc.call_blocking(payload.clone()).unwrap() == payload);
     assert!(regions(rpc.pid().unwrap()).is_empty());
 }
+
+/// An empty message sleeps; any other comes back.
+async fn slow_when_empty(bytes: ByteBuf) -> ByteBuf {
+    if bytes.is_empty() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    bytes
+}
+
+#[test]
+fn a_large_reply_is_not_held_up_by_another_callers_wait() {
+    // One thread waits (in a blocking read, for all callers) for a slow
+    // call; another's large reply arrives meanwhile and must come back at
+    // once, not when the slow one does.
+    let rpc = Fork::new()
+        .unwrap()
+        .rpc(slow_when_empty)
+        .start()
+        .unwrap();
+    let slow = {
+        let rpc = rpc.clone();
+        std::thread::spawn(move || rpc.call_blocking(ByteBuf::new()))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let payload = pattern(2 << 20, 5);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert!(rpc.call_blocking(payload.clone()).unwrap() == payload);
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "a large call took {:?} while another waited",
+            started.elapsed()
+        );
+    }
+    assert!(slow.join().unwrap().unwrap().is_empty());
+}

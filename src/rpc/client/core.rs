@@ -465,11 +465,18 @@ pub(super) fn decode_message<T: DeserializeOwned>(
             function: core.function.clone(),
             source,
         });
+    // Only a buffer a shared message was copied into is worth giving back
+    // (small ones are not asked for the lock at all). Never waited for: a
+    // blocking reader sleeps in its read holding the decoder, and this
+    // caller has its reply already; then the buffer is simply freed.
     if bytes.capacity() > crate::rpc::shared_memory::SPILL_AT {
-        core.decoder
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recycle(bytes);
+        match core.decoder.try_lock() {
+            Ok(mut decoder) => decoder.recycle(bytes),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().recycle(bytes)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
     }
     decoded
 }
