@@ -27,10 +27,10 @@
 //! calls `Fork::new` from one thread has one template; one that calls it
 //! from T threads on C CPUs has min(T, C), each with its own spare, and
 //! creates processes on all of them at once: on 2 CPUs, 2 threads create
-//! 1.15 to 1.5 times as many processes a second as one (`anyfork bench
-//! spawn`), where one template for both gave 0.93 times (there the two
-//! CPUs are the limit: each process costs both the caller and the kernel
-//! work). On 64 cores, 64 threads get 64 templates (about 1 MB of memory
+//! 1.2 to 1.3 times as many processes a second as one (`anyfork bench
+//! spawn`, six runs), where one template for both gave 0.93 times (there
+//! one thread with its spare already keeps about 1.1 CPUs busy, and each
+//! process costs both the caller and the kernel work). On 64 cores, 64 threads get 64 templates (about 1 MB of memory
 //! each, mostly shared), and the rate grows until the kernel's own `clone`
 //! and `exit` work, not a template, is the limit.
 

@@ -124,7 +124,8 @@ pub fn keep_exec_spare(keep: bool) {
 /// are dropped on the way.
 pub(crate) fn take() -> Option<Fork> {
     let me = std::process::id();
-    let now = Context::now();
+    // Read only if there is a spare to compare with.
+    let mut now = None;
     loop {
         let spare = {
             let mut state = lock();
@@ -142,7 +143,8 @@ pub(crate) fn take() -> Option<Fork> {
             }
             state.spares.pop_front()
         }?;
-        if spare.started_in == now && spare.fork.is_spare_alive() {
+        if spare.started_in == *now.get_or_insert_with(Context::now) && spare.fork.is_spare_alive()
+        {
             return Some(spare.fork);
         }
         // Dropped here, outside the lock.

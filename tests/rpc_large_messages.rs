@@ -259,11 +259,7 @@ fn a_large_reply_is_not_held_up_by_another_callers_wait() {
     // One thread waits (in a blocking read, for all callers) for a slow
     // call; another's large reply arrives meanwhile and must come back at
     // once, not when the slow one does.
-    let rpc = Fork::new()
-        .unwrap()
-        .rpc(slow_when_empty)
-        .start()
-        .unwrap();
+    let rpc = Fork::new().unwrap().rpc(slow_when_empty).start().unwrap();
     let slow = {
         let rpc = rpc.clone();
         std::thread::spawn(move || rpc.call_blocking(ByteBuf::new()))

@@ -40,7 +40,6 @@ use super::config::Config;
 use super::frame::{self, Decoder, kind};
 use super::function::{AsyncCall, Backend, DoneCall, InitCall, SyncCall};
 use super::registry::{self, RpcFunctionEntry as RpcEntry};
-
 use super::shared_memory::LazyRegion;
 use super::writer::write_reply;
 use super::writer::{Writer, fail_call, fail_panicked, flush, lock_writer, write_frame};

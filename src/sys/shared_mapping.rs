@@ -106,6 +106,26 @@ impl Mapping {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Appends the `len` bytes at `offset` (as much of them as lies in the
+    /// mapping) to `out`, copying from the mapping without making a
+    /// reference to it: a process that writes the range meanwhile can only
+    /// change which bytes arrive.
+    pub(crate) fn append_to(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        let len = len.min(self.len.saturating_sub(offset));
+        out.reserve(len);
+        // SAFETY: `offset..offset + len` lies within the mapping (clamped
+        // above), which lives as long as `self`; `out` has room for `len`
+        // more bytes, initialised by the copy before its length is set.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.as_ptr().add(offset),
+                out.as_mut_ptr().add(out.len()),
+                len,
+            );
+            out.set_len(out.len() + len);
+        }
+    }
 }
 
 impl Drop for Mapping {

@@ -102,7 +102,12 @@ pub(crate) fn encode_with<E>(
         };
         let placement = sink.finish();
         let fail = |data: &mut Vec<u8>, error| {
-            if let Placement::Shared { region, offset, len } = placement {
+            if let Placement::Shared {
+                region,
+                offset,
+                len,
+            } = placement
+            {
                 region.forget(offset, len);
             }
             data.truncate(start);
@@ -119,31 +124,20 @@ pub(crate) fn encode_with<E>(
                 },
             );
         };
-        if fds.len() > MAX_FDS_PER_SEND {
-            return fail(
-                data,
-                ProtocolError::Malformed {
-                    tag: Tag(kind),
-                    what: "a message may carry at most 32 file descriptors",
-                },
-            );
-        }
-        if !fds.is_empty() && !carries_fds {
-            return fail(
-                data,
-                ProtocolError::Malformed {
-                    tag: Tag(kind),
-                    what: "this transport is a pair of byte streams, which cannot carry file descriptors",
-                },
-            );
+        if let Err(error) = check_fds(kind, fds.len(), carries_fds) {
+            return fail(data, error);
         }
         match placement {
-            Placement::Shared { region, offset, len } => {
+            Placement::Shared {
+                region,
+                offset,
+                len,
+            } => {
                 data.truncate(start);
                 let fds = put_shared(data, region, id, kind, (offset, len), fds);
                 Ok((Ok(()), fds))
             }
-            _ => {
+            Placement::Inline => {
                 let header = &mut data[start..start + HEADER_LEN];
                 write_header(header, id, kind, len, fds.len());
                 Ok((Ok(()), fds))
@@ -192,17 +186,33 @@ pub(crate) fn encode_shared(
     place: (u64, u64),
     fds: Vec<OwnedFd>,
 ) -> Result<(), ProtocolError> {
-    if fds.len() > MAX_FDS_PER_SEND || !out.carries_fds() {
+    // The region's own descriptor travels with its first frame: shared
+    // memory needs a transport that carries descriptors.
+    if let Err(error) = check_fds(kind, fds.len().max(1), out.carries_fds()) {
         shared.forget(place.0, place.1);
-        return Err(ProtocolError::Malformed {
-            tag: Tag(kind),
-            what: "a message may carry at most 32 file descriptors",
-        });
+        return Err(error);
     }
     out.append_with(|data| {
         let fds = put_shared(data, shared, id, kind, place, fds);
         Ok(((), fds))
     })
+}
+
+/// Whether a frame may carry `nfds` descriptors on this transport.
+fn check_fds(kind: u8, nfds: usize, carries_fds: bool) -> Result<(), ProtocolError> {
+    if nfds > MAX_FDS_PER_SEND {
+        return Err(ProtocolError::Malformed {
+            tag: Tag(kind),
+            what: "a message may carry at most 32 file descriptors",
+        });
+    }
+    if nfds > 0 && !carries_fds {
+        return Err(ProtocolError::Malformed {
+            tag: Tag(kind),
+            what: "this transport is a pair of byte streams, which cannot carry file descriptors",
+        });
+    }
+    Ok(())
 }
 
 fn write_header(header: &mut [u8], id: u32, kind: u8, len: u32, nfds: usize) {

@@ -67,19 +67,7 @@ impl Incoming {
     /// peer never makes a reference to memory the peer can write).
     pub(crate) fn copy_to(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
         debug_assert!(offset + len <= self.data.len());
-        out.reserve(len);
-        // SAFETY: the source lies within the mapping (see `check`); `out`
-        // has room for `len` more bytes, which are initialised by the copy
-        // before the length is set. A peer writing the range meanwhile can
-        // only change which bytes arrive, as over a socket.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.data.as_ptr().add(offset),
-                out.as_mut_ptr().add(out.len()),
-                len,
-            );
-            out.set_len(out.len() + len);
-        }
+        self.data.append_to(offset, len, out);
     }
 
     /// Gives a read message's chunks back to the peer.

@@ -130,18 +130,7 @@ impl Outgoing {
     pub(crate) fn copy_out(&self, reservation: &Reservation, len: usize, out: &mut Vec<u8>) {
         let len = len.min(reservation.capacity());
         let offset = HEADER_LEN + reservation.first * CHUNK;
-        out.reserve(len);
-        // SAFETY: the range lies within the reservation (checked above),
-        // written only by this process; `out` has room for `len` more
-        // bytes, set as initialised once copied.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.mapping.as_ptr().add(offset),
-                out.as_mut_ptr().add(out.len()),
-                len,
-            );
-            out.set_len(out.len() + len);
-        }
+        self.mapping.append_to(offset, len, out);
     }
 
     /// Tries to grow the reservation in place to hold `bytes`.

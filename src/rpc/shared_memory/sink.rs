@@ -31,23 +31,21 @@ pub(crate) struct Sink<'a, 'r> {
     inline: &'a mut Vec<u8>,
     start: usize,
     region: Option<&'r LazyRegion>,
-    shared: Option<&'r Outgoing>,
     threshold: usize,
-    spilled: Option<(Reservation, usize)>,
+    spilled: Option<Spilled<'r>>,
+}
+
+/// A message moved to the region: where, and how much of it is written.
+struct Spilled<'r> {
+    region: &'r Outgoing,
+    reservation: Reservation,
+    written: usize,
 }
 
 impl<'a, 'r> Sink<'a, 'r> {
     /// A sink that writes only to `inline`.
     pub(crate) fn inline(inline: &'a mut Vec<u8>) -> Sink<'a, 'r> {
-        let start = inline.len();
-        Sink {
-            inline,
-            start,
-            region: None,
-            shared: None,
-            threshold: usize::MAX,
-            spilled: None,
-        }
+        Sink::spilling(inline, None, usize::MAX)
     }
 
     /// A sink that moves messages longer than `threshold` to `region`
@@ -62,7 +60,6 @@ impl<'a, 'r> Sink<'a, 'r> {
             inline,
             start,
             region,
-            shared: None,
             threshold,
             spilled: None,
         }
@@ -70,20 +67,21 @@ impl<'a, 'r> Sink<'a, 'r> {
 
     /// Appends bytes.
     pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
-        if let (Some((reservation, written)), Some(shared)) = (&mut self.spilled, self.shared) {
-            let end = *written + bytes.len();
-            if shared.write(reservation, *written, bytes)
-                || (shared.extend(reservation, end) && shared.write(reservation, *written, bytes))
+        if let Some(spilled) = &mut self.spilled {
+            let (region, at) = (spilled.region, spilled.written);
+            let end = at + bytes.len();
+            if region.write(&spilled.reservation, at, bytes)
+                || (region.extend(&mut spilled.reservation, end)
+                    && region.write(&spilled.reservation, at, bytes))
             {
-                *written = end;
+                spilled.written = end;
                 return;
             }
             // No room left: the message goes by the socket after all.
-            if let Some((reservation, written)) = self.spilled.take() {
-                shared.copy_out(&reservation, written, self.inline);
-                shared.cancel(reservation);
+            if let Some(spilled) = self.spilled.take() {
+                region.copy_out(&spilled.reservation, spilled.written, self.inline);
+                region.cancel(spilled.reservation);
             }
-            self.shared = None;
             self.threshold = usize::MAX;
             self.inline.extend_from_slice(bytes);
             return;
@@ -117,7 +115,7 @@ impl<'a, 'r> Sink<'a, 'r> {
     /// bytes; or, if the region has no such room, gives up on it for this
     /// message.
     fn spill(&mut self, coming: usize) {
-        let Some(shared) = self.region.and_then(LazyRegion::get) else {
+        let Some(region) = self.region.and_then(LazyRegion::get) else {
             self.threshold = usize::MAX;
             return;
         };
@@ -125,13 +123,16 @@ impl<'a, 'r> Sink<'a, 'r> {
         let wanted = written
             .saturating_add(coming)
             .max(written.saturating_mul(2));
-        match shared.reserve(wanted) {
+        match region.reserve(wanted) {
             Some(reservation) => {
                 // Fits: `reserve` found at least `wanted`.
-                let _ = shared.write(&reservation, 0, &self.inline[self.start..]);
+                let _ = region.write(&reservation, 0, &self.inline[self.start..]);
                 self.inline.truncate(self.start);
-                self.shared = Some(shared);
-                self.spilled = Some((reservation, written));
+                self.spilled = Some(Spilled {
+                    region,
+                    reservation,
+                    written,
+                });
             }
             None => {
                 // The region is busy: this message goes by the socket.
@@ -142,33 +143,34 @@ impl<'a, 'r> Sink<'a, 'r> {
 
     /// Where the message is.
     pub(crate) fn finish(mut self) -> Placement<'r> {
-        match (self.spilled.take(), self.shared) {
-            (Some((reservation, written)), Some(shared)) => {
-                let (offset, len) = shared.finish(reservation, written);
+        match self.spilled.take() {
+            Some(Spilled {
+                region,
+                reservation,
+                written,
+            }) => {
+                let (offset, len) = region.finish(reservation, written);
                 Placement::Shared {
-                    region: shared,
+                    region,
                     offset,
                     len,
                 }
             }
-            _ => Placement::Inline,
+            None => Placement::Inline,
         }
     }
 
     /// Forgets what was written (a failed encoder): the buffer is as it
-    /// was, the reservation given back.
-    pub(crate) fn abandon(mut self) {
+    /// was, and the reservation goes back (on drop).
+    pub(crate) fn abandon(self) {
         self.inline.truncate(self.start);
-        if let (Some((reservation, _)), Some(shared)) = (self.spilled.take(), self.shared) {
-            shared.cancel(reservation);
-        }
     }
 }
 
 impl Drop for Sink<'_, '_> {
     fn drop(&mut self) {
-        if let (Some((reservation, _)), Some(shared)) = (self.spilled.take(), self.shared) {
-            shared.cancel(reservation);
+        if let Some(spilled) = self.spilled.take() {
+            spilled.region.cancel(spilled.reservation);
         }
     }
 }

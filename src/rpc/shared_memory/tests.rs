@@ -5,10 +5,15 @@ use super::*;
 /// A region and the peer's view of it.
 fn pair(chunks: u64) -> (Outgoing, Incoming) {
     let out = Outgoing::create(chunks * CHUNK as u64).unwrap();
+    let incoming = peer_of(&out);
+    (out, incoming)
+}
+
+/// The peer's view of a region, from its announcement.
+fn peer_of(out: &Outgoing) -> Incoming {
     let fd: OwnedFd = out.take_announcement().unwrap();
     assert!(out.take_announcement().is_none(), "announced once");
-    let incoming = Incoming::map(&fd, out.region_len(), 1 << 30).unwrap();
-    (out, incoming)
+    Incoming::map(&fd, out.region_len(), 1 << 30).unwrap()
 }
 
 #[test]
@@ -122,8 +127,7 @@ fn one_large_write_goes_straight_to_the_region() {
         inline.capacity() < 1000,
         "the piece went through the buffer first"
     );
-    let fd = out.take_announcement().unwrap();
-    let incoming = Incoming::map(&fd, out.region_len(), 1 << 30).unwrap();
+    let incoming = peer_of(out);
     let (o, l) = incoming.check(offset, len).unwrap();
     let mut copied = Vec::new();
     incoming.copy_to(o, l, &mut copied);
