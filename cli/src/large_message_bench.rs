@@ -154,10 +154,12 @@ pub struct LargeFigure {
     pub median_rtt_us: f64,
 }
 
-fn anyfork(codec: (Codec, &'static str), message: Message, transport: Transport) -> Mover {
+/// anyfork's synchronous backend with `serialiser` (as `SERIALISERS`
+/// lists it).
+pub fn anyfork(serialiser: (Codec, &'static str), message: Message, transport: Transport) -> Mover {
     Mover::Anyfork {
-        codec: codec.0,
-        serialiser: codec.1,
+        codec: serialiser.0,
+        serialiser: serialiser.1,
         message,
         transport,
     }
@@ -266,10 +268,6 @@ fn partner<'a>(case: &LargeCase, rpc_case: &'a Case) -> Result<RoundTrip<'a>, Rp
     let wrong = move || RpcBenchError::WrongReply {
         case: rpc_case.describe(),
     };
-    let call_error = move |source| RpcBenchError::Call {
-        case: rpc_case.describe(),
-        source,
-    };
     let ipc_error = move |doing: &'static str| {
         move |e: ipc_channel::IpcError| RpcBenchError::Io {
             case: rpc_case.describe(),
@@ -294,55 +292,24 @@ fn partner<'a>(case: &LargeCase, rpc_case: &'a Case) -> Result<RoundTrip<'a>, Rp
         } => {
             let region = match transport {
                 Transport::Socket => 0,
-                Transport::SharedMemory => 64 << 20,
+                Transport::SharedMemory => anyfork::rpc::shared_memory::DEFAULT_REGION,
             };
             let fork = new_fork(rpc_case)?;
             match message {
-                Message::ByteBuf => {
-                    let rpc = fork
-                        .rpc(echo_bytes)
-                        .codec(codec)
-                        .shared_memory(region)
-                        .start()
-                        .map_err(start_error(rpc_case))?;
-                    let payload = ByteBuf::from(payload);
-                    Box::new(move || {
-                        let back = rpc.call_blocking(payload.clone()).map_err(call_error)?;
-                        if back == payload {
-                            Ok(())
-                        } else {
-                            Err(wrong())
-                        }
-                    })
-                }
-                Message::VecU8 => {
-                    let rpc = fork
-                        .rpc(echo_vec)
-                        .codec(codec)
-                        .shared_memory(region)
-                        .start()
-                        .map_err(start_error(rpc_case))?;
-                    Box::new(move || {
-                        let back = rpc.call_blocking(payload.clone()).map_err(call_error)?;
-                        if back == payload {
-                            Ok(())
-                        } else {
-                            Err(wrong())
-                        }
-                    })
-                }
+                Message::ByteBuf => echo_partner(
+                    fork,
+                    echo_bytes,
+                    codec,
+                    region,
+                    ByteBuf::from(payload),
+                    rpc_case,
+                )?,
+                Message::VecU8 => echo_partner(fork, echo_vec, codec, region, payload, rpc_case)?,
             }
         }
         Mover::IpcBytes => {
-            let (server, name) = IpcOneShotServer::<(IpcBytesSender, IpcBytesReceiver)>::new()
-                .map_err(io_error("starting ipc-channel"))?;
-            let socket = new_fork(rpc_case)?
-                .send_arg(name)
-                .run(ipc_bytes_child)
-                .map_err(start_error(rpc_case))?;
-            let (_, (request_tx, reply_rx)) = server
-                .accept()
-                .map_err(ipc_error("accepting ipc-channel's child"))?;
+            let (socket, (request_tx, reply_rx)) =
+                ipc_child::<(IpcBytesSender, IpcBytesReceiver)>(rpc_case, ipc_bytes_child)?;
             Box::new(move || {
                 let _keep = &socket;
                 request_tx
@@ -359,15 +326,8 @@ fn partner<'a>(case: &LargeCase, rpc_case: &'a Case) -> Result<RoundTrip<'a>, Rp
             })
         }
         Mover::IpcSharedMemory => {
-            let (server, name) =
-                IpcOneShotServer::<SharedPair>::new().map_err(io_error("starting ipc-channel"))?;
-            let socket = new_fork(rpc_case)?
-                .send_arg(name)
-                .run(ipc_shared_child)
-                .map_err(start_error(rpc_case))?;
-            let (_, (request_tx, reply_rx)) = server
-                .accept()
-                .map_err(ipc_error("accepting ipc-channel's child"))?;
+            let (socket, (request_tx, reply_rx)) =
+                ipc_child::<SharedPair>(rpc_case, ipc_shared_child)?;
             Box::new(move || {
                 let _keep = &socket;
                 request_tx
@@ -384,6 +344,69 @@ fn partner<'a>(case: &LargeCase, rpc_case: &'a Case) -> Result<RoundTrip<'a>, Rp
             })
         }
     })
+}
+
+/// A round trip of anyfork's synchronous backend echoing `payload`.
+fn echo_partner<'a, M, F, T>(
+    fork: anyfork::Fork,
+    function: F,
+    codec: Codec,
+    region: u64,
+    payload: T,
+    rpc_case: &'a Case,
+) -> Result<RoundTrip<'a>, RpcBenchError>
+where
+    F: anyfork::rpc::IntoRpc<M, Req = T, Rep = T>,
+    T: Clone + PartialEq + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let rpc = fork
+        .rpc(function)
+        .codec(codec)
+        .shared_memory(region)
+        .start()
+        .map_err(start_error(rpc_case))?;
+    Ok(Box::new(move || {
+        let back = rpc
+            .call_blocking(payload.clone())
+            .map_err(|source| RpcBenchError::Call {
+                case: rpc_case.describe(),
+                source,
+            })?;
+        if back == payload {
+            Ok(())
+        } else {
+            Err(RpcBenchError::WrongReply {
+                case: rpc_case.describe(),
+            })
+        }
+    }))
+}
+
+/// An ipc-channel child started with `child`, and what it handed over
+/// (the request sender and the reply receiver); the socket keeps it alive.
+fn ipc_child<T>(
+    rpc_case: &Case,
+    child: impl anyfork::IntoRun,
+) -> Result<(UnixStream, T), RpcBenchError>
+where
+    T: serde::Serialize + for<'de> serde::Deserialize<'de>,
+{
+    let failed = |doing: &'static str| {
+        move |e: std::io::Error| RpcBenchError::Io {
+            case: rpc_case.describe(),
+            doing,
+            source: e,
+        }
+    };
+    let (server, name) = IpcOneShotServer::<T>::new().map_err(failed("starting ipc-channel"))?;
+    let socket = new_fork(rpc_case)?
+        .send_arg(name)
+        .run(child)
+        .map_err(start_error(rpc_case))?;
+    let (_, pair) = server.accept().map_err(|e| {
+        failed("accepting ipc-channel's child")(std::io::Error::other(format!("{e:?}")))
+    })?;
+    Ok((socket, pair))
 }
 
 /// Measures every case `rounds` times, each for about `time` a round;

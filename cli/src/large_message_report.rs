@@ -3,28 +3,16 @@
 use serde_json::{Value, json};
 
 use crate::large_message_bench::{
-    LARGE_PAYLOADS, LargeFigure, Message, Mover, Transport, cases, find,
+    LARGE_PAYLOADS, LargeFigure, Message, Mover, Transport, anyfork, cases, find,
 };
 use crate::rpc_bench::SERIALISERS;
 
 fn cbor(transport: Transport) -> Mover {
-    anyfork_mover("cbor", Message::ByteBuf, transport)
-}
-
-fn anyfork_mover(serialiser: &str, message: Message, transport: Transport) -> Mover {
-    let codec = SERIALISERS
-        .iter()
-        .find(|(_, name)| *name == serialiser)
-        .map_or(anyfork::rpc::Codec::Cbor, |(codec, _)| *codec);
-    Mover::Anyfork {
-        codec,
-        serialiser: SERIALISERS
-            .iter()
-            .find(|(_, name)| *name == serialiser)
-            .map_or("cbor", |(_, name)| name),
-        message,
+    anyfork(
+        (anyfork::rpc::Codec::Cbor, "cbor"),
+        Message::ByteBuf,
         transport,
-    }
+    )
 }
 
 fn ratio(figures: &[LargeFigure], a: Mover, b: Mover, payload: usize) -> Option<f64> {
@@ -83,9 +71,9 @@ pub fn render_table(figures: &[LargeFigure]) -> String {
          to a codec one number at a time; anyfork moves it as one byte string):\n\n\
          | serialiser | ByteBuf RTT µs | Vec<u8> RTT µs | Vec<u8> / ByteBuf |\n|---|---:|---:|---:|\n",
     );
-    for (_, name) in SERIALISERS {
-        let bytes = anyfork_mover(name, Message::ByteBuf, Transport::SharedMemory);
-        let vec = anyfork_mover(name, Message::VecU8, Transport::SharedMemory);
+    for serialiser @ (_, name) in SERIALISERS {
+        let bytes = anyfork(serialiser, Message::ByteBuf, Transport::SharedMemory);
+        let vec = anyfork(serialiser, Message::VecU8, Transport::SharedMemory);
         let rtt =
             |m| find(figures, m, 1 << 20).map_or("-".into(), |f| format!("{:.0}", f.median_rtt_us));
         out.push_str(&format!(
@@ -129,14 +117,14 @@ pub fn json(figures: &[LargeFigure]) -> serde_json::Map<String, Value> {
             })
         })
         .collect();
-    for (_, name) in SERIALISERS {
+    for serialiser @ (_, name) in SERIALISERS {
         ratios.push(json!({
             "payload_bytes": 1 << 20,
             "serialiser": name,
             "vec_u8_over_byte_buf": optional(ratio(
                 figures,
-                anyfork_mover(name, Message::VecU8, Transport::SharedMemory),
-                anyfork_mover(name, Message::ByteBuf, Transport::SharedMemory),
+                anyfork(serialiser, Message::VecU8, Transport::SharedMemory),
+                anyfork(serialiser, Message::ByteBuf, Transport::SharedMemory),
                 1 << 20,
             )),
         }));
