@@ -263,7 +263,7 @@
 //! | feature | default | gives |
 //! |---|---|---|
 //! | `tokio` | yes | [`Fork::run_async`], [`Process::wait_async`], async RPC calls and the async RPC backend |
-//! | `cbor` | yes | the CBOR serialiser for RPC (ciborium) |
+//! | `cbor` | yes | the CBOR serialiser for RPC (cbor4ii) |
 //! | `json` | yes | the JSON serialiser for RPC (serde_json) |
 //! | `postcard` | yes | the postcard serialiser for RPC |
 //! | `static-unwinder` | no | links libgcc's unwinder into your program instead of loading `libgcc_s.so.1` (on `*-linux-gnu`): every [`Fork::new_exec`] about 90 µs faster |

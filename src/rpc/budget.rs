@@ -79,11 +79,27 @@ fn charge<E: de::Error>(bytes: usize) -> Result<(), E> {
 /// A value decoded under the budget set by [`within`]: deserializing it
 /// deserializes a `T` through a [`Budgeted`] deserializer, whatever the
 /// codec.
-pub(crate) struct Within<T>(pub(crate) T);
+///
+/// `BYTES_BY_ANY`: a plain `Vec<u8>` is asked of the codec with
+/// `deserialize_any`, for a self-describing codec whose
+/// `deserialize_byte_buf` accepts only a byte string (CBOR), so that one
+/// written as an array of numbers still decodes; otherwise with
+/// `deserialize_byte_buf` (see `byte_sequences`).
+pub(crate) struct Within<T, const BYTES_BY_ANY: bool = false>(pub(crate) T);
 
-impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Within<T> {
+impl<T, const BYTES_BY_ANY: bool> Within<T, BYTES_BY_ANY> {
+    pub(crate) fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<'de, T: de::Deserialize<'de>, const BYTES_BY_ANY: bool> de::Deserialize<'de>
+    for Within<T, BYTES_BY_ANY>
+{
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        T::deserialize(Budgeted::new(deserializer)).map(Within)
+        let mut budgeted = Budgeted::new(deserializer);
+        budgeted.bytes_by_any = BYTES_BY_ANY;
+        T::deserialize(budgeted).map(Within)
     }
 }
 
@@ -93,15 +109,25 @@ pub(crate) struct Budgeted<T> {
     /// For a visitor: whether its sequence is a heap collection (whose
     /// elements are charged) rather than a tuple inside a value.
     heap: bool,
+    /// See [`Within`].
+    bytes_by_any: bool,
 }
 
 impl<T> Budgeted<T> {
     pub(crate) fn new(inner: T) -> Self {
-        Budgeted { inner, heap: false }
+        Budgeted {
+            inner,
+            heap: false,
+            bytes_by_any: false,
+        }
     }
 
     fn wrap<U>(&self, inner: U, heap: bool) -> Budgeted<U> {
-        Budgeted { inner, heap }
+        Budgeted {
+            inner,
+            heap,
+            bytes_by_any: self.bytes_by_any,
+        }
     }
 }
 
@@ -151,7 +177,11 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Budgeted<D> {
             // (see `byte_sequences`).
             drop(visitor);
             let visitor = self.wrap(super::byte_sequences::VecU8Visitor, true);
-            let bytes = self.inner.deserialize_byte_buf(visitor)?;
+            let bytes = if self.bytes_by_any {
+                self.inner.deserialize_any(visitor)?
+            } else {
+                self.inner.deserialize_byte_buf(visitor)?
+            };
             // SAFETY: `is_vec_u8_visitor` said `V` is serde's visitor of
             // `Vec<u8>`.
             return Ok(unsafe { super::byte_sequences::as_visitor_value::<V>(bytes) });

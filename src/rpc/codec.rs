@@ -6,7 +6,7 @@
 //! | codec | crate | carries | choose it when |
 //! |---|---|---|---|
 //! | [`Codec::Raw`] (default for names) | none | a flat list of octet strings (Perl's `STRING_SERIALISER`) | messages are a few strings or numbers; Perl's format |
-//! | [`Codec::Cbor`] (default for function values) | ciborium (feature `cbor`) | any serde value | structured data; compact, fast |
+//! | [`Codec::Cbor`] (default for function values) | cbor4ii (feature `cbor`) | any serde value | structured data; compact, fast |
 //! | [`Codec::Json`] | serde_json (feature `json`) | any serde value | structured data, readable on the wire |
 //! | [`Codec::Postcard`] | postcard (feature `postcard`) | any serde value | structured data; the most compact, both sides the same types |
 //!
@@ -45,7 +45,7 @@ pub enum Codec {
     /// can carry.
     #[default]
     Raw,
-    /// CBOR (RFC 8949) with ciborium. Needs the `cbor` feature.
+    /// CBOR (RFC 8949) with cbor4ii. Needs the `cbor` feature.
     Cbor,
     /// JSON with serde_json. Needs the `json` feature.
     Json,
@@ -203,7 +203,9 @@ impl Codec {
         match self {
             Codec::Raw => raw::to_output(value, sink).map_err(|e| self.error(e.message())),
             #[cfg(feature = "cbor")]
-            Codec::Cbor => ciborium::into_writer(value, sink).map_err(|e| self.error(e)),
+            Codec::Cbor => value
+                .serialize(&mut cbor4ii::serde::Serializer::new(CborSink(sink)))
+                .map_err(|e| self.error(super::cbor_errors::Encoding(e))),
             #[cfg(feature = "json")]
             Codec::Json => serde_json::to_writer(sink, value).map_err(|e| self.error(e)),
             #[cfg(feature = "postcard")]
@@ -231,21 +233,32 @@ impl Codec {
     fn decode_from<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         // What the message may take, decoded: see `budget`.
         let limit = super::budget::for_message(bytes.len());
-        match super::budget::within(limit, || self.decode_within::<Within<T>>(bytes)) {
+        match super::budget::within(limit, || self.decode_within::<T>(bytes)) {
             (_, Some(why)) => Err(self.error(why)),
-            (result, None) => result.map(|Within(value)| value),
+            (result, None) => result,
         }
     }
 
+    /// Decodes through the budget's deserializer ([`Within`]).
     fn decode_within<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
-            Codec::Raw => raw::from_bytes(bytes).map_err(|e| self.error(e.message())),
+            Codec::Raw => raw::from_bytes::<Within<T>>(bytes)
+                .map(Within::into_inner)
+                .map_err(|e| self.error(e.message())),
+            // cbor4ii asked for a byte string accepts only one: a `Vec<u8>`
+            // written as an array of numbers is read as what it is.
             #[cfg(feature = "cbor")]
-            Codec::Cbor => cbor_from_slice(bytes).map_err(|e| self.error(e)),
+            Codec::Cbor => cbor4ii::serde::from_slice::<Within<T, true>>(bytes)
+                .map(Within::into_inner)
+                .map_err(|e| self.error(super::cbor_errors::Decoding(e))),
             #[cfg(feature = "json")]
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| self.error(e)),
+            Codec::Json => serde_json::from_slice::<Within<T>>(bytes)
+                .map(Within::into_inner)
+                .map_err(|e| self.error(e)),
             #[cfg(feature = "postcard")]
-            Codec::Postcard => postcard::from_bytes(bytes).map_err(|e| self.error(e)),
+            Codec::Postcard => postcard::from_bytes::<Within<T>>(bytes)
+                .map(Within::into_inner)
+                .map_err(|e| self.error(e)),
             #[allow(unreachable_patterns)]
             other => Err(other.not_compiled()),
         }
@@ -260,38 +273,21 @@ impl Codec {
     }
 }
 
-/// CBOR from bytes. ciborium reads a byte or text string through its
-/// scratch buffer (4 KiB by default) into a `Vec` grown from empty: a
-/// 1 MiB byte string cost about three copies. A scratch as large as the
-/// message (up to [`CBOR_SCRATCH`], kept per thread) reads it in one piece.
+/// cbor4ii's output into a [`Sink`]. (Decoding needs no adapter: cbor4ii
+/// reads a byte or text string straight from the message, so a large one
+/// is copied once, into the value.)
 #[cfg(feature = "cbor")]
-fn cbor_from_slice<T: DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, ciborium::de::Error<std::io::Error>> {
-    use std::cell::RefCell;
-    thread_local! {
-        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    }
-    if bytes.len() <= 4096 {
-        return ciborium::from_reader(bytes);
-    }
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => {
-            let wanted = bytes.len().min(CBOR_SCRATCH);
-            if scratch.len() < wanted {
-                scratch.resize(wanted, 0);
-            }
-            ciborium::de::from_reader_with_buffer(bytes, &mut scratch[..])
-        }
-        // A decoder inside a decoder (a `Deserialize` that decodes): the
-        // usual scratch.
-        Err(_) => ciborium::from_reader(bytes),
-    })
-}
+struct CborSink<'s, 'a, 'r>(&'s mut Sink<'a, 'r>);
 
-/// The largest CBOR scratch buffer a thread keeps.
 #[cfg(feature = "cbor")]
-const CBOR_SCRATCH: usize = 4 << 20;
+impl cbor4ii::core::enc::Write for CborSink<'_, '_, '_> {
+    type Error = std::convert::Infallible;
+
+    fn push(&mut self, input: &[u8]) -> Result<(), Self::Error> {
+        self.0.extend_from_slice(input);
+        Ok(())
+    }
+}
 
 /// postcard's output into a [`Sink`].
 #[cfg(feature = "postcard")]

@@ -208,6 +208,8 @@
 
 mod budget;
 mod byte_sequences;
+#[cfg(feature = "cbor")]
+mod cbor_errors;
 mod client;
 mod codec;
 pub(crate) mod config;
