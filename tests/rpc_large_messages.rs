@@ -277,3 +277,58 @@ fn a_large_reply_is_not_held_up_by_another_callers_wait() {
     }
     assert!(slow.join().unwrap().unwrap().is_empty());
 }
+
+/// Requests decoded so far in this (child) process.
+static DECODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A byte string whose decoding is counted in [`DECODED`].
+struct Counted(ByteBuf);
+
+impl<'de> serde::Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = ByteBuf::deserialize(deserializer)?;
+        DECODED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Counted(bytes))
+    }
+}
+
+impl serde::Serialize for Counted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// How many requests were decoded when this call started; an empty
+/// request first holds the child's thread for a moment.
+async fn decoded_before_me(request: Counted) -> usize {
+    let decoded = DECODED.load(std::sync::atomic::Ordering::SeqCst);
+    if request.0.is_empty() {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    decoded
+}
+
+#[test]
+fn the_async_backend_runs_a_large_call_before_decoding_the_next() {
+    // Decoding every large request that has arrived before running any
+    // would hold them all (with 64 MiB in flight, out of the CPU's caches:
+    // 64 calls of 1 MiB in flight ran at a third of one at a time).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let rpc = Fork::new().unwrap().rpc(decoded_before_me).start().unwrap();
+        // The first call holds the child, so the next three are all there
+        // when it reads again.
+        let first = rpc.call(Counted(ByteBuf::new()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let large: Vec<_> = (0..3u8)
+            .map(|n| rpc.call(Counted(pattern(1 << 20, n))))
+            .collect();
+        assert_eq!(first.await.unwrap(), 1);
+        let seen = futures_join(large).await;
+        let seen: Vec<usize> = seen.into_iter().map(Result::unwrap).collect();
+        assert_eq!(seen, [2, 3, 4], "requests decoded when each call started");
+    });
+}

@@ -12,8 +12,11 @@
 //!   died) the process exits normally.
 //! - **asynchronous backend** (the function is an `async fn`): a
 //!   single-threaded tokio runtime in the child starts every request as its
-//!   own task as soon as it arrives; replies and events go through one
-//!   queue, written in the order they were queued. A cancelled call's task
+//!   own task as soon as it arrives (after a large request, over
+//!   `SPILL_AT`, the task runs before the next request is decoded, so
+//!   that large requests are not all held at once); replies and events go
+//!   through one queue, written in the order they were queued. A cancelled
+//!   call's task
 //!   is aborted. At end-of-file the server stops reading, waits for the
 //!   calls it has, writes everything out, and then runs `done` (if given)
 //!   or exits.
@@ -391,6 +394,7 @@ fn serve_async(
                 }
                 // The request is decoded here, where it was read; the call
                 // runs as a task of its own.
+                let large = frame.payload.len() > crate::rpc::shared_memory::SPILL_AT;
                 let future = match catch_unwind(AssertUnwindSafe(|| {
                     call(codec, frame.payload, frame.fds)
                 })) {
@@ -414,6 +418,12 @@ fn serve_async(
                 // The task runs only once this loop yields, so it is in the
                 // map before it can remove itself.
                 calls.borrow_mut().insert(id, task.abort_handle());
+                if large {
+                    // Let it run before the next request is decoded: many
+                    // large requests decoded at once would hold them all
+                    // (out of the CPU's caches) before the first reply.
+                    tokio::task::yield_now().await;
+                }
             }
             let mut ready = match readiness.readable().await {
                 Ok(ready) => ready,
