@@ -28,9 +28,12 @@
 //! from T threads on C CPUs has min(T, C), each with its own spare, and
 //! creates processes on all of them at once: on 2 CPUs, 2 threads create
 //! 1.2 to 1.3 times as many processes a second as one (`anyfork bench
-//! spawn`, six runs), where one template for both gave 0.93 times (there
-//! one thread with its spare already keeps about 1.1 CPUs busy, and each
-//! process costs both the caller and the kernel work). On 64 cores, 64 threads get 64 templates (about 1 MB of memory
+//! spawn`, six runs), where one template for both gave 0.93 times. That is
+//! all two CPUs have: one thread with its spare already keeps about 1.6 of
+//! them busy (the caller, its template forking the next spare, the last
+//! process exiting, mostly kernel work: `fork`, page faults, `exit`), two
+//! threads 1.9 to 1.95, and the rate per busy CPU is the same (the bench
+//! prints both). On 64 cores, 64 threads get 64 templates (about 1 MB of memory
 //! each, mostly shared), and the rate grows until the kernel's own `clone`
 //! and `exit` work, not a template, is the limit.
 

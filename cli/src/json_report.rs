@@ -94,6 +94,7 @@ fn spawn_json(report: &SpawnReport) -> serde_json::Map<String, Value> {
             "threads": threads,
             "parent_mb": SIZES_MB[0],
             "per_sec": rounded(per_sec, 1),
+            "cpus_busy": report.scaling.busy(threads).map(|b| rounded(b, 2)),
         }));
     }
     let mut out = serde_json::Map::new();

@@ -16,6 +16,7 @@
 
 mod affinity;
 mod bench;
+mod cpu_busy;
 mod json_report;
 mod large_message_bench;
 mod large_message_report;

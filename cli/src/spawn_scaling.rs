@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyfork::{Args, Fork};
 
+use crate::cpu_busy::CpuTime;
 use crate::median::median;
 
 /// The thread counts measured.
@@ -20,12 +21,23 @@ pub const THREADS: [usize; 2] = [1, 2];
 pub struct Scaling {
     /// (threads, processes per second in all).
     pub concurrent: Vec<(usize, f64)>,
+    /// For each thread count (as in `concurrent`): the CPUs the machine
+    /// kept busy meanwhile (median of the rounds), if `/proc/stat` says.
+    pub busy_cpus: Vec<Option<f64>>,
+    /// The machine's CPUs.
+    pub cpus: usize,
     pub first_byte_p50_us: f64,
     pub first_byte_p99_us: f64,
     pub samples: usize,
 }
 
 impl Scaling {
+    /// The CPUs the machine kept busy with `threads` callers.
+    pub fn busy(&self, threads: usize) -> Option<f64> {
+        let i = self.concurrent.iter().position(|(t, _)| *t == threads)?;
+        self.busy_cpus.get(i).copied().flatten()
+    }
+
     /// Processes per second with `threads` callers.
     pub fn rate(&self, threads: usize) -> Option<f64> {
         self.concurrent
@@ -90,14 +102,23 @@ pub fn measure(
     samples: usize,
     progress: &dyn Fn(&str),
 ) -> Result<Scaling, ScalingError> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut rates = vec![Vec::new(); THREADS.len()];
+    let mut busy = vec![Vec::new(); THREADS.len()];
     for round in 0..rounds {
         progress(&format!(
             "round {}/{rounds}: Fork::new from 1 and 2 threads at once",
             round + 1
         ));
         for (i, &threads) in THREADS.iter().enumerate() {
+            let before = CpuTime::now();
             rates[i].push(concurrent(threads, time)?);
+            if let Some(cpus_busy) = before
+                .zip(CpuTime::now())
+                .and_then(|(before, after)| before.busy_cpus_until(&after, cpus))
+            {
+                busy[i].push(cpus_busy);
+            }
         }
     }
     progress(&format!(
@@ -120,6 +141,11 @@ pub fn measure(
             .zip(rates)
             .map(|(&t, r)| (t, median(r)))
             .collect(),
+        busy_cpus: busy
+            .into_iter()
+            .map(|b| (!b.is_empty()).then(|| median(b)))
+            .collect(),
+        cpus,
         first_byte_p50_us: median(latencies.clone()),
         first_byte_p99_us: p99,
         samples,

@@ -114,10 +114,13 @@ fn render_spawn_table(report: &SpawnReport) -> String {
     ));
     let scaling = &report.scaling;
     out.push_str(&format!(
-        "Fork::new from 1 thread: {}/s; from 2 threads at once: {}/s ({}); Fork::new to the first byte back: {:.0} µs median, {:.0} µs 99th percentile ({} samples)\n",
+        "Fork::new from 1 thread: {}/s; from 2 threads at once: {}/s ({}; CPUs the machine kept busy: {} and {} of {}); Fork::new to the first byte back: {:.0} µs median, {:.0} µs 99th percentile ({} samples)\n",
         scaling.rate(1).map_or("-".into(), thousands),
         scaling.rate(2).map_or("-".into(), thousands),
         times(scaling.rate(2).zip(scaling.rate(1)).map(|(a, b)| a / b)),
+        scaling.busy(1).map_or("-".into(), |b| format!("{b:.2}")),
+        scaling.busy(2).map_or("-".into(), |b| format!("{b:.2}")),
+        scaling.cpus,
         scaling.first_byte_p50_us,
         scaling.first_byte_p99_us,
         scaling.samples
