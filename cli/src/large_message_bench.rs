@@ -435,7 +435,9 @@ pub fn run(
                 partner()?;
             }
         }
-        let block = if payload >= 16 << 20 { 1 } else { 4 };
+        // Long enough blocks that each case runs with its own buffers in
+        // the CPUs' caches (see `rpc_bench::measure_round_trips`).
+        let block = if payload >= 16 << 20 { 4 } else { 16 };
         let mut rtts: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
         for _ in 0..rounds {
             let mut round: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];

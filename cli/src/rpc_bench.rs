@@ -279,10 +279,11 @@ fn measure_round_trips(cases: &[&Case], time: Duration) -> Result<Vec<Sample>, R
             partner()?;
         }
     }
-    let block = match cases.first() {
-        Some(case) if case.payload_bytes >= 64 * 1024 => 2,
-        _ => 32,
-    };
+    // Long enough blocks that each case runs with its own buffers in the
+    // CPUs' caches, as a program making calls in a row does (with blocks
+    // of 2 at 1 MiB, every other call found the caches full of another
+    // case's megabytes: that measured the switch between processes).
+    let block = 32;
     let mut samples: Vec<Sample> = cases.iter().map(|_| Sample::new()).collect();
     let total = time * cases.len() as u32;
     let start = Instant::now();
