@@ -8,6 +8,14 @@
 //! and the socket carries only where it is: one copy into the region, one
 //! decode out of it, one wake-up.
 //!
+//! What it buys (`anyfork bench rpc`, 2 CPUs, byte strings echoed one
+//! call at a time): about half the time of the same messages through the
+//! socket at 256 KiB, 1 MiB and 16 MiB; at 1 MiB as fast as a hand-written
+//! socket echo and faster than `ipc-channel`. At 256 KiB and 16 MiB a
+//! hand-written echo is faster still: the kernel copies a socket message in
+//! pieces, the reader copying one while the writer writes the next, where
+//! a message here is written whole before it is read.
+//!
 //! # The protocol
 //!
 //! Each side that sends large messages owns one region for that direction
