@@ -238,6 +238,18 @@ impl Outbox {
         Ok(value)
     }
 
+    /// Makes `bytes` (whole frames, no descriptors) the queue, if nothing
+    /// is waiting to be sent, and returns the buffer it had (empty, for
+    /// reuse); otherwise gives `bytes` back. A large frame encoded
+    /// elsewhere is then queued without a copy.
+    pub(crate) fn adopt(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        if !self.is_empty() {
+            return Err(bytes);
+        }
+        self.clear();
+        Ok(std::mem::replace(&mut self.data, bytes))
+    }
+
     /// How many bytes were ever queued: the stream position just past the
     /// last one.
     pub(crate) fn queued_total(&self) -> u64 {

@@ -76,9 +76,10 @@ impl Drop for PendingCall {
     }
 }
 
-/// An encoded request: in the scratch buffer, or in shared memory.
+/// An encoded request: in the scratch buffer (after [`frame::HEADER_LEN`]
+/// bytes of room for its header), or in shared memory.
 enum Encoded<'a> {
-    Inline(&'a [u8]),
+    Inline(&'a mut Vec<u8>),
     Shared(&'a Outgoing, (u64, u64)),
 }
 
@@ -113,6 +114,10 @@ impl Core {
     ) -> Result<PendingCall, Error> {
         let mut encoded = std::mem::take(&mut *self.scratch());
         encoded.clear();
+        // Room for the frame's header: a large request can then become the
+        // send queue as it is, if nothing else is waiting (see
+        // `frame::encode_adopting`).
+        encoded.resize(frame::HEADER_LEN, 0);
         let mut sink = Sink::spilling(&mut encoded, Some(&self.region), SPILL_AT);
         let fds = match encode(self.codec, &mut sink) {
             Ok(fds) => fds,
@@ -125,7 +130,7 @@ impl Core {
             }
         };
         let result = match sink.finish() {
-            Placement::Inline => self.queue_request(Encoded::Inline(&encoded), fds),
+            Placement::Inline => self.queue_request(Encoded::Inline(&mut encoded), fds),
             Placement::Shared {
                 region,
                 offset,
@@ -140,10 +145,10 @@ impl Core {
 
     fn queue_request(
         self: &Arc<Self>,
-        encoded: Encoded<'_>,
+        mut encoded: Encoded<'_>,
         fds: Vec<OwnedFd>,
     ) -> Result<PendingCall, Error> {
-        let result = self.queue_encoded(&encoded, fds);
+        let result = self.queue_encoded(&mut encoded, fds);
         if let (Err(_), Encoded::Shared(region, (offset, len))) = (&result, encoded) {
             region.forget(offset, len);
         }
@@ -152,7 +157,7 @@ impl Core {
 
     fn queue_encoded(
         self: &Arc<Self>,
-        encoded: &Encoded<'_>,
+        encoded: &mut Encoded<'_>,
         fds: Vec<OwnedFd>,
     ) -> Result<PendingCall, Error> {
         let mut state = self.lock();
@@ -184,12 +189,12 @@ impl Core {
                 )),
             });
         }
-        match *encoded {
-            Encoded::Inline(bytes) => {
-                frame::encode(state.link.outbox(), id, kind::REQUEST, bytes, fds)
+        match encoded {
+            Encoded::Inline(buffer) => {
+                frame::encode_adopting(state.link.outbox(), id, kind::REQUEST, buffer, fds)
             }
             Encoded::Shared(region, place) => {
-                frame::encode_shared(state.link.outbox(), region, id, kind::REQUEST, place, fds)
+                frame::encode_shared(state.link.outbox(), region, id, kind::REQUEST, *place, fds)
             }
         }
         .map_err(|source| Error::Protocol { process, source })?;

@@ -263,6 +263,41 @@ pub(crate) fn encode(
     }
 }
 
+/// Queues the frame whose payload is `buffer[HEADER_LEN..]` (the first
+/// [`HEADER_LEN`] bytes are room for its header) by handing `buffer` to
+/// `out` if `out` has nothing waiting, in which case `buffer` becomes the
+/// queue's old, empty buffer; otherwise copies the payload in, as
+/// [`encode`] does. Either way the frame is queued once.
+pub(crate) fn encode_adopting(
+    out: &mut Outbox,
+    id: u32,
+    kind: u8,
+    buffer: &mut Vec<u8>,
+    fds: Vec<OwnedFd>,
+) -> Result<(), ProtocolError> {
+    let payload_len = buffer.len().saturating_sub(HEADER_LEN);
+    if !fds.is_empty() || buffer.len() < HEADER_LEN || !out.is_empty() {
+        return encode(out, id, kind, &buffer[HEADER_LEN.min(buffer.len())..], fds);
+    }
+    let Ok(len) = u32::try_from(payload_len) else {
+        return Err(ProtocolError::TooLong {
+            tag: Tag(kind),
+            len: payload_len as u64,
+            limit: u32::MAX as u64,
+        });
+    };
+    write_header(&mut buffer[..HEADER_LEN], id, kind, len, 0);
+    match out.adopt(std::mem::take(buffer)) {
+        Ok(old) => *buffer = old,
+        // Not empty after all (checked above): put it back and copy.
+        Err(back) => {
+            *buffer = back;
+            return encode(out, id, kind, &buffer[HEADER_LEN..], Vec::new());
+        }
+    }
+    Ok(())
+}
+
 mod decoder;
 #[cfg(test)]
 mod tests;

@@ -161,3 +161,44 @@ fn limits_and_kinds_are_checked() {
         })
     ));
 }
+
+#[test]
+fn a_frame_encoded_elsewhere_becomes_the_empty_queue_or_is_copied_after_what_waits() {
+    let with_room = |payload: &[u8]| {
+        let mut buffer = vec![0u8; HEADER_LEN];
+        buffer.extend_from_slice(payload);
+        buffer
+    };
+    // Nothing waits: the buffer is the queue, and the caller gets the
+    // queue's old (empty) buffer back.
+    let mut out = Outbox::default();
+    let mut buffer = with_room(b"first");
+    encode_adopting(&mut out, 1, kind::REQUEST, &mut buffer, Vec::new()).unwrap();
+    assert!(buffer.is_empty(), "the queue's old buffer comes back empty");
+    assert_eq!(out.unsent(), HEADER_LEN + 5);
+    // Something waits: copied after it; the buffer stays the caller's.
+    let mut second = with_room(b"second");
+    encode_adopting(&mut out, 2, kind::REQUEST, &mut second, Vec::new()).unwrap();
+    assert_eq!(second, with_room(b"second"));
+    // With a descriptor: copied (the descriptor's place is recorded).
+    let (fd, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut out_with_fd = Outbox::default();
+    let mut third = with_room(b"third");
+    encode_adopting(
+        &mut out_with_fd,
+        3,
+        kind::REQUEST,
+        &mut third,
+        vec![fd.into()],
+    )
+    .unwrap();
+    assert_eq!(third, with_room(b"third"));
+
+    let mut decoder = Decoder::new(TO_CHILD, 1 << 20, 16);
+    decoder.feed(&bytes_of(&mut out), std::iter::empty());
+    let mut seen = Vec::new();
+    while let Some(frame) = decoder.next().unwrap() {
+        seen.push((frame.id, frame.payload));
+    }
+    assert_eq!(seen, [(1, b"first".to_vec()), (2, b"second".to_vec())]);
+}
